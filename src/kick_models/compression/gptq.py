@@ -1,0 +1,167 @@
+"""GPTQ (Frantar et al., 2023): quantize one Linear weight column by column, pushing each column's
+rounding error onto the columns not yet quantized through the inverse Hessian of its inputs."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from kick_models.compression.quant import (
+    QuantResult,
+    check_args,
+    dequantize,
+    find_grid,
+    group_index,
+    quantize,
+)
+
+__all__ = ["QuantResult", "quantize_gptq"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_gptq_args(W, H, *, act_order, damp, blocksize, mask) -> None:
+    in_features = W.shape[1]
+    if tuple(H.shape) != (in_features, in_features):
+        raise ValueError(f"H must be [in, in] = [{in_features}, {in_features}]; got shape {tuple(H.shape)}")
+    if not isinstance(act_order, bool):
+        raise ValueError(f"act_order={act_order!r} must be a bool (True or False)")
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or damp < 0:
+        raise ValueError(f"damp={damp!r} must be a finite number >= 0 (fraction of the mean Hessian diagonal)")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize={blocksize!r} must be a positive integer")
+    if mask is not None and tuple(mask.shape) != tuple(W.shape):
+        raise ValueError(f"mask shape {tuple(mask.shape)} must equal the weight shape {tuple(W.shape)}")
+
+
+def inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor U of (H + damp·mean(diag H)·I)^-1, so U^T U = H_damped^-1.
+
+    Row j of U, divided by U[j, j], is the OBS update that spreads column j's error over columns
+    > j once columns < j are fixed (GPTQ eq. 3 via the Cholesky reformulation of §3, step 3).
+    If the damped H is not positive definite the dampening is raised tenfold, up to 4 times.
+    """
+    n = H.shape[0]
+    mean_diag = torch.diag(H).mean()
+    eye = torch.eye(n, dtype=H.dtype, device=H.device)
+    frac = damp
+    for attempt in range(5):
+        L, info = torch.linalg.cholesky_ex(H + frac * mean_diag * eye)
+        if int(info) == 0:
+            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+            if int(info) == 0 and torch.isfinite(U).all():
+                if attempt:
+                    log.warning("GPTQ: Hessian not positive definite at damp=%g; used damp=%g", damp, frac)
+                return U
+        frac = max(frac * 10, 1e-6)
+    raise ValueError(f"Hessian is not positive definite even with damp={frac / 10:g}; check the calibration inputs")
+
+
+def _current_columns(Wp, W1, Err1, U, i1, i, i2, pos):
+    """Columns ``pos`` (permuted positions, all >= i1 + i) as they stand after every error so far.
+
+    Inside the block they are read from the block copy ``W1``; past the block the lazy update
+    from this block's first ``i`` columns has not been applied to ``Wp`` yet, so apply it here.
+    (The reference implementation reads ``Wp`` for both, so a group starting mid-block got its
+    grid from stale weights.)
+    """
+    cur = torch.empty(Wp.shape[0], pos.numel(), dtype=Wp.dtype, device=Wp.device)
+    inside = pos < i2
+    cur[:, inside] = W1[:, pos[inside] - i1]
+    outside = pos[~inside]
+    if outside.numel():
+        cur[:, ~inside] = Wp[:, outside] - Err1[:, :i] @ U[i1 : i1 + i, outside]
+    return cur
+
+
+def quantize_gptq(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int = 128,
+    sym: bool = False,
+    act_order: bool = False,
+    damp: float = 0.01,
+    blocksize: int = 128,
+    mask: torch.Tensor | None = None,
+) -> QuantResult:
+    """GPTQ-quantize ``W`` [out, in] given ``H = 2 X^T X / n`` [in, in]; W and H are not modified.
+
+    Greedy OBS per column j in order: ``q_j = quant(w_j)``, ``e_j = (w_j - q_j) / U_jj``,
+    ``w_k -= e_j U_jk`` for k > j (within a block at once, past it lazily once per block), loss
+    ``sum e_j^2 / 2``. Each (row, group) grid is taken when the sweep reaches the group's first
+    column, from the weights as updated so far. ``act_order`` visits columns by decreasing
+    ``diag(H)``; groups stay contiguous runs of the original columns, so ``g_idx`` is the plain
+    ``column // group_size`` and the output needs no reordering to be exported.
+    ``mask`` (bool [out, in], True = keep): pruned weights quantize to exactly 0 and their pending
+    updates are fed forward as error like any rounding error, so the sparsity pattern is kept.
+    ``bits == 16`` returns a copy of W with empty codes.
+    """
+    check_args(W, bits=bits, group_size=group_size, sym=sym)
+    _check_gptq_args(W, H, act_order=act_order, damp=damp, blocksize=blocksize, mask=mask)
+    out_features, n = W.shape
+    g_idx = group_index(n, group_size)
+    if bits == 16:
+        empty = torch.empty(out_features, 0)
+        return QuantResult(W.clone(), torch.empty(0, dtype=torch.uint8), empty, empty.clone(), g_idx, 0.0)
+
+    dev = W.device
+    Wf = W.detach().to(torch.float32).clone()
+    Hf = H.detach().to(device=dev, dtype=torch.float32).clone()
+    keep = None if mask is None else mask.to(device=dev, dtype=torch.bool)
+    dead = torch.diag(Hf) == 0  # inputs that were always 0: their weights are free
+    Hf[dead, dead] = 1
+    Wf[:, dead] = 0
+    if keep is not None:
+        Wf = Wf * keep
+
+    perm = torch.argsort(torch.diag(Hf), descending=True, stable=True) if act_order else torch.arange(n, device=dev)
+    Wp = Wf[:, perm]  # [out, n] in visiting order
+    Hp = Hf[perm][:, perm]
+    keep_p = None if keep is None else keep[:, perm]
+    group_of = g_idx.to(dev)[perm]  # [n] group of each visited position
+    U = inverse_hessian_cholesky(Hp, damp)
+
+    n_groups = int(g_idx[-1]) + 1
+    positions = torch.argsort(group_of, stable=True).split(torch.bincount(group_of, minlength=n_groups).tolist())
+    first_visit = {int(pos[0]): g for g, pos in enumerate(positions)}  # position -> group starting there
+    group_list = group_of.tolist()
+
+    scales = torch.empty(out_features, n_groups, device=dev)
+    zeros = torch.empty_like(scales)
+    Q = torch.empty_like(Wp)
+    codes = torch.empty(out_features, n, dtype=torch.uint8, device=dev)
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        W1 = Wp[:, i1:i2].clone()  # [out, b] block, updated column by column
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            p = i1 + i
+            g = group_list[p]
+            if p in first_visit:
+                cur = _current_columns(Wp, W1, Err1, U, i1, i, i2, positions[g])
+                if keep_p is not None:
+                    cur = cur * keep_p[:, positions[g]]
+                scales[:, g], zeros[:, g] = find_grid(cur, bits, sym=sym)
+            w = W1[:, i]
+            c = quantize(w, scales[:, g], zeros[:, g], bits)
+            if keep_p is not None:
+                c = torch.where(keep_p[:, p], c, zeros[:, g])  # code of exactly 0.0
+            q = dequantize(c, scales[:, g], zeros[:, g])
+            Q[:, p] = q
+            codes[:, p] = c.to(torch.uint8)
+            err = (w - q) / U1[i, i]
+            loss += err.double().square().sum()
+            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+            Err1[:, i] = err
+        Wp[:, i2:] -= Err1 @ U[i1:i2, i2:]
+
+    inv = torch.argsort(perm)
+    weight = Q[:, inv].to(W.dtype)
+    return QuantResult(weight, codes[:, inv], scales, zeros, g_idx, float(loss) / 2)
