@@ -1,0 +1,364 @@
+"""Compress once, load many times: a content-keyed, crash-safe, process-safe store of compressed weights.
+
+An entry is a folder ``<cache_dir>/<key>/`` holding ``weights.safetensors`` (only the compressed
+Linear weights, as a state-dict subset — never pickle) and ``manifest.json`` (size and sha256 of
+every file, the compression summary and the key's inputs). Entries appear atomically: they are
+written into a temporary folder beside their final place and renamed into it. A file lock per key
+makes concurrent processes (e.g. ``accelerate launch`` ranks) compress exactly once while the
+others wait and then load. An entry whose files do not match its manifest is treated as absent
+and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "KICK_CACHE_DIR"
+KEY_SCHEMA = 1
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+_CHUNK = 1 << 22
+
+# Files whose bytes define a local model: its config and its weights (tokenizer files do not
+# change compressed weights).
+_MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_MODEL_FILE_NAMES = ("config.json",)
+
+# CompressionConfig fields that only matter for some methods; everything else always matters.
+_QUANT_FIELDS = ("group_size", "sym", "act_order")
+_CALIB_FIELDS = ("calib", "nsamples", "seqlen", "seed", "propagate")
+_OWL_FIELDS = ("owl_m", "owl_lambda")
+
+
+class CacheError(OSError):
+    """The cache directory cannot be used; the message names the path and how to fix or avoid it."""
+
+
+# --------------------------------------------------------------------------- location
+def default_cache_dir() -> Path:
+    """``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "kick"
+
+
+def ensure_writable(cache_dir: str | os.PathLike | None) -> Path:
+    """Create ``cache_dir`` if needed and prove it is writable, before any expensive work."""
+    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise CacheError(
+            f"kick cache: directory {str(path)!r} is not writable ({err.strerror or err}); "
+            f"set cache_dir=<writable dir> (or ${CACHE_ENV}), or pass no_cache=true"
+        ) from err
+    return path
+
+
+# --------------------------------------------------------------------------- keys
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) -> str:
+    """sha256 over the names and contents of a local model folder's config and weight files.
+
+    Hashing tens of GB is slow, so per-file digests are memoised in ``memo_dir`` keyed by
+    (absolute path, size, mtime_ns): an unchanged file is read once per machine.
+    """
+    root = Path(folder).expanduser().resolve()
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and (p.name in _MODEL_FILE_NAMES or p.suffix in _MODEL_FILE_SUFFIXES)
+    )
+    if not files:
+        raise CacheError(f"kick cache: no config or weight files under {str(root)!r} to fingerprint")
+    memo_path = memo_dir / "file_digests.json" if memo_dir is not None else None
+    memo: dict[str, str] = {}
+    if memo_path is not None and memo_path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            memo = json.loads(memo_path.read_text())
+    changed = False
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        if memo_key not in memo:
+            memo[memo_key] = _sha256_file(path)
+            changed = True
+        digest.update(f"{path.relative_to(root).as_posix()}\0{memo[memo_key]}\n".encode())
+    if changed and memo_path is not None:
+        with contextlib.suppress(OSError):
+            _atomic_write_text(memo_path, json.dumps(memo, sort_keys=True))
+    return digest.hexdigest()
+
+
+def model_identity(pretrained: str, revision: str | None = None, model: nn.Module | None = None,
+                   memo_dir: Path | None = None) -> dict[str, Any]:
+    """What makes a base model unique: a local folder's content hash, or a Hub id + resolved commit.
+
+    The commit comes from ``model.config._commit_hash`` (set by ``from_pretrained``), falling back
+    to the requested revision string. The dtype is included because compressing in bf16 and in
+    fp32 gives different weights.
+    """
+    identity: dict[str, Any] = {}
+    local = Path(str(pretrained)).expanduser()
+    if local.is_dir():
+        identity["local_sha256"] = folder_fingerprint(local, memo_dir)
+    else:
+        commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+        identity["model_id"] = str(pretrained)
+        identity["revision"] = commit or revision or "main"
+    if model is not None:
+        param = next(model.parameters(), None)
+        identity["dtype"] = str(param.dtype) if param is not None else None
+    return identity
+
+
+def relevant_config(config: Any) -> dict[str, Any]:
+    """CompressionConfig.to_dict() without the fields that cannot change this config's weights."""
+    d = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    method = d.get("method", "none")
+    quantizes = int(d.get("wbits", 16)) < 16 and method != "none"
+    drop: set[str] = set()
+    if not quantizes:
+        drop.update(_QUANT_FIELDS)
+        if method not in ("sparsegpt",):
+            drop.update(("damp", "blocksize"))
+    needs_calib = getattr(config, "needs_calibration", None)
+    if needs_calib is None:
+        needs_calib = quantizes or method in ("wanda", "sparsegpt")
+    if not needs_calib:
+        drop.update(_CALIB_FIELDS)
+    if d.get("sparsity_profile", "uniform") == "uniform":
+        drop.update(_OWL_FIELDS)
+    if d.get("pattern", "unstructured") != "unstructured":
+        drop.add("sparsity")  # N:M fixes it; target_sparsity stays
+    return {k: v for k, v in sorted(d.items()) if k not in drop}
+
+
+def package_versions() -> dict[str, str]:
+    """kick's version and torch/transformers major.minor: changes there may change results."""
+    def major_minor(name: str) -> str:
+        try:
+            return ".".join(metadata.version(name).split(".")[:2])
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    try:
+        kick = metadata.version("kick")
+    except metadata.PackageNotFoundError:
+        kick = "0+unknown"
+    return {"kick": kick, "torch": major_minor("torch"), "transformers": major_minor("transformers")}
+
+
+def key_parts(*, pretrained: str, config: Any, calib_info: Mapping[str, Any] | None,
+              revision: str | None = None, model: nn.Module | None = None,
+              cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything the compressed weights depend on, as a JSON-able dict (feed it to :func:`cache_key`).
+
+    ``calib_info`` is the dict returned by ``calibration_ids`` (dataset, nsamples, seqlen, seed,
+    token_sha256); it is ignored for configs that need no calibration.
+    """
+    memo = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    needs_calib = getattr(config, "needs_calibration", True)
+    return {
+        "schema": KEY_SCHEMA,
+        "model": model_identity(pretrained, revision, model, memo if memo.is_dir() else None),
+        "compression": relevant_config(config),
+        "calibration": dict(sorted(calib_info.items())) if (calib_info and needs_calib) else None,
+        "versions": package_versions(),
+    }
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``parts`` (sorted keys, no whitespace)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- weights
+def compressed_linear_names(model: nn.Module) -> list[str]:
+    """State-dict keys of the Linear weights compression touches: every Linear but the output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [
+        f"{name}.weight" for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module is not head
+    ]
+
+
+def _weights_subset(model: nn.Module) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    return {name: params[name].detach().to("cpu").contiguous() for name in compressed_linear_names(model)}
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    stored = load_file(str(path))
+    params = dict(model.named_parameters(remove_duplicate=False))
+    expected = set(compressed_linear_names(model))
+    if set(stored) != expected:
+        missing, extra = sorted(expected - set(stored))[:3], sorted(set(stored) - expected)[:3]
+        raise ValueError(f"cached weights do not fit this model (missing {missing}, unexpected {extra})")
+    for name, tensor in stored.items():
+        if params[name].shape != tensor.shape:
+            raise ValueError(f"cached {name} has shape {tuple(tensor.shape)}, model has {tuple(params[name].shape)}")
+    with torch.no_grad():
+        for name, tensor in stored.items():
+            params[name].copy_(tensor)
+
+
+# --------------------------------------------------------------------------- entries
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_manifest(entry: Path) -> dict[str, Any] | None:
+    """The entry's manifest if every listed file exists with its recorded size and sha256, else None."""
+    try:
+        manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        for name, meta in files.items():
+            path = entry / name
+            if path.stat().st_size != meta["size"] or _sha256_file(path) != meta["sha256"]:
+                log.warning("kick cache: %s does not match its manifest; rebuilding", path)
+                return None
+        if WEIGHTS_FILE not in files:
+            return None
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts: Mapping[str, Any]) -> None:
+    """Write the compressed weights and manifest into a temp folder, then rename it to ``entry``."""
+    from safetensors.torch import save_file
+
+    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        weights = tmp / WEIGHTS_FILE
+        save_file(_weights_subset(model), str(weights), metadata={"format": "pt", "kick_key": entry.name})
+        with open(weights, "rb+") as handle:
+            os.fsync(handle.fileno())
+        manifest = {
+            "key": entry.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": {WEIGHTS_FILE: {"size": weights.stat().st_size, "sha256": _sha256_file(weights)}},
+            "summary": dict(summary),
+            "key_parts": dict(parts),
+        }
+        _atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        _fsync_dir(tmp)
+        if entry.exists():  # a broken entry: move it aside first, rename cannot replace a folder
+            trash = entry.parent / f".trash-{entry.name}-{uuid.uuid4().hex}"
+            os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(tmp, entry)
+        _fsync_dir(entry.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _try_load(model: nn.Module, entry: Path) -> dict[str, Any] | None:
+    manifest = read_manifest(entry)
+    if manifest is None:
+        return None
+    try:
+        _load_weights(model, entry / WEIGHTS_FILE)
+    except (OSError, ValueError, RuntimeError) as err:
+        log.warning("kick cache: entry %s unusable (%s); rebuilding", entry, err)
+        return None
+    return manifest
+
+
+def _clean_stale_temps(cache_dir: Path, key: str, max_age_s: float = 0.0) -> None:
+    """Remove temp folders of writers that died (called while holding the key's lock)."""
+    now = time.time()
+    for stale in cache_dir.glob(f".tmp-{key}-*"):
+        with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime >= max_age_s:
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_or_compress(model: nn.Module, parts: Mapping[str, Any], compress_fn: Callable[[], Mapping[str, Any]],
+                     cache_dir: str | os.PathLike | None = None, enabled: bool = True,
+                     lock_timeout_s: float = -1) -> tuple[dict[str, Any], bool]:
+    """Load this key's compressed weights into ``model`` (hit), or run ``compress_fn`` and store them (miss).
+
+    ``compress_fn()`` compresses ``model`` in place and returns its JSON-able summary. Returns
+    ``(summary, hit)``; the summary gains a ``"cache"`` block (key, hit, seconds, path). With
+    ``enabled=False`` this only runs ``compress_fn``. ``lock_timeout_s < 0`` waits forever for
+    another process that is compressing the same key.
+    """
+    if not enabled:
+        return dict(compress_fn()), False
+    root = ensure_writable(cache_dir)
+    key = cache_key(parts)
+    entry = root / key
+    start = time.perf_counter()
+
+    manifest = _try_load(model, entry)
+    if manifest is None:
+        with FileLock(str(root / f"{key}.lock"), timeout=lock_timeout_s):
+            manifest = _try_load(model, entry)  # another process may have finished meanwhile
+            if manifest is None:
+                _clean_stale_temps(root, key)
+                summary = dict(compress_fn())
+                write_entry(entry, model, summary, parts)
+                summary["cache"] = {"key": key, "hit": False, "path": str(entry),
+                                    "seconds": round(time.perf_counter() - start, 3)}
+                log.info("kick cache: stored %s", entry)
+                return summary, False
+    summary = dict(manifest.get("summary", {}))
+    summary["cache"] = {"key": key, "hit": True, "path": str(entry),
+                        "seconds": round(time.perf_counter() - start, 3)}
+    log.info("kick cache: loaded %s in %.2fs", entry, summary["cache"]["seconds"])
+    return summary, True
+
