@@ -1,0 +1,318 @@
+"""Transport to an OpenAI-compatible chat-completions judge: config, retries, concurrency, cache.
+
+`JudgeClient.run` takes a whole batch of requests and answers each with a `JudgeResult`; no
+request is dropped: every one ends ``ok``, ``unparsed`` (the judge replied, twice, in a format
+we could not read) or ``failed`` (the endpoint never gave a usable reply within the retries).
+Retries use exponential backoff with jitter on 408/429/5xx, timeouts, refused connections and
+malformed bodies, and honour ``Retry-After``. The API key is read from the environment only and
+never logged, cached or written into results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Callable, Mapping
+
+from tqdm.auto import tqdm
+
+from kick_tasks.judge.cache import VerdictCache, verdict_key
+from kick_tasks.judge.parsing import Parsed, parse_score, parse_verdict
+from kick_tasks.judge.prompts import with_reminder
+
+log = logging.getLogger(__name__)
+
+PARSERS: dict[str, Callable[[str], Parsed]] = {"verdict": parse_verdict, "score": parse_score}
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_FORBIDDEN_METADATA = ("judge_api_key", "api_key", "openai_api_key")
+
+
+class JudgeConfigError(ValueError):
+    """Bad judge configuration, or the endpoint refused our credentials."""
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "kick" / "judge")
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Where and how to ask the judge. ``api_key`` is excluded from ``repr`` and ``to_dict``."""
+
+    model: str
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 6
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_tokens: int = 512
+    temperature: float = 0.0
+    cache_dir: str | None = field(default_factory=_default_cache_dir)
+
+    def __post_init__(self):
+        if not self.model:
+            raise JudgeConfigError("judge model name is empty; set KICK_JUDGE_MODEL")
+        if not str(self.base_url).startswith(("http://", "https://")):
+            raise JudgeConfigError(f"judge base URL {self.base_url!r} must start with http:// or https://")
+        if self.concurrency < 1:
+            raise JudgeConfigError(f"judge concurrency {self.concurrency} must be >= 1")
+        if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
+            raise JudgeConfigError(
+                f"judge retries {self.max_retries} (>= 0), timeout {self.timeout} (> 0) and "
+                f"backoff {self.backoff} (>= 0) out of range")
+
+    @classmethod
+    def from_env(cls, metadata: Mapping | None = None,
+                 env: Mapping[str, str] | None = None) -> "JudgeConfig | None":
+        """Build from ``judge_*`` task metadata over ``KICK_JUDGE_*`` variables; ``None`` if no model is set.
+
+        The key comes only from ``KICK_JUDGE_API_KEY`` or ``OPENAI_API_KEY``; putting it in
+        metadata is refused because metadata is written into lm-eval's results file.
+        """
+        env = os.environ if env is None else env
+        meta = dict(metadata or {})
+        bad = [k for k in _FORBIDDEN_METADATA if k in meta]
+        if bad:
+            raise JudgeConfigError(f"task metadata must not carry {bad}: metadata is written to "
+                                   "results; set KICK_JUDGE_API_KEY in the environment instead")
+        if str(env.get("KICK_JUDGE_DISABLE", "")).lower() in ("1", "true", "yes"):
+            return None
+
+        def pick(name: str, default=None):
+            value = meta.get(f"judge_{name}")
+            if value is None:
+                value = env.get(f"KICK_JUDGE_{name.upper()}")
+            return default if value in (None, "") else value
+
+        model = pick("model")
+        if not model:
+            return None
+        try:
+            return cls(
+                model=str(model),
+                base_url=str(pick("base_url", env.get("OPENAI_BASE_URL") or cls.base_url)),
+                api_key=env.get("KICK_JUDGE_API_KEY") or env.get("OPENAI_API_KEY") or None,
+                concurrency=int(pick("concurrency", cls.concurrency)),
+                timeout=float(pick("timeout", cls.timeout)),
+                max_retries=int(pick("max_retries", cls.max_retries)),
+                backoff=float(pick("backoff", cls.backoff)),
+                max_tokens=int(pick("max_tokens", cls.max_tokens)),
+                cache_dir=None if str(pick("cache", "1")).lower() in ("0", "false", "no")
+                else str(pick("cache_dir", _default_cache_dir())),
+            )
+        except (TypeError, ValueError) as err:
+            if isinstance(err, JudgeConfigError):
+                raise
+            raise JudgeConfigError(f"bad judge setting: {err}") from err
+
+    def to_dict(self) -> dict:
+        """JSON-able settings for results files (never the key)."""
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "concurrency": self.concurrency,
+                "timeout": self.timeout, "max_retries": self.max_retries,
+                "api_key_set": bool(self.api_key)}
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One judge question: chat messages, the reply kind ('verdict' or 'score'), the judged answers."""
+
+    messages: list[dict]
+    kind: str
+    answers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in PARSERS:
+            raise ValueError(f"judge request kind {self.kind!r}; accepted: {sorted(PARSERS)}")
+
+
+@dataclass
+class JudgeResult:
+    """``status``: 'ok' (``value`` set), 'unparsed' (reply unreadable twice) or 'failed' (no reply)."""
+
+    status: str
+    value: float | str | None = None
+    reason: str = ""
+    reply: str | None = None
+    cached: bool = False
+    reformatted: bool = False
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Fatal(JudgeConfigError):
+    """The endpoint answered in a way no retry can fix (bad credentials, bad request)."""
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class JudgeStats:
+    """Counters over one client's life: HTTP requests sent, retries, cache hits, outcomes."""
+
+    http_requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    reformat_retries: int = 0
+    ok: int = 0
+    unparsed: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class JudgeClient:
+    """Batched, cached, retrying judge over HTTP (stdlib urllib; one thread per in-flight request)."""
+
+    def __init__(self, config: JudgeConfig, *, sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.cache = VerdictCache(config.cache_dir) if config.cache_dir else None
+        self.stats = JudgeStats()
+        self._lock = threading.Lock()
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    # --------------------------------------------------------------- transport
+    def _post_once(self, messages: list[dict]) -> str:
+        body = json.dumps({"model": self.config.model, "messages": messages,
+                           "temperature": self.config.temperature,
+                           "max_tokens": self.config.max_tokens, "n": 1}).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        self._count("http_requests")
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as err:
+            retry_after = _retry_after_seconds(err.headers.get("Retry-After") if err.headers else None)
+            if err.code in (401, 403):
+                raise _Fatal(f"judge endpoint {self._url} refused the credentials "
+                             f"(HTTP {err.code}); check KICK_JUDGE_API_KEY") from None
+            if err.code in RETRY_STATUS or err.code >= 500:
+                raise _Retryable(f"HTTP {err.code}", retry_after) from None
+            raise _Fatal(f"judge endpoint {self._url} answered HTTP {err.code}: "
+                         f"{err.read()[:200]!r}") from None
+        except (TimeoutError, ConnectionError, urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise _Retryable(f"transport error: {type(reason).__name__}: {reason}") from None
+        try:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retryable(f"malformed response body {raw[:80]!r}") from None
+        if not isinstance(content, str):
+            raise _Retryable("response message has no text content")
+        return content
+
+    def complete(self, messages: list[dict]) -> str:
+        """The judge's reply text, retrying transient failures; raises RuntimeError when out of tries."""
+        last = "no attempt"
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                return self._post_once(messages)
+            except _Retryable as err:
+                last = str(err)
+                if attempt == self.config.max_retries:
+                    break
+                delay = min(self.config.max_backoff, self.config.backoff * 2 ** attempt)
+                delay *= 1.0 + 0.25 * self._rng.random()
+                if err.retry_after is not None:
+                    delay = min(self.config.max_backoff, max(err.retry_after, delay * 0.1))
+                self._count("retries")
+                log.debug("judge request failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
+                self._sleep(delay)
+        raise RuntimeError(f"judge gave no usable reply after {self.config.max_retries + 1} "
+                           f"attempts; last error: {last}")
+
+    # --------------------------------------------------------------- one request
+    def _settings(self) -> dict:
+        return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+
+    def judge_one(self, request: JudgeRequest) -> JudgeResult:
+        key = verdict_key(self.config.model, request.messages, request.answers, self._settings())
+        if self.cache is not None:
+            record = self.cache.get(key)
+            if record is not None and record.get("status") in ("ok", "unparsed"):
+                self._count("cache_hits")
+                self._count(record["status"])
+                return JudgeResult(**{**record, "cached": True})
+        parse = PARSERS[request.kind]
+        try:
+            reply = self.complete(request.messages)
+            parsed, reformatted = parse(reply), False
+            if not parsed.ok:
+                self._count("reformat_retries")
+                first_reason = parsed.reason
+                reply = self.complete(with_reminder(request.messages, reply, request.kind))
+                parsed, reformatted = parse(reply), True
+                if not parsed.ok:
+                    parsed = Parsed(None, f"{first_reason}; after reminder: {parsed.reason}")
+        except RuntimeError as err:
+            self._count("failed")
+            log.warning("%s", err)
+            return JudgeResult("failed", reason=str(err))
+        result = JudgeResult("ok" if parsed.ok else "unparsed", parsed.value, parsed.reason,
+                             reply, reformatted=reformatted)
+        self._count(result.status)
+        if self.cache is not None:
+            self.cache.put(key, {"status": result.status, "value": result.value,
+                                 "reason": result.reason, "reply": result.reply,
+                                 "reformatted": result.reformatted})
+        return result
+
+    # --------------------------------------------------------------- batch
+    def run(self, requests: list[JudgeRequest], desc: str = "judge") -> list[JudgeResult]:
+        """Answer every request (same order), at most ``config.concurrency`` in flight."""
+        if not requests:
+            return []
+        results: list[JudgeResult | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=self.config.concurrency,
+                                thread_name_prefix="kick-judge") as pool, \
+                tqdm(total=len(requests), desc=desc, disable=None) as bar:
+            futures = {pool.submit(self.judge_one, r): i for i, r in enumerate(requests)}
+            try:
+                for future, i in futures.items():
+                    results[i] = future.result()
+                    bar.update(1)
+            except _Fatal:
+                for f in futures:
+                    f.cancel()
+                raise
+        return results  # type: ignore[return-value]
+
