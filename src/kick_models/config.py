@@ -1,0 +1,232 @@
+"""Validated compression settings: every ``kick-hf`` model_arg is parsed and checked here, once, before weights load."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+METHODS = ("none", "magnitude", "wanda", "sparsegpt", "gptq")
+PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
+WBITS = (2, 3, 4, 8, 16)
+CALIB_NAMES = ("bundled", "c4", "wikitext2")
+SPARSITY_PROFILES = ("uniform", "owl")
+PROPAGATE = ("compressed", "dense")
+NM_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+class ConfigError(ValueError):
+    """A model_arg has a value that is not accepted; the message names key, value and what is accepted."""
+
+
+def _fail(key: str, value: Any, accepted: str) -> ConfigError:
+    return ConfigError(f"kick-hf: invalid model_arg {key}={value!r}; accepted: {accepted}")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """What to do to the model's decoder Linear layers, and with which calibration data.
+
+    ``pattern`` is ``None`` for unstructured sparsity, otherwise ``(n, m)``: keep ``n`` of every
+    ``m`` consecutive input weights of each row (so 2:4 keeps 2, prunes 2; 50% sparsity).
+    ``wbits == 16`` means no quantization. ``calib=None`` means "the method's default", resolved
+    by :meth:`resolved_calib` (bundled text on the embedded model).
+    """
+
+    method: str = "none"
+    sparsity: float = 0.0
+    pattern: tuple[int, int] | None = None
+    wbits: int = 16
+    group_size: int = 128
+    sym: bool = False
+    act_order: bool = False
+    damp: float = 0.01
+    blocksize: int = 128
+    calib: str | None = None
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    sparsity_profile: str = "uniform"
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
+    propagate: str = "compressed"
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def target_sparsity(self) -> float:
+        """Fraction of weights each pruned matrix ends with at zero (N:M: 1 - n/m)."""
+        if self.pattern is not None:
+            n, m = self.pattern
+            return 1.0 - n / m
+        return self.sparsity
+
+    @property
+    def prunes(self) -> bool:
+        return self.method in PRUNING_METHODS and (self.pattern is not None or self.sparsity > 0)
+
+    @property
+    def quantizes(self) -> bool:
+        return self.wbits < 16 and self.method != "none"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Magnitude pruning alone needs no data; everything else that changes weights does."""
+        return self.quantizes or (self.prunes and self.method != "magnitude")
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.prunes and not self.quantizes
+
+    @property
+    def pattern_str(self) -> str:
+        return "unstructured" if self.pattern is None else f"{self.pattern[0]}:{self.pattern[1]}"
+
+    def resolved_calib(self, embedded_model: bool = False) -> str:
+        """The calibration source to use: explicit ``calib`` wins; else bundled text on the
+        embedded model (offline by design), WikiText-2 for GPTQ (the GPTQ paper) and C4 for
+        pruning (the Wanda/SparseGPT papers and LLM-KICK)."""
+        if self.calib is not None:
+            return self.calib
+        if embedded_model:
+            return "bundled"
+        return "wikitext2" if self.method == "gptq" else "c4"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Effective settings as plain JSON values, for lm-eval's results file and cache keys."""
+        d = dataclasses.asdict(self)
+        d["pattern"] = self.pattern_str
+        d["target_sparsity"] = self.target_sparsity
+        return d
+
+
+# --------------------------------------------------------------------------- coercion
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _fail(key, value, "true or false")
+
+
+def _as_int(key: str, value: Any, accepted: str) -> int:
+    if isinstance(value, bool):
+        raise _fail(key, value, accepted)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise _fail(key, value, accepted)
+
+
+def _as_float(key: str, value: Any, accepted: str) -> float:
+    if isinstance(value, bool):
+        raise _fail(key, value, accepted)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise _fail(key, value, accepted) from None
+    if not math.isfinite(out):
+        raise _fail(key, value, accepted)
+    return out
+
+
+def _as_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower() if not isinstance(value, bool) else ""
+    if text not in choices:
+        raise _fail(key, value, " | ".join(choices))
+    return text
+
+
+def parse_pattern(value: Any) -> tuple[int, int] | None:
+    """``"unstructured"`` → None; ``"2:4"`` → (2, 4). N:M means keep N of every M (0 < N < M)."""
+    accepted = "unstructured or N:M with 0 < N < M, e.g. 1:2, 2:4, 4:8"
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "unstructured", "none"):
+        return None
+    match = NM_PATTERN.match(text)
+    if not match:
+        raise _fail("pattern", value, accepted)
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise _fail("pattern", value, accepted)
+    return n, m
+
+
+def _calib(value: Any) -> str:
+    text = str(value).strip()
+    if not text or isinstance(value, bool):
+        raise _fail("calib", value, f"{' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file")
+    return text.lower() if text.lower() in CALIB_NAMES else text
+
+
+# key -> converter(value) for the compression args; anything else is an HFLM arg or an error
+_CONVERTERS = {
+    "method": lambda v: _as_choice("method", v, METHODS),
+    "sparsity": lambda v: _as_float("sparsity", v, "a number in [0, 1)"),
+    "pattern": parse_pattern,
+    "wbits": lambda v: _as_int("wbits", v, "one of 2, 3, 4, 8, 16"),
+    "group_size": lambda v: _as_int("group_size", v, "a positive integer or -1 (per channel)"),
+    "sym": lambda v: _as_bool("sym", v),
+    "act_order": lambda v: _as_bool("act_order", v),
+    "damp": lambda v: _as_float("damp", v, "a number in (0, 1]"),
+    "blocksize": lambda v: _as_int("blocksize", v, "a positive integer"),
+    "calib": _calib,
+    "nsamples": lambda v: _as_int("nsamples", v, "a positive integer"),
+    "seqlen": lambda v: _as_int("seqlen", v, "a positive integer"),
+    "seed": lambda v: _as_int("seed", v, "an integer"),
+    "sparsity_profile": lambda v: _as_choice("sparsity_profile", v, SPARSITY_PROFILES),
+    "owl_m": lambda v: _as_float("owl_m", v, "a number > 0"),
+    "owl_lambda": lambda v: _as_float("owl_lambda", v, "a number in [0, 1)"),
+    "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
+}
+COMPRESSION_KEYS = tuple(_CONVERTERS)
+
+
+def build_config(args: Mapping[str, Any]) -> CompressionConfig:
+    """Turn raw model_args (strings, or lm-eval's coerced ints/floats/bools) into a checked config."""
+    values = {key: _CONVERTERS[key](value) for key, value in args.items() if value is not None}
+    method = values.get("method", "none")
+    if method == "gptq":
+        values.setdefault("wbits", 4)
+    config = CompressionConfig(**values)
+    _check(config, set(values))
+    return config
+
+
+def _check(c: CompressionConfig, given: set[str]) -> None:
+    if not 0.0 <= c.sparsity < 1.0:
+        raise _fail("sparsity", c.sparsity, "a number in [0, 1)")
+    if c.pattern is not None and "sparsity" in given and not math.isclose(c.sparsity, c.target_sparsity):
+        raise _fail(
+            "sparsity",
+            c.sparsity,
+            f"nothing, or {c.target_sparsity:g} with pattern={c.pattern_str} (N:M fixes sparsity at 1 - N/M)",
+        )
+    if c.wbits not in WBITS:
+        raise _fail("wbits", c.wbits, "one of 2, 3, 4, 8, 16")
+    if c.group_size == 0 or c.group_size < -1:
+        raise _fail("group_size", c.group_size, "a positive integer or -1 (per channel)")
+    if not 0.0 < c.damp <= 1.0:
+        raise _fail("damp", c.damp, "a number in (0, 1]")
+    if c.blocksize <= 0:
+        raise _fail("blocksize", c.blocksize, "a positive integer")
+    if c.nsamples <= 0:
+        raise _fail("nsamples", c.nsamples, "a positive integer")
+    if c.seqlen <= 0:
+        raise _fail("seqlen", c.seqlen, "a positive integer")
+    if c.owl_m <= 0:
+        raise _fail("owl_m", c.owl_m, "a number > 0")
+    if not 0.0 <= c.owl_lambda < 1.0:
+        raise _fail("owl_lambda", c.owl_lambda, "a number in [0, 1)")
+    if c.method == "none" and (c.sparsity > 0 or c.pattern is not None or c.wbits < 16):
+        raise _fail("method", "none", "magnitude | wanda | sparsegpt (to prune) or gptq (to quantize) when sparsity, pattern or wbits is given")
+    if c.method == "gptq" and (c.sparsity > 0 or c.pattern is not None):
+        raise _fail("method", "gptq", "magnitude | wanda | sparsegpt with wbits=N to prune and quantize; gptq alone takes no sparsity or pattern")
+    if c.sparsity_profile == "owl" and c.pattern is not None:
+        raise _fail("sparsity_profile", "owl", "uniform with an N:M pattern (OWL sets per-layer unstructured ratios)")

@@ -1,0 +1,130 @@
+"""``kick-hf``: lm-eval's HFLM that compresses the model right after HFLM has loaded and placed it."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from typing import Any
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from kick_models.config import COMPRESSION_KEYS, CompressionConfig, ConfigError, build_config
+
+log = logging.getLogger(__name__)
+
+# Arguments kick-hf itself understands besides the compression settings.
+KICK_KEYS = ("cache_dir", "no_cache")
+
+# Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
+# neither an HFLM argument nor a kick argument is a typo and is refused before loading.
+FROM_PRETRAINED_KEYS = (
+    "attn_implementation",
+    "device_map",
+    "low_cpu_mem_usage",
+    "load_in_8bit",
+    "load_in_4bit",
+    "quantization_config",
+    "token",
+    "local_files_only",
+    "use_safetensors",
+    "variant",
+    "offload_state_dict",
+    "torch_dtype",
+)
+
+
+def _hflm_keys() -> set[str]:
+    keys = set(inspect.signature(HFLM.__init__).parameters) | set(inspect.signature(HFLM._create_model).parameters)
+    return keys - {"self", "kwargs"}
+
+
+def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[str, Any], dict[str, Any]]:
+    """Split raw model_args into (compression config, kick options, HFLM args); refuse unknown keys.
+
+    Pure and cheap, so every bad value is reported before any weight is read.
+    """
+    hflm_ok = _hflm_keys() | set(FROM_PRETRAINED_KEYS)
+    unknown = sorted(k for k in kwargs if k not in COMPRESSION_KEYS and k not in KICK_KEYS and k not in hflm_ok)
+    if unknown:
+        raise ConfigError(
+            f"kick-hf: unknown model_arg {unknown[0]!r}"
+            + (f" (also {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else "")
+            + f"; accepted: compression args {', '.join(COMPRESSION_KEYS)}; kick args {', '.join(KICK_KEYS)};"
+            " or any lm-eval `hf` model arg (pretrained, dtype, device, batch_size, ...)"
+        )
+    config = build_config({k: kwargs[k] for k in COMPRESSION_KEYS if k in kwargs})
+    kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
+    if "no_cache" in kick and not isinstance(kick["no_cache"], bool):
+        raise ConfigError(f"kick-hf: invalid model_arg no_cache={kick['no_cache']!r}; accepted: true or false")
+    hflm = {k: v for k, v in kwargs.items() if k not in COMPRESSION_KEYS and k not in KICK_KEYS}
+    return config, kick, hflm
+
+
+@register_model("kick-hf")
+class KickHFLM(HFLM):
+    """HFLM plus LLM-KICK compression (pruning and/or GPTQ) applied once the model is loaded.
+
+    With no ``pretrained`` the embedded SmolLM2-135M-Instruct is used (offline).
+    """
+
+    def __init__(self, pretrained: Any = None, **kwargs: Any) -> None:
+        config, kick, hflm_args = split_model_args(kwargs)
+        self.kick_config = config
+        self._kick_options = kick
+        self._kick_embedded = pretrained is None
+        if pretrained is None:
+            from kick_models.embedded import embedded_model_path
+
+            pretrained = str(embedded_model_path())
+        self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+        self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
+        self._kick_calibration: dict[str, Any] | None = None
+        super().__init__(pretrained=pretrained, **hflm_args)
+        self._compress()
+
+    # ------------------------------------------------------------------ compression
+    def _compress(self) -> None:
+        config = self.kick_config
+        if config.is_noop:
+            return
+        start = time.perf_counter()
+        model = self.model
+        calib_ids = None
+        if config.needs_calibration:
+            from kick_models.compression.calibration import calibration_ids
+
+            calib_ids, self._kick_calibration = calibration_ids(
+                self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length
+            )
+        summary = self._load_or_compress(model, calib_ids)
+        summary = dict(summary)
+        summary["applied"] = True
+        summary.setdefault("seconds", round(time.perf_counter() - start, 3))
+        self._kick_summary = summary
+        log.info(
+            "kick-hf: %s %s sparsity=%.4f wbits=%s in %.1fs",
+            config.method,
+            config.pattern_str,
+            summary.get("achieved_sparsity", float("nan")),
+            config.wbits,
+            summary["seconds"],
+        )
+
+    def _load_or_compress(self, model: Any, calib_ids: Any) -> dict[str, Any]:
+        from kick_models.compression import compress_model
+
+        device = self.device if str(self.device) != "cpu" else None
+        return compress_model(model, self.kick_config, calib_ids, device=device)
+
+    # ------------------------------------------------------------------ reporting
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["kick"] = {
+            "model": "embedded:SmolLM2-135M-Instruct" if self._kick_embedded else self._kick_model_id,
+            "compression": self.kick_config.to_dict(),
+            "calibration": self._kick_calibration,
+            "result": self._kick_summary,
+        }
+        return info

@@ -1,0 +1,69 @@
+"""Teach a running lm-eval about kick: the ``kick-hf`` model and the packaged task folder.
+
+Shared by the start-up hook (stock ``lm_eval``), ``kick-eval`` and ``import kick_models``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "kick-hf"
+MODEL_TARGET = "kick_models.lm:KickHFLM"  # must equal the lm_eval.models entry point in pyproject.toml
+
+
+def register_model() -> None:
+    """Register ``kick-hf`` as a lazy placeholder (nothing heavy is imported until it is used).
+
+    lm-eval fills its model registry from ``lm_eval.models`` only when the registry is empty, so
+    that module is imported first: registering into an empty registry would hide every built-in
+    model (``--model hf`` would stop working).
+    """
+    import lm_eval.models  # noqa: F401  (fills the registry with the built-in models)
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def task_dir() -> Path:
+    """The packaged lm-eval task folder (``kick_tasks/task_yamls`` in the wheel, ``task_yamls/`` in a checkout)."""
+    from kick_tasks import task_yamls_dir
+
+    return task_yamls_dir()
+
+
+def _with_kick_tasks(include_path: Any) -> list[Any]:
+    paths = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+    ours = task_dir()
+    if not any(Path(p).resolve() == ours.resolve() for p in paths):
+        paths.insert(0, ours)
+    return paths
+
+
+def patch_task_manager() -> None:
+    """Make every lm-eval ``TaskManager`` also index the kick task folder (idempotent)."""
+    from lm_eval.tasks.manager import TaskManager
+
+    original = TaskManager.__init__
+    if getattr(original, "_kick_patched", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args: Any, include_path: Any = None, **kwargs: Any) -> None:
+        if len(args) >= 2:  # (verbosity, include_path, ...) given positionally
+            args = (args[0], _with_kick_tasks(args[1]), *args[2:])
+        else:
+            kwargs["include_path"] = _with_kick_tasks(include_path)
+        original(self, *args, **kwargs)
+
+    __init__._kick_patched = True  # type: ignore[attr-defined]
+    TaskManager.__init__ = __init__  # type: ignore[method-assign]
+
+
+def task_manager(include_path: Any = None, **kwargs: Any):
+    """A ``TaskManager`` that knows the kick tasks, for ``lm_eval.simple_evaluate(task_manager=...)``."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=_with_kick_tasks(include_path), **kwargs)
