@@ -53,13 +53,14 @@ class CacheError(OSError):
 
 # --------------------------------------------------------------------------- location
 def default_cache_dir() -> Path:
-    """``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
+    """``<root>/compressed`` where root is ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "kick"
+        root = Path(env).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kick"
+    return root / "compressed"
 
 
 def ensure_writable(cache_dir: str | os.PathLike | None) -> Path:

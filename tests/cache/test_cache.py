@@ -122,9 +122,9 @@ def test_local_folder_key_is_a_content_hash(tmp_path):
 def test_cache_dir_location(monkeypatch, tmp_path):
     monkeypatch.delenv(cache.CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.default_cache_dir() == tmp_path / "xdg" / "kick"
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "kick" / "compressed"
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "mine"))
-    assert cache.default_cache_dir() == tmp_path / "mine"
+    assert cache.default_cache_dir() == tmp_path / "mine" / "compressed"
 
 
 # --------------------------------------------------------------------------- hit / miss

@@ -1,0 +1,195 @@
+"""Read lm-eval results files back into (model, compression setting) → task scores, whoever ran them.
+
+Works on any ``results_*.json`` lm-eval 0.4.13 writes: from ``kick-sweep``, from a hand-run
+``lm_eval --model kick-hf``, or from stock ``--model hf`` on a ``kick-compress`` export (its
+``kick_compression.json`` says how it was compressed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+EXPORT_RECORD = "kick_compression.json"
+
+
+class ReportError(ValueError):
+    """The results folder cannot be reported on; the message names the folder and what was expected."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One compression setting: what a table row and a plot line are made of (sparsity aside)."""
+
+    method: str = "none"
+    pattern: str = "unstructured"
+    wbits: int = 16
+
+    @property
+    def is_dense(self) -> bool:
+        return self.method == "none"
+
+    @property
+    def label(self) -> str:
+        if self.is_dense:
+            return "dense"
+        parts = [self.method]
+        if self.pattern != "unstructured":
+            parts.append(self.pattern)
+        if self.wbits < 16:
+            parts.append(f"w{self.wbits}")
+        return " ".join(parts)
+
+
+@dataclass
+class Run:
+    """One lm-eval results file: a model under one compression, with every task's metrics."""
+
+    model: str
+    setting: Setting
+    sparsity: float
+    results: dict[str, dict[str, Any]]
+    higher_is_better: dict[str, dict[str, bool]]
+    group_subtasks: dict[str, list[str]]
+    path: Path
+    date: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
+    args = config.get("model_args") or {}
+    if isinstance(args, str):
+        out = {}
+        for part in args.split(","):
+            if "=" in part:
+                key, value = part.split("=", 1)
+                out[key.strip()] = value.strip()
+        return out
+    return dict(args)
+
+
+def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(model name, compression dict) from kick-hf's model info, model_args, or an export record."""
+    config = data.get("config") or {}
+    args = _model_args(config)
+    kick = config.get("kick") if isinstance(config.get("kick"), dict) else None
+    pretrained = args.get("pretrained")
+    model = (kick or {}).get("model") or pretrained or ("embedded" if config.get("model") == "kick-hf" else "unknown")
+    if kick and isinstance(kick.get("compression"), dict):
+        return str(model), dict(kick["compression"])
+    record = Path(str(pretrained)) / EXPORT_RECORD if pretrained else None
+    if record is not None and record.is_file():
+        try:
+            exported = json.loads(record.read_text(encoding="utf-8"))
+            comp = ((exported.get("summary") or {}).get("compression")) or {}
+            return str(exported.get("source_model", model)), dict(comp)
+        except (OSError, ValueError):
+            log.warning("kick-report: unreadable %s; treating %s as dense", record, pretrained)
+    from kick_models.config import COMPRESSION_KEYS, ConfigError, build_config
+
+    try:
+        cfg = build_config({k: v for k, v in args.items() if k in COMPRESSION_KEYS})
+    except ConfigError as err:
+        log.warning("kick-report: %s", err)
+        return str(model), {}
+    return str(model), cfg.to_dict()
+
+
+def parse_run(path: Path) -> Run:
+    """A :class:`Run` from one lm-eval results file."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ReportError(f"kick-report: {path} is not an lm-eval results file (no 'results' mapping)")
+    model, comp = _compression_of(data)
+    method = str(comp.get("method", "none"))
+    pattern = str(comp.get("pattern") or "unstructured")
+    wbits = int(comp.get("wbits", 16))
+    sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
+    if method == "none":
+        pattern, wbits, sparsity = "unstructured", 16, 0.0
+    results = dict(data["results"])
+    for name, values in (data.get("groups") or {}).items():
+        results.setdefault(name, values)
+    return Run(
+        model=model,
+        setting=Setting(method=method, pattern=pattern, wbits=wbits),
+        sparsity=round(sparsity, 6),
+        results=results,
+        higher_is_better={k: dict(v) for k, v in (data.get("higher_is_better") or {}).items()},
+        group_subtasks={k: list(v) for k, v in (data.get("group_subtasks") or {}).items()},
+        path=path,
+        date=float(data.get("date") or path.stat().st_mtime),
+        extra={"achieved_sparsity": ((data.get("config") or {}).get("kick") or {}).get("result", {}).get("achieved_sparsity")},
+    )
+
+
+def load_runs(results_dir: str | Path) -> list[Run]:
+    """Every results file under ``results_dir`` (newest wins when a setting was run twice)."""
+    root = Path(results_dir).expanduser()
+    if not root.is_dir():
+        raise ReportError(f"kick-report: {str(root)!r} is not a folder; pass the --out folder of kick-sweep or lm_eval --output_path")
+    runs: dict[tuple, Run] = {}
+    for path in sorted(root.rglob("results_*.json")):
+        try:
+            run = parse_run(path)
+        except (OSError, ValueError) as err:
+            log.warning("kick-report: skipping %s (%s)", path, err)
+            continue
+        key = (run.model, run.setting, run.sparsity, tuple(sorted(run.results)))
+        if key not in runs or runs[key].date <= run.date:
+            runs[key] = run
+    if not runs:
+        raise ReportError(
+            f"kick-report: no lm-eval results (results_*.json) under {str(root)!r}; run kick-sweep --out {root} first"
+        )
+    return list(runs.values())
+
+
+def metric_keys(task_results: Mapping[str, Any]) -> list[str]:
+    """The task's ``metric,filter`` keys in lm-eval's order, without stderr entries."""
+    return [k for k in task_results if "," in k and "_stderr," not in k]
+
+
+def primary_metric(task: str, runs: list[Run], overrides: Mapping[str, str] | None = None) -> str | None:
+    """The metric a task is reported by: an override, else the first metric lm-eval lists for it."""
+    for run in runs:
+        if task in run.results:
+            keys = metric_keys(run.results[task])
+            wanted = (overrides or {}).get(task)
+            if wanted:
+                match = [k for k in keys if k == wanted or k.split(",")[0] == wanted]
+                if not match:
+                    raise ReportError(f"kick-report: task {task!r} has no metric {wanted!r}; accepted: {', '.join(keys)}")
+                return match[0]
+            return keys[0] if keys else None
+    return None
+
+
+def score(run: Run, task: str, metric: str) -> float | None:
+    value = run.results.get(task, {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def higher_is_better(runs: list[Run], task: str, metric: str) -> bool:
+    name = metric.split(",")[0]
+    for run in runs:
+        flag = run.higher_is_better.get(task, {}).get(name)
+        if flag is not None:
+            return bool(flag)
+    return not any(word in name for word in ("perplexity", "bits_per_byte", "bpb", "loss"))
+
+
+def top_level_tasks(runs: list[Run]) -> list[str]:
+    """Tasks and groups that are nobody's subtask, in first-seen order."""
+    children = {c for run in runs for subs in run.group_subtasks.values() for c in subs}
+    seen: list[str] = []
+    for run in runs:
+        for task in run.results:
+            if task not in children and task not in seen:
+                seen.append(task)
+    return seen

@@ -1,0 +1,165 @@
+"""kick-report on hand-made lm-eval results: numbers in tables, matching statistic, plots, bad input."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kick_tasks.report import cli, tables
+from kick_tasks.report.runs import ReportError, Setting, load_runs
+
+
+def _row(markdown: str, label: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in\n{markdown}")
+
+
+def _section(report: str, heading: str) -> str:
+    start = report.index(heading)
+    nxt = report.find("\n### ", start + 1)
+    return report[start: nxt if nxt > 0 else None]
+
+
+# --------------------------------------------------------------------------- matching on hand-made curves
+@pytest.mark.parametrize(
+    "points, dense, width, higher, expected",
+    [
+        ([(0.1, 50.0), (0.3, 49.5), (0.5, 45.0)], 50.0, 1.0, True, 0.3),
+        ([(0.1, 48.0), (0.3, 49.5)], 50.0, 1.0, True, None),          # first point already fails
+        ([(0.1, 49.5), (0.3, 40.0), (0.5, 49.9)], 50.0, 1.0, True, 0.1),  # no credit after a collapse
+        ([(0.5, 49.0), (0.1, 51.0)], 50.0, 1.0, True, 0.5),           # unsorted input, band edge counts
+        ([(0.1, 10.1), (0.2, 10.3)], 10.0, 0.2, False, 0.1),          # perplexity: lower is better
+        ([], 10.0, 0.2, False, None),
+    ],
+)
+def test_largest_matching_sparsity(points, dense, width, higher, expected):
+    assert tables.largest_matching_sparsity(points, dense, width, higher) == expected
+
+
+def test_tolerance_is_one_point_or_two_percent_whichever_is_larger():
+    tol = tables.Tolerance()
+    assert tol.width(40.0, scaled=True) == 1.0
+    assert tol.width(80.0, scaled=True) == pytest.approx(1.6)
+    assert tol.width(20.0, scaled=False) == pytest.approx(0.4)  # perplexity: relative only
+    assert tables.Tolerance(abs_points=3, rel=0).width(80.0, True) == 3
+
+
+# --------------------------------------------------------------------------- fixture grid
+def test_runs_are_parsed_from_model_info_and_model_args(grid_dir):
+    runs = load_runs(grid_dir)
+    settings = {(r.setting, r.sparsity) for r in runs}
+    assert (Setting("none"), 0.0) in settings
+    assert (Setting("magnitude"), 0.2) in settings          # from a model_args string
+    assert (Setting("wanda", "2:4"), 0.5) in settings        # N:M fixes sparsity at 50%
+    assert (Setting("gptq", "unstructured", 4), 0.0) in settings
+    assert len(runs) == 8
+
+
+def test_report_tables_hold_the_right_numbers(grid_dir):
+    report = cli.build_report(grid_dir).read_text()
+    free = _section(report, "### Task: kick_freebaseqa")
+    assert "exact_match (points)" in free
+    assert _row(free, "dense") == ["40.0", "—", "—", "—"]           # columns 0%, 20%, 50%, 70%
+    assert _row(free, "magnitude") == ["—", "39.5", "30.0", "—"]
+    assert _row(free, "wanda") == ["—", "39.8", "39.2", "10.0"]
+    assert _row(free, "wanda 2:4") == ["—", "—", "35.0", "—"]
+    assert _row(free, "gptq w4") == ["39.0", "—", "—", "—"]
+    ppl = _section(report, "### Perplexity contrast: kick_ppl_heldout")
+    assert _row(ppl, "dense")[0] == "20.00" and _row(ppl, "magnitude")[2] == "40.00"
+
+    match = _section(report, "### Largest sparsity still matching dense")
+    header = [c.strip() for c in match.splitlines()[2].strip("|").split("|")]
+    assert header[1:] == ["kick_freebaseqa", "kick_mmlu", "kick_ppl_heldout"]
+    assert _row(match, "magnitude") == ["20%", "none", "none"]
+    assert _row(match, "wanda") == ["50%", "20%", "20%"]  # mmlu at 50%: 53.5 < 55 - 1.1
+    assert _row(match, "wanda 2:4") == ["none", "none", "none"]
+    assert _row(match, "gptq w4") == ["matches", "matches", "matches"]
+
+
+def test_mmlu_category_breakdown(grid_dir):
+    report = cli.build_report(grid_dir, plots=False).read_text()
+    part = _section(report, "### kick_mmlu by category")
+    assert "kick_mmlu_stem | kick_mmlu_humanities" in part
+    assert _row(part, "dense") == ["0%", "50.0", "60.0"]
+    assert "### Task: kick_mmlu_stem" not in report  # categories are not repeated as tasks
+
+
+def test_plots_exist_one_per_task(grid_dir):
+    report = cli.build_report(grid_dir)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
+    assert len(images) == 3
+    for rel in images:
+        png = report.parent / rel
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_plot_draws_dense_line_band_and_one_line_per_setting(grid_dir, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from kick_tasks.report import plots
+
+    captured = {}
+    real_close = plt.close
+
+    def keep(fig):
+        captured["fig"] = fig
+        real_close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    views = tables.build_views(load_runs(grid_dir))
+    view = next(v for v in views if v.task == "kick_freebaseqa")
+    plots.plot_view(view, grid_dir / "p", tables.Tolerance())
+    ax = captured["fig"].axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[0].startswith("dense") and sorted(labels[1:]) == sorted(["magnitude", "wanda", "wanda 2:4", "gptq w4"])
+    wanda = next(line for line in ax.get_lines() if line.get_label() == "wanda")
+    assert list(wanda.get_xdata()) == [0.0, 20.0, 50.0, 70.0]
+    assert list(wanda.get_ydata()) == pytest.approx([40.0, 39.8, 39.2, 10.0])
+    band = ax.patches[0]
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((39.0, 41.0))
+
+
+def test_tolerance_is_configurable_from_the_command_line(grid_dir, capsys):
+    assert cli.main([str(grid_dir), "--abs_tol", "15", "--rel_tol", "0", "--no_plots"]) == 0
+    report = (grid_dir / "report.md").read_text()
+    match = _section(report, "### Largest sparsity still matching dense")
+    assert _row(match, "magnitude")[0] == "50%"  # 30.0 is within 15 points of 40.0
+
+
+def test_metric_override(grid_dir):
+    report = cli.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "bits_per_byte"}).read_text()
+    assert "kick_ppl_heldout — bits_per_byte" in report
+    with pytest.raises(ReportError, match="no metric 'nope'.*accepted"):
+        cli.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "nope"})
+
+
+def test_failed_cells_from_the_sweep_index_are_listed(grid_dir):
+    (grid_dir / "index.json").write_text('{"cells": {"c1": {"cell_id": "c1", "status": "failed", "error": "CellFailed: boom"}}}')
+    report = cli.build_report(grid_dir, plots=False).read_text()
+    assert "## Failed cells" in report and "| c1 | CellFailed: boom |" in report
+
+
+# --------------------------------------------------------------------------- bad input
+def test_results_dir_with_no_runs_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli.main([str(tmp_path / "empty")]) == 2
+    assert "no lm-eval results" in capsys.readouterr().err
+    assert cli.main([str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_broken_results_files_are_skipped(grid_dir):
+    (grid_dir / "junk").mkdir()
+    (grid_dir / "junk" / "results_bad.json").write_text("{not json")
+    (grid_dir / "junk" / "results_other.json").write_text('{"foo": 1}')
+    assert len(load_runs(grid_dir)) == 8
+
+
+def test_bad_flags(grid_dir, capsys):
+    assert cli.main([str(grid_dir), "--metric", "nonsense"]) == 2
+    assert "TASK=METRIC" in capsys.readouterr().err
+    assert cli.main([str(grid_dir), "--abs_tol", "-1"]) == 2
