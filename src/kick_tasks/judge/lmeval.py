@@ -1,0 +1,116 @@
+"""Glue between lm-eval's task life cycle and the judge: judge a whole task's outputs in one batch.
+
+lm-eval calls ``process_results`` once per document with no access to the model or to other
+documents, so a judge call there would block once per item. `JudgedTask` instead hooks
+``apply_filters`` (called once per task, after all generation): it runs the optional
+`after_generation` step (MT-Bench's second turn), then sends every judge request of the task
+to `JudgeClient.run` at once (bounded concurrency, cache, retries), and hands each document
+``{"text": ..., "judge": <record or None>, ...}`` as its filtered response. Without a judge
+configured it logs that judge scores are skipped and the automatic metrics still run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from lm_eval.api.task import ConfigurableTask
+
+from kick_tasks.judge.client import JudgeClient, JudgeConfig
+
+log = logging.getLogger(__name__)
+
+
+def current_lm():
+    """The LM object of the running ``lm_eval.evaluator.evaluate`` call, found on the call stack.
+
+    lm-eval 0.4.13 gives tasks no handle on the model; ``evaluate(lm, ...)`` keeps it in its
+    local ``lm`` while it applies filters, so we look for that frame. Returns None elsewhere.
+    """
+    from lm_eval.api.model import LM
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("lm")
+            if isinstance(candidate, LM) or (candidate is not None
+                                             and callable(getattr(candidate, "generate_until", None))):
+                return candidate
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+class JudgedTask(ConfigurableTask):
+    """A generate_until task whose outputs are judged as one batch after generation.
+
+    Subclasses implement `judge_batch(client, docs, outputs) -> list[record]` and, if they need
+    more model calls first, `after_generation(instances, outputs) -> outputs`.
+    """
+
+    def __init__(self, config: dict | None = None, **kwargs: Any):
+        config = dict(config or {})
+        config.pop("class", None)
+        self.judge_stats: dict | None = None
+        self._chat: dict = {}
+        super().__init__(config=config, **kwargs)
+
+    # lm-eval passes the chat settings here; MT-Bench's second turn must be formatted the same way.
+    def build_all_requests(self, *args, **kwargs):
+        self._chat = {k: kwargs.get(k) for k in ("apply_chat_template", "chat_template",
+                                                  "system_instruction")}
+        return super().build_all_requests(*args, **kwargs)
+
+    def judge_config(self) -> JudgeConfig | None:
+        return JudgeConfig.from_env(self.config.metadata or {})
+
+    def after_generation(self, instances: list, outputs: list[dict]) -> list[dict]:
+        return outputs
+
+    def judge_batch(self, client: JudgeClient, docs: list[dict], outputs: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def apply_filters(self):
+        super().apply_filters()
+        instances = [i for i in self.instances if i.idx == 0]
+        if not instances:
+            return
+        for key in list(instances[0].filtered_resps):
+            outputs = [{"text": _as_text(i.filtered_resps[key])} for i in instances]
+            outputs = self.after_generation(instances, outputs)
+            config = self.judge_config()
+            if config is None:
+                log.warning("%s: no judge configured (set KICK_JUDGE_MODEL, and KICK_JUDGE_BASE_URL "
+                            "/ KICK_JUDGE_API_KEY as needed); judge scores skipped, automatic "
+                            "metrics only", self.config.task)
+                records = [None] * len(outputs)
+            else:
+                client = JudgeClient(config)
+                records = self.judge_batch(client, [i.doc for i in instances], outputs)
+                self.judge_stats = {"judge": config.to_dict(), **client.stats.as_dict()}
+                log.info("%s: judge %s", self.config.task, self.judge_stats)
+                if client.stats.unparsed or client.stats.failed:
+                    log.warning("%s: %d judge replies unparsed and %d requests failed; they are "
+                                "reported as judge_unparsed / judge_failed, not dropped",
+                                self.config.task, client.stats.unparsed, client.stats.failed)
+            for inst, out, rec in zip(instances, outputs, records, strict=True):
+                inst.filtered_resps[key] = {**out, "judge": rec}
+
+
+def _as_text(resp: Any) -> str:
+    if isinstance(resp, dict):
+        return str(resp.get("text", ""))
+    if isinstance(resp, (list, tuple)):
+        return str(resp[0]) if resp else ""
+    return "" if resp is None else str(resp)
+
+
+def judge_metrics(record: dict | None, value_key: str = "score") -> dict:
+    """Per-document judge metrics: the value (None when unread) and unparsed/failed flags."""
+    if record is None:
+        return {}
+    return {"judge_score": record.get(value_key),
+            "judge_unparsed": record["status"] == "unparsed",
+            "judge_failed": record["status"] == "failed"}
