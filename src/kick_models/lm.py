@@ -81,6 +81,13 @@ class KickHFLM(HFLM):
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_calibration: dict[str, Any] | None = None
+        if hflm_args.get("device") is None and not isinstance(pretrained, str):
+            hflm_args.pop("device", None)
+        elif hflm_args.get("device") is None:
+            import torch
+
+            # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
+            hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         super().__init__(pretrained=pretrained, **hflm_args)
         self._compress()
 

@@ -11,7 +11,7 @@ from kick_tasks import data_dir
 from kick_tasks.normalize import contains, exact_match, first_line
 
 PROMPT = "Please give answer to this question: {question}\nThe answer is"
-_ANSWER_LEAD = re.compile(r"^(?:(?:the\s+)?answer(?:\s+is)?)?\s*[:\-]?\s*", re.IGNORECASE)
+_ANSWER_LEAD = re.compile(r"^(?:(?:the\s+)?answer(?:\s+is)?\b)?\s*[:\-]?\s*", re.IGNORECASE)
 
 
 def load_freebaseqa(**kwargs: Any):
