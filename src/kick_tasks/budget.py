@@ -1,0 +1,77 @@
+"""Token budgets for prompts: lm-eval builds prompts before it knows the model, so tasks that must
+fit the model's context (MMLU shot dropping, TriviaQA evidence truncation) find the tokenizer and
+context length here, from the task metadata (lm-eval merges ``--model_args`` into it)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Config attributes HFLM consults, in its order, for the model's context length.
+_CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def _model_name(metadata: Mapping[str, Any]) -> str | None:
+    for key in ("tokenizer", "pretrained"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - any load failure means "no budget", reported once
+        log.warning("kick: cannot load tokenizer %r to fit prompts to the context (%s); prompts are not fitted", name, err)
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _config_context_length(name: str) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except Exception:  # noqa: BLE001 - a missing config only means "unknown length"
+        return None
+    config = getattr(config, "text_config", None) or config
+    for attr in _CONTEXT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def metadata_tokenizer(metadata: Mapping[str, Any] | None):
+    """The tokenizer named by ``tokenizer`` or ``pretrained`` in the task metadata, or None."""
+    name = _model_name(metadata or {})
+    return _load_tokenizer(name) if name else None
+
+
+def metadata_max_length(metadata: Mapping[str, Any] | None) -> int | None:
+    """Model context length: ``max_length`` from the metadata, else the model config's, else None."""
+    metadata = metadata or {}
+    value = metadata.get("max_length")
+    if value is not None:
+        try:
+            length = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"max_length must be a positive integer, got {value!r}") from None
+        if length <= 0:
+            raise ValueError(f"max_length must be a positive integer, got {value!r}")
+        return length
+    name = _model_name(metadata)
+    return _config_context_length(name) if name else None
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens the model sees for ``text``, special tokens (BOS) included, so budgets err on the safe side."""
+    return len(tokenizer(text)["input_ids"])
