@@ -1,28 +1,31 @@
 """Offline perplexity contrast: bundled held-out Wikipedia articles scored with lm-eval's rolling log-likelihood.
 
 LLM-KICK's point is that perplexity barely moves while knowledge collapses; this task gives the
-perplexity side of that picture without network access (``wikitext`` needs the Hub).
+perplexity side of that picture without network access (``wikitext`` needs the Hub). The text is
+the engine's held-out split of the bundled Wikipedia articles, which calibration never draws from.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-from importlib.resources import files
 from typing import Any
 
-DATA_FILE = "wiki_heldout.jsonl.gz"
+MIN_CHARS = 400  # the held-out split also holds one-line stubs; they say little about perplexity
+
+
+def heldout_documents() -> list[dict[str, str]]:
+    """``{"id", "text"}`` for every held-out article of at least ``MIN_CHARS`` characters, in file order."""
+    from kick_models.compression.calibration import bundled_documents
+
+    docs = [text for text in bundled_documents("heldout") if len(text) >= MIN_CHARS]
+    return [{"id": str(i), "text": text} for i, text in enumerate(docs)]
 
 
 def load_heldout(**kwargs: Any):
-    """``datasets.DatasetDict`` with a single ``test`` split of ``{"id", "title", "text"}`` articles."""
+    """``datasets.DatasetDict`` with a single ``test`` split (lm-eval's ``custom_dataset`` hook)."""
     import datasets
 
-    path = files("kick_tasks") / "data" / "perplexity" / DATA_FILE
-    with gzip.open(path.open("rb"), "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(heldout_documents())})
 
 
 def process_results(doc: dict, results: list) -> dict:

@@ -153,9 +153,13 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
     extra = dict(settings.get("model_args") or {})
     if settings.get("cache_dir"):
         extra.setdefault("cache_dir", settings["cache_dir"])
+    try:
+        grid = list(_compression_settings(settings))
+    except ValueError as err:  # ConfigError from a pattern, or a non-number sparsity / bits
+        raise SweepError(f"kick-sweep: bad grid setting: {err}") from None
     cells, seen = [], set()
     for model in models:
-        for method, sparsity, pattern, wbits in _compression_settings(settings):
+        for method, sparsity, pattern, wbits in grid:
             comp: dict[str, Any] = {"method": method}
             if pattern != "unstructured":
                 comp["pattern"] = pattern

@@ -1,0 +1,166 @@
+"""``kick-compress``: compress once and write a plain Hugging Face checkpoint any stack can load.
+
+The export is what makes multi-GPU and other back-ends work: compress with ``kick-compress``
+(through exactly the code ``kick-hf`` uses, cache included), then evaluate the folder with stock
+``lm_eval --model hf``, ``accelerate launch -m lm_eval``, vLLM or transformers. Sparse weights are
+stored dense with their zeros; ``kick_compression.json`` records what was done. The folder
+appears atomically (written beside its destination, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+COMPRESSION_FILE = "kick_compression.json"
+_ARG_FLAGS = ("method", "sparsity", "pattern", "wbits", "group_size", "sym", "act_order", "damp", "blocksize",
+              "calib", "nsamples", "seqlen", "seed", "sparsity_profile", "owl_m", "owl_lambda", "propagate",
+              "revision", "dtype", "cache_dir", "no_cache")
+
+
+class ExportError(ValueError):
+    """The export cannot be written; the message names the path or value and what is accepted."""
+
+
+def _replace_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if not overwrite:
+            raise ExportError(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out")
+        trash = out_dir.parent / f".trash-{out_dir.name}-{uuid.uuid4().hex}"
+        os.rename(out_dir, trash)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out_dir)
+
+
+def write_atomically(out_dir: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Run ``write(tmp)`` on a fresh sibling folder of ``out_dir``, then rename it into place."""
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        _replace_dir(tmp, out_dir, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("kick-compress: wrote %s", out_dir)
+    return out_dir
+
+
+def _write_record(folder: Path, compression: Mapping[str, Any], fmt: str) -> None:
+    record = {"format": fmt, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(compression)}
+    (folder / COMPRESSION_FILE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+
+
+def export_model(model, tokenizer, out_dir: str | os.PathLike, compression: Mapping[str, Any], *,
+                 overwrite: bool = False) -> Path:
+    """Write ``model`` (config + safetensors), ``tokenizer`` and ``kick_compression.json`` to ``out_dir`` atomically."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        _write_record(tmp, compression, "hf-dense")
+
+    return write_atomically(out_dir, write, overwrite=overwrite)
+
+
+def export_gptq(lm, out_dir: str | os.PathLike, compression: Mapping[str, Any], *, overwrite: bool = False) -> Path:
+    """Packed GPTQ checkpoint (gptqmodel layout) from a ``kick-hf`` model that kept its GPTQ results."""
+    results = getattr(lm, "kick_quant_results", None)
+    config = lm.kick_config
+    if not config.quantizes or not results:
+        raise ExportError("kick-compress: --format gptq needs a quantizing config (method=gptq or wbits<16) "
+                          "whose GPTQ results kick-hf kept (lm.kick_quant_results)")
+    from kick_models.export_gptq import save_gptq_checkpoint
+
+    def write(tmp: Path) -> None:
+        save_gptq_checkpoint(lm.model, results, tmp, bits=config.wbits, group_size=config.group_size,
+                             sym=config.sym, tokenizer=lm.tokenizer)
+        _write_record(tmp, compression, "gptq-packed")
+
+    return write_atomically(out_dir, write, overwrite=overwrite)
+
+
+def model_args_string(args: argparse.Namespace) -> str:
+    """The ``kick-hf`` model_args equivalent to the command line (``--model_args`` extras last)."""
+    parts = [] if args.model.strip().lower() == "embedded" else [f"pretrained={args.model}"]
+    for key in _ARG_FLAGS:
+        value = getattr(args, key, None)
+        if value is None or value is False:
+            continue
+        parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    if args.model_args:
+        parts.append(args.model_args)
+    return ",".join(parts)
+
+
+def load_compressed(arg_string: str, device: str | None = None):
+    """Build ``kick-hf`` exactly as lm-eval would, so the export equals what ``kick-hf`` evaluates."""
+    from kick_models.lm import KickHFLM
+
+    return KickHFLM.create_from_arg_string(arg_string, {"batch_size": 1, "device": device})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kick-compress", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="Hub id, local folder, or `embedded` (the built-in SmolLM2)")
+    p.add_argument("--out", required=True, help="folder to create (must not exist unless --overwrite)")
+    p.add_argument("--method", required=True, help="magnitude | wanda | sparsegpt | gptq | none")
+    p.add_argument("--sparsity", help="unstructured sparsity in [0, 1)")
+    p.add_argument("--pattern", help="unstructured or N:M, e.g. 2:4")
+    p.add_argument("--wbits", help="weight bits: 2, 3, 4, 8 or 16 (none)")
+    for key in ("group_size", "damp", "blocksize", "calib", "nsamples", "seqlen", "seed",
+                "sparsity_profile", "owl_m", "owl_lambda", "propagate", "revision", "dtype", "cache_dir"):
+        p.add_argument(f"--{key}", help=f"kick-hf model_arg {key}")
+    p.add_argument("--sym", action="store_true", default=None, help="symmetric quantization")
+    p.add_argument("--act_order", action="store_true", default=None, help="GPTQ act-order")
+    p.add_argument("--no_cache", action="store_true", default=None, help="do not use the compressed-weight cache")
+    p.add_argument("--model_args", help="any further kick-hf model_args, key=value,...")
+    p.add_argument("--device", help="torch device for compression, e.g. cuda:0 (default: kick-hf's)")
+    p.add_argument("--format", choices=["hf", "gptq"], default="hf",
+                   help="hf: dense safetensors (default); gptq: packed GPTQ (needs the gptq-export extra)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out).expanduser()
+    if out_dir.exists() and not args.overwrite:
+        sys.stderr.write(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out\n")
+        return 2
+    arg_string = model_args_string(args)
+    try:
+        lm = load_compressed(arg_string, args.device)
+        record = {"source_model": args.model, "kick_model_args": arg_string,
+                  "summary": dict(lm.get_model_info().get("kick", {}))}
+        if args.format == "gptq":
+            export_gptq(lm, out_dir, record, overwrite=args.overwrite)
+        else:
+            export_model(lm.model, lm.tokenizer, out_dir, record, overwrite=args.overwrite)
+    except (ValueError, ImportError) as err:  # ConfigError, ExportError, missing gptqmodel extra
+        sys.stderr.write(f"{err}\n")
+        return 2
+    sys.stdout.write(f"kick-compress: wrote {out_dir}\n  evaluate with: lm_eval --model hf --model_args pretrained={out_dir} --tasks ...\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

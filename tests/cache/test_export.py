@@ -1,0 +1,100 @@
+"""kick-compress: the export is a plain HF checkpoint that stock lm-eval scores exactly like kick-hf."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kick_models import export
+
+PPL = "kick_ppl_heldout"
+
+
+def _ppl(model, model_args=None, tokenizer=None) -> float:
+    """word perplexity on two held-out documents via lm-eval (an LM object or a registered name)."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    from kick_models.registration import task_manager
+
+    if not isinstance(model, str):
+        model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, device="cpu")
+    out = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[PPL], limit=2, device="cpu",
+                                  task_manager=task_manager(include_defaults=False), log_samples=False, bootstrap_iters=0)
+    return out["results"][PPL]["word_perplexity,none"]
+
+
+def _prune_half(model) -> None:
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for lin in (layer.self_attn.q_proj, layer.mlp.up_proj):
+                w = lin.weight
+                w[w.abs() < w.abs().median()] = 0
+
+
+def test_export_round_trip_by_hand(tiny_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    _prune_half(model)
+    out = export.export_model(model, tokenizer, tmp_path / "exp", {"summary": {"compression": {"method": "magnitude"}}})
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", export.COMPRESSION_FILE} <= names
+    assert json.loads((out / export.COMPRESSION_FILE).read_text())["format"] == "hf-dense"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (reloaded.model.layers[0].self_attn.q_proj.weight == 0).float().mean() >= 0.49
+    assert _ppl(model, tokenizer=tokenizer) == pytest.approx(_ppl("hf", f"pretrained={out},dtype=float32"), rel=1e-6)
+
+
+def test_export_is_atomic_and_refuses_to_clobber(tmp_path):
+    target = tmp_path / "exp"
+
+    def broken(tmp):
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("disk full (pretend)")
+
+    with pytest.raises(RuntimeError):
+        export.write_atomically(target, broken)
+    assert not target.exists() and not list(tmp_path.glob(".tmp-*"))
+
+    export.write_atomically(target, lambda tmp: (tmp / "a").write_text("1"))
+    with pytest.raises(export.ExportError, match="already exists.*--overwrite"):
+        export.write_atomically(target, lambda tmp: (tmp / "a").write_text("2"))
+    export.write_atomically(target, lambda tmp: (tmp / "a").write_text("2"), overwrite=True)
+    assert (target / "a").read_text() == "2" and not list(tmp_path.glob(".t*"))
+
+
+def test_cli_refuses_existing_out_before_loading(tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    assert export.main(["--model", "org/none", "--method", "magnitude", "--sparsity", "0.5",
+                        "--out", str(tmp_path / "exp")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_model_args_string_matches_kick_hf_args():
+    args = export.build_parser().parse_args(["--model", "embedded", "--method", "wanda", "--sparsity", "0.5",
+                                             "--nsamples", "8", "--no_cache", "--out", "x", "--model_args", "dtype=float32"])
+    assert export.model_args_string(args) == "method=wanda,sparsity=0.5,nsamples=8,no_cache=true,dtype=float32"
+
+
+@pytest.mark.slow
+def test_kick_compress_export_scores_like_kick_hf(tiny_llama_dir, tmp_path):
+    """The export of a kick-hf config, read by stock `hf`, gives kick-hf's own log-likelihoods."""
+    pytest.importorskip("kick_models.lm")
+    out = tmp_path / "exp"
+    common = ["--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "0.5", "--dtype", "float32"]
+    assert export.main([*common, "--no_cache", "--out", str(out)]) == 0
+    record = json.loads((out / export.COMPRESSION_FILE).read_text())
+    assert record["summary"]["compression"]["method"] == "magnitude"
+    kick = _ppl("kick-hf", f"pretrained={tiny_llama_dir},method=magnitude,sparsity=0.5,dtype=float32,no_cache=true")
+    stock = _ppl("hf", f"pretrained={out},dtype=float32")
+    dense = _ppl("hf", f"pretrained={tiny_llama_dir},dtype=float32")
+    assert kick == pytest.approx(stock, rel=1e-6)
+    assert dense != pytest.approx(stock, rel=1e-6)

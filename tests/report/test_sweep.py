@@ -1,0 +1,151 @@
+"""kick-sweep: grid planning, resume after an interruption, failing cells, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kick_tasks.report import sweep
+from kick_tasks.report.runs import load_runs
+
+from conftest import results_file
+
+
+def settings(**over):
+    base = {**sweep.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
+            "patterns": ["unstructured", "2:4"], "bits": [16], "tasks": ["kick_freebaseqa"], "limit": 5,
+            "wikitext": "false", "out": "unused"}
+    base.update(over)
+    return base
+
+
+class FakeRunner:
+    """Writes an lm-eval-shaped results file per cell; can fail on some cells or stop after k."""
+
+    def __init__(self, fail_on=(), interrupt_after=None):
+        self.calls: list[str] = []
+        self.fail_on, self.interrupt_after = set(fail_on), interrupt_after
+
+    def __call__(self, cell: sweep.Cell, cell_dir: Path) -> Path:
+        if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls.append(cell.cell_id)
+        if cell.method in self.fail_on:
+            raise sweep.CellFailed("CUDA out of memory (pretend)")
+        args = dict(part.split("=", 1) for part in cell.model_args.split(","))
+        return results_file(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
+
+
+def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
+    cells = sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4]), ["kick_freebaseqa"])
+    specs = [(c.method, c.sparsity, c.pattern, c.wbits) for c in cells]
+    assert specs[0] == ("none", 0.0, "unstructured", 16)
+    assert ("wanda", 0.5, "2:4", 16) in specs and ("wanda", 0.2, "unstructured", 4) in specs
+    assert [s for s in specs if s[0] == "gptq"] == [("gptq", 0.0, "unstructured", 4)]
+    assert len(specs) == 1 + 2 * 3 + 1
+    wanda_nm = next(c for c in cells if c.pattern == "2:4" and c.wbits == 16)
+    assert wanda_nm.model_args == "pretrained=org/tiny,method=wanda,pattern=2:4"
+    assert len({c.cell_id for c in cells}) == len(cells)
+
+
+def test_embedded_model_and_extra_model_args():
+    cells = sweep.plan_cells(settings(models=["embedded"], methods=["wanda"], patterns=["unstructured"],
+                                      sparsities=[0.5], model_args={"nsamples": 8, "seqlen": 64}, cache_dir="/c"),
+                             ["t"])
+    assert cells[0].model_args == "method=none,nsamples=8,seqlen=64,cache_dir=/c"
+    assert cells[1].model_args == "method=wanda,sparsity=0.5,nsamples=8,seqlen=64,cache_dir=/c"
+
+
+def test_perplexity_contrast_is_always_included():
+    assert sweep.grid_tasks(settings(), online=lambda: False) == ["kick_freebaseqa", sweep.PPL_TASK]
+    assert sweep.grid_tasks(settings(wikitext="auto"), online=lambda: True)[-1] == "wikitext"
+    assert "wikitext" not in sweep.grid_tasks(settings(wikitext="false"), online=lambda: True)
+    with pytest.raises(sweep.SweepError, match="accepted: auto"):
+        sweep.grid_tasks(settings(wikitext="maybe"))
+
+
+def test_resume_runs_exactly_the_missing_cells(tmp_path):
+    cells = sweep.plan_cells(settings(), ["kick_freebaseqa", sweep.PPL_TASK])
+    assert len(cells) == 7
+    first = FakeRunner(interrupt_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(cells, tmp_path, first, progress=False)
+    assert first.calls == [c.cell_id for c in cells[:3]]
+
+    second = FakeRunner()
+    outcome = sweep.run_sweep(cells, tmp_path, second, progress=False)
+    assert second.calls == [c.cell_id for c in cells[3:]]
+    assert outcome.skipped == first.calls and outcome.ran == second.calls
+
+    third = FakeRunner()
+    assert sweep.run_sweep(cells, tmp_path, third, progress=False).ran == [] and third.calls == []
+    index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
+    assert all(entry["status"] == "ok" for entry in index["cells"].values())
+    assert len(load_runs(tmp_path)) == 7  # the report reads what the sweep wrote
+
+
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+    cells = sweep.plan_cells(settings(methods=["magnitude", "wanda"]), ["t"])
+    runner = FakeRunner(fail_on={"magnitude"})
+    outcome = sweep.run_sweep(cells, tmp_path, runner, progress=False)
+    assert len(runner.calls) == len(cells) and len(outcome.failed) == 3 and len(outcome.ran) == 4
+    index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
+    failed = [e for e in index["cells"].values() if e["status"] == "failed"]
+    assert len(failed) == 3 and all("out of memory" in e["error"] for e in failed)
+    # a rerun retries only the failed cells
+    retry = FakeRunner()
+    sweep.run_sweep(cells, tmp_path, retry, progress=False)
+    assert sorted(retry.calls) == sorted(e["cell_id"] for e in failed)
+
+
+def test_cell_with_missing_results_file_is_rerun(tmp_path):
+    cells = sweep.plan_cells(settings(methods=[]), ["t"])
+    sweep.run_sweep(cells, tmp_path, FakeRunner(), progress=False)
+    for path in tmp_path.rglob("results_*.json"):
+        path.unlink()
+    again = FakeRunner()
+    sweep.run_sweep(cells, tmp_path, again, progress=False)
+    assert again.calls == [cells[0].cell_id]
+
+
+# --------------------------------------------------------------------------- CLI and bad input
+def test_unknown_task_fails_before_any_cell_runs(tmp_path, capsys):
+    runner = FakeRunner()
+    code = sweep.main(["--models", "org/tiny", "--methods", "wanda", "--tasks", "kick_freebaseqa_typo",
+                       "--wikitext", "false", "--out", str(tmp_path / "out")], runner=runner)
+    assert code == 2 and runner.calls == []
+    err = capsys.readouterr().err
+    assert "unknown task(s) 'kick_freebaseqa_typo'" in err and "lm_eval ls tasks" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "wanda", "--tasks", "x"], "no models"),
+        (["--models", "m", "--methods", "wanda"], "no tasks"),
+        (["--models", "m", "--methods", "prune_all", "--tasks", "x"], "invalid"),
+        (["--models", "m", "--sparsities", "1.5", "--tasks", "x"], "invalid"),
+        (["--models", "m", "--patterns", "4:2", "--tasks", "x"], "pattern"),
+        (["--models", "m", "--tasks", "x", "--model_args", "nokeyvalue"], "not key=value"),
+    ],
+)
+def test_bad_grid_settings_are_clear_errors(tmp_path, capsys, argv, message):
+    runner = FakeRunner()
+    assert sweep.main([*argv, "--wikitext", "false", "--out", str(tmp_path), "--dry_run"], runner=runner) == 2
+    assert message in capsys.readouterr().err and runner.calls == []
+
+
+def test_config_file_yaml_and_toml_with_flag_override(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text("models: [org/tiny]\nmethods: [wanda]\nsparsities: [0.5]\ntasks: [t]\nlimit: 3\n")
+    (tmp_path / "grid.toml").write_text('models = ["org/tiny"]\nmethods = ["wanda"]\nsparsities = [0.5]\ntasks = ["t"]\n')
+    for name in ("grid.yaml", "grid.toml"):
+        assert sweep.main(["--config", str(tmp_path / name), "--out", str(tmp_path / "o"), "--sparsities", "0.3",
+                           "--wikitext", "false", "--dry_run"]) == 0
+        out = capsys.readouterr().out
+        assert "sparsity=0.3" in out and "sparsity=0.5" not in out and "method=none" in out
+    (tmp_path / "bad.yaml").write_text("modles: [x]\n")
+    assert sweep.main(["--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path), "--dry_run"]) == 2
+    assert "unknown setting(s) ['modles']" in capsys.readouterr().err
