@@ -47,8 +47,12 @@ def judge_env(monkeypatch, tmp_path):
         yield server
 
 
+def task_manager():
+    return TaskManager(include_path=str(task_yamls_dir()), include_defaults=False)
+
+
 def run(task, lm, limit=3):
-    tm = TaskManager(include_path=str(task_yamls_dir()))
+    tm = task_manager()
     out = simple_evaluate(model=lm, tasks=[task], task_manager=tm, limit=limit,
                           bootstrap_iters=0, log_samples=True)
     return out["results"][task], out["samples"][task]
@@ -89,7 +93,7 @@ def test_mtbench_second_turn_sees_own_first_answer(judge_env):
 
 
 def test_mtbench_references_given_for_math(judge_env):
-    tm = TaskManager(include_path=str(task_yamls_dir()))
+    tm = task_manager()
     task = tm.load(["kick_mtbench"])["tasks"]["kick_mtbench"]
     docs = list(task.test_docs())
     math_ids = [i for i, d in enumerate(docs) if d["category"] in ("math", "reasoning", "coding")]
