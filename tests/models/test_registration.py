@@ -67,7 +67,7 @@ def test_entry_point_matches_registered_target():
 
 
 @pytest.mark.slow
-def test_stock_lm_eval_lists_kick_tasks(subprocess_env):
-    out = subprocess.run(["lm_eval", "ls", "tasks"], capture_output=True, text=True, env=subprocess_env, timeout=600)
+def test_kick_eval_fallback_runs_lm_eval_cli(subprocess_env):
+    out = subprocess.run(["kick-eval", "ls", "tasks"], capture_output=True, text=True, env=subprocess_env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "kick_freebase" in out.stdout
