@@ -14,7 +14,6 @@ from kick_models.compression.quant import (
     dequantize,
     find_grid,
     group_index,
-    quantize,
 )
 
 __all__ = ["QuantResult", "quantize_gptq"]
@@ -59,20 +58,21 @@ def inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
     raise ValueError(f"Hessian is not positive definite even with damp={frac / 10:g}; check the calibration inputs")
 
 
-def _current_columns(Wp, W1, Err1, U, i1, i, i2, pos):
-    """Columns ``pos`` (permuted positions, all >= i1 + i) as they stand after every error so far.
+def _current_columns(WT, W1, Err1, U, i1, i, i2, pos):
+    """Columns ``pos`` (visiting positions, all >= i1 + i) as they stand after every error so far,
+    as rows [len(pos), out] of the transposed layout.
 
     Inside the block they are read from the block copy ``W1``; past the block the lazy update
-    from this block's first ``i`` columns has not been applied to ``Wp`` yet, so apply it here.
-    (The reference implementation reads ``Wp`` for both, so a group starting mid-block got its
-    grid from stale weights.)
+    from this block's first ``i`` columns has not been applied to ``WT`` yet, so apply it here.
+    (The reference implementation reads the not-yet-updated copy for both, so a group starting
+    mid-block got its grid from stale weights.)
     """
-    cur = torch.empty(Wp.shape[0], pos.numel(), dtype=Wp.dtype, device=Wp.device)
+    cur = torch.empty(pos.numel(), WT.shape[1], dtype=WT.dtype, device=WT.device)
     inside = pos < i2
-    cur[:, inside] = W1[:, pos[inside] - i1]
+    cur[inside] = W1[pos[inside] - i1]
     outside = pos[~inside]
     if outside.numel():
-        cur[:, ~inside] = Wp[:, outside] - Err1[:, :i] @ U[i1 : i1 + i, outside]
+        cur[~inside] = WT[outside] - U[i1 : i1 + i, outside].T @ Err1[:i]
     return cur
 
 
@@ -119,49 +119,54 @@ def quantize_gptq(
         Wf = Wf * keep
 
     perm = torch.argsort(torch.diag(Hf), descending=True, stable=True) if act_order else torch.arange(n, device=dev)
-    Wp = Wf[:, perm]  # [out, n] in visiting order
+    # Transposed layout: row j of WT is column perm[j] of W, so per-column work is on contiguous memory.
+    WT = Wf.T[perm].contiguous()  # [n, out] in visiting order
     Hp = Hf[perm][:, perm]
-    keep_p = None if keep is None else keep[:, perm]
+    keepT = None if keep is None else keep.T[perm].contiguous()  # [n, out]
     group_of = g_idx.to(dev)[perm]  # [n] group of each visited position
-    U = inverse_hessian_cholesky(Hp, damp)
+    U = inverse_hessian_cholesky(Hp, damp)  # [n, n] upper
 
     n_groups = int(g_idx[-1]) + 1
     positions = torch.argsort(group_of, stable=True).split(torch.bincount(group_of, minlength=n_groups).tolist())
     first_visit = {int(pos[0]): g for g, pos in enumerate(positions)}  # position -> group starting there
     group_list = group_of.tolist()
+    inv_diag = (1 / torch.diag(U)).tolist()
 
-    scales = torch.empty(out_features, n_groups, device=dev)
+    scales = torch.empty(n_groups, out_features, device=dev)
     zeros = torch.empty_like(scales)
-    Q = torch.empty_like(Wp)
-    codes = torch.empty(out_features, n, dtype=torch.uint8, device=dev)
-    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    codes = torch.empty_like(WT)  # float codes in visiting order; small integers, exact
+    grid: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # group -> (scale, zero), each [out]
+    loss = 0.0
+    maxq = 2**bits - 1
 
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)
-        W1 = Wp[:, i1:i2].clone()  # [out, b] block, updated column by column
-        Err1 = torch.zeros_like(W1)
+        W1 = WT[i1:i2].clone()  # [b, out] block, updated column by column
+        Err1 = torch.zeros_like(W1)  # [b, out] (w - q) / U_jj per column
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
             p = i1 + i
             g = group_list[p]
             if p in first_visit:
-                cur = _current_columns(Wp, W1, Err1, U, i1, i, i2, positions[g])
-                if keep_p is not None:
-                    cur = cur * keep_p[:, positions[g]]
-                scales[:, g], zeros[:, g] = find_grid(cur, bits, sym=sym)
-            w = W1[:, i]
-            c = quantize(w, scales[:, g], zeros[:, g], bits)
-            if keep_p is not None:
-                c = torch.where(keep_p[:, p], c, zeros[:, g])  # code of exactly 0.0
-            q = dequantize(c, scales[:, g], zeros[:, g])
-            Q[:, p] = q
-            codes[:, p] = c.to(torch.uint8)
-            err = (w - q) / U1[i, i]
-            loss += err.double().square().sum()
-            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
-            Err1[:, i] = err
-        Wp[:, i2:] -= Err1 @ U[i1:i2, i2:]
+                cur = _current_columns(WT, W1, Err1, U, i1, i, i2, positions[g])
+                if keepT is not None:
+                    cur = cur * keepT[positions[g]]
+                scale, zero = find_grid(cur.T, bits, sym=sym)
+                scales[g], zeros[g] = grid[g] = scale, zero
+            scale, zero = grid[g]
+            w = W1[i]
+            c = torch.round(w / scale).add_(zero).clamp_(0, maxq)  # = quant.quantize
+            if keepT is not None:
+                c = torch.where(keepT[p], c, zero)  # the code of exactly 0.0
+            codes[p] = c
+            err = torch.sub(w, (c - zero).mul_(scale)).mul_(inv_diag[p])
+            Err1[i] = err
+            W1[i + 1 :].addr_(U1[i, i + 1 :], err, alpha=-1)
+        loss += float(Err1.double().square().sum())
+        WT[i2:] -= U[i1:i2, i2:].T @ Err1
 
-    inv = torch.argsort(perm)
-    weight = Q[:, inv].to(W.dtype)
-    return QuantResult(weight, codes[:, inv], scales, zeros, g_idx, float(loss) / 2)
+    codes = codes[torch.argsort(perm)].T  # [out, n] in original column order
+    scales, zeros = scales.T.contiguous(), zeros.T.contiguous()  # [out, n_groups]
+    g_cols = g_idx.long().to(dev)
+    weight = dequantize(codes, scales[:, g_cols], zeros[:, g_cols]).to(W.dtype)
+    return QuantResult(weight.contiguous(), codes.to(torch.uint8).contiguous(), scales, zeros, g_idx, loss / 2)
