@@ -93,3 +93,9 @@ def write_grid(root: Path) -> Path:
 @pytest.fixture
 def grid_dir(tmp_path):
     return write_grid(tmp_path / "results")
+
+
+@pytest.fixture
+def results_writer():
+    """The :func:`results_file` writer (tests run with --import-mode=importlib, so no sibling imports)."""
+    return results_file

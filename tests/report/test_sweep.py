@@ -10,8 +10,6 @@ import pytest
 from kick_tasks.report import sweep
 from kick_tasks.report.runs import load_runs
 
-from conftest import results_file
-
 
 def settings(**over):
     base = {**sweep.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
@@ -24,7 +22,8 @@ def settings(**over):
 class FakeRunner:
     """Writes an lm-eval-shaped results file per cell; can fail on some cells or stop after k."""
 
-    def __init__(self, fail_on=(), interrupt_after=None):
+    def __init__(self, writer, fail_on=(), interrupt_after=None):
+        self.writer = writer
         self.calls: list[str] = []
         self.fail_on, self.interrupt_after = set(fail_on), interrupt_after
 
@@ -35,7 +34,7 @@ class FakeRunner:
         if cell.method in self.fail_on:
             raise sweep.CellFailed("CUDA out of memory (pretend)")
         args = dict(part.split("=", 1) for part in cell.model_args.split(","))
-        return results_file(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
+        return self.writer(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
 
 
 def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
@@ -66,53 +65,61 @@ def test_perplexity_contrast_is_always_included():
         sweep.grid_tasks(settings(wikitext="maybe"))
 
 
-def test_resume_runs_exactly_the_missing_cells(tmp_path):
+def test_resume_runs_exactly_the_missing_cells(tmp_path, results_writer):
     cells = sweep.plan_cells(settings(), ["kick_freebaseqa", sweep.PPL_TASK])
     assert len(cells) == 7
-    first = FakeRunner(interrupt_after=3)
+    first = FakeRunner(results_writer, interrupt_after=3)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(cells, tmp_path, first, progress=False)
     assert first.calls == [c.cell_id for c in cells[:3]]
 
-    second = FakeRunner()
+    second = FakeRunner(results_writer)
     outcome = sweep.run_sweep(cells, tmp_path, second, progress=False)
     assert second.calls == [c.cell_id for c in cells[3:]]
     assert outcome.skipped == first.calls and outcome.ran == second.calls
 
-    third = FakeRunner()
+    third = FakeRunner(results_writer)
     assert sweep.run_sweep(cells, tmp_path, third, progress=False).ran == [] and third.calls == []
     index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
     assert all(entry["status"] == "ok" for entry in index["cells"].values())
     assert len(load_runs(tmp_path)) == 7  # the report reads what the sweep wrote
 
 
-def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results_writer):
     cells = sweep.plan_cells(settings(methods=["magnitude", "wanda"]), ["t"])
-    runner = FakeRunner(fail_on={"magnitude"})
+    runner = FakeRunner(results_writer, fail_on={"magnitude"})
     outcome = sweep.run_sweep(cells, tmp_path, runner, progress=False)
     assert len(runner.calls) == len(cells) and len(outcome.failed) == 3 and len(outcome.ran) == 4
     index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
     failed = [e for e in index["cells"].values() if e["status"] == "failed"]
     assert len(failed) == 3 and all("out of memory" in e["error"] for e in failed)
     # a rerun retries only the failed cells
-    retry = FakeRunner()
+    retry = FakeRunner(results_writer)
     sweep.run_sweep(cells, tmp_path, retry, progress=False)
     assert sorted(retry.calls) == sorted(e["cell_id"] for e in failed)
 
 
-def test_cell_with_missing_results_file_is_rerun(tmp_path):
+def test_cell_with_missing_results_file_is_rerun(tmp_path, results_writer):
     cells = sweep.plan_cells(settings(methods=[]), ["t"])
-    sweep.run_sweep(cells, tmp_path, FakeRunner(), progress=False)
+    sweep.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
     for path in tmp_path.rglob("results_*.json"):
         path.unlink()
-    again = FakeRunner()
+    again = FakeRunner(results_writer)
     sweep.run_sweep(cells, tmp_path, again, progress=False)
     assert again.calls == [cells[0].cell_id]
 
 
 # --------------------------------------------------------------------------- CLI and bad input
-def test_unknown_task_fails_before_any_cell_runs(tmp_path, capsys):
-    runner = FakeRunner()
+def kick_only_task_manager(include_path=None):
+    """Index only kick's tasks: the full lm-eval index takes ~15 s on a busy CPU."""
+    from kick_models.registration import task_manager
+
+    return task_manager(include_defaults=False)
+
+
+def test_unknown_task_fails_before_any_cell_runs(tmp_path, capsys, results_writer, monkeypatch):
+    monkeypatch.setattr(sweep, "task_manager", kick_only_task_manager)
+    runner = FakeRunner(results_writer)
     code = sweep.main(["--models", "org/tiny", "--methods", "wanda", "--tasks", "kick_freebaseqa_typo",
                        "--wikitext", "false", "--out", str(tmp_path / "out")], runner=runner)
     assert code == 2 and runner.calls == []
@@ -132,8 +139,8 @@ def test_unknown_task_fails_before_any_cell_runs(tmp_path, capsys):
         (["--models", "m", "--tasks", "x", "--model_args", "nokeyvalue"], "not key=value"),
     ],
 )
-def test_bad_grid_settings_are_clear_errors(tmp_path, capsys, argv, message):
-    runner = FakeRunner()
+def test_bad_grid_settings_are_clear_errors(tmp_path, capsys, argv, message, results_writer):
+    runner = FakeRunner(results_writer)
     assert sweep.main([*argv, "--wikitext", "false", "--out", str(tmp_path), "--dry_run"], runner=runner) == 2
     assert message in capsys.readouterr().err and runner.calls == []
 
@@ -149,3 +156,31 @@ def test_config_file_yaml_and_toml_with_flag_override(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("modles: [x]\n")
     assert sweep.main(["--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path), "--dry_run"]) == 2
     assert "unknown setting(s) ['modles']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["inprocess"])
+def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner):
+    """lm-eval with kick-hf on a tiny random Llama: results file, index, report (subprocess runner: the demo)."""
+    pytest.importorskip("kick_models.lm")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tiny_llama", Path(__file__).parents[1] / "cache" / "conftest.py")
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    helper.build_tiny_llama(tmp_path / "tiny")
+    for key, value in subprocess_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("KICK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sweep, "task_manager", kick_only_task_manager)
+    out = tmp_path / "sweep"
+    code = sweep.main(["--models", str(tmp_path / "tiny"), "--methods", "magnitude", "--sparsities", "0.5",
+                       "--tasks", sweep.PPL_TASK, "--limit", "1", "--wikitext", "false",
+                       "--model_args", "dtype=float32", "--out", str(out), "--runner", runner])
+    index = json.loads((out / sweep.INDEX_FILE).read_text())
+    assert code == 0, index
+    assert [e["status"] for e in index["cells"].values()] == ["ok", "ok"]
+    from kick_tasks.report import cli
+
+    report = cli.build_report(out, plots=False).read_text()
+    assert "Perplexity contrast: kick_ppl_heldout" in report and "| magnitude |" in report

@@ -272,17 +272,19 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
     return run
 
 
-def inprocess_runner(include_path: str | None = None) -> Runner:
+def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
     """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell)."""
 
     def run(cell: Cell, cell_dir: Path) -> Path:
+        nonlocal manager
         import lm_eval
         from lm_eval.loggers import EvaluationTracker
 
         tracker = EvaluationTracker(output_path=str(cell_dir))
+        manager = manager or task_manager(include_path)
         results = lm_eval.simple_evaluate(
             model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
-            batch_size=cell.batch_size, device=cell.device, task_manager=task_manager(include_path),
+            batch_size=cell.batch_size, device=cell.device, task_manager=manager,
             evaluation_tracker=tracker, log_samples=False,
         )
         if results is None:
@@ -467,13 +469,15 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             for cell in cells:
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
-        check_tasks(tasks, task_manager(settings.get("include_path")))
+        manager = task_manager(settings.get("include_path"))
+        check_tasks(tasks, manager)
     except SweepError as err:
         sys.stderr.write(f"{err}\n")
         return 2
-    if runner is None:
-        make = subprocess_runner if settings["runner"] == "subprocess" else inprocess_runner
-        runner = make(settings.get("include_path"))
+    if runner is None and settings["runner"] == "inprocess":
+        runner = inprocess_runner(settings.get("include_path"), manager)
+    elif runner is None:
+        runner = subprocess_runner(settings.get("include_path"))
     out_dir = Path(settings["out"]).expanduser()
     outcome = run_sweep(cells, out_dir, runner, settings=settings)
     sys.stdout.write(
