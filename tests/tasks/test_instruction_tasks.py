@@ -1,7 +1,6 @@
 """kick_instruct / kick_mtbench through lm-eval's evaluate() with a scripted LM and a loopback judge."""
 
 import logging
-import re
 
 import pytest
 from lm_eval.api.model import LM
