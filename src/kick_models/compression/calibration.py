@@ -1,0 +1,176 @@
+"""Calibration token windows (`calib=bundled|c4|wikitext2|<file>`) and the held-out split of the
+bundled text, all drawn with one seeded RNG object so the same seed gives the same ids."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import random
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+HELDOUT_FRACTION = 0.1  # last 10% of the bundled Wikipedia articles: never used for calibration
+C4_SHARD = "en/c4-train.00000-of-01024.json.gz"
+
+
+class CalibrationError(ValueError):
+    """The calibration source cannot supply the requested windows; the message says what to use."""
+
+
+# --------------------------------------------------------------------------- bundled text
+def _read_bundled(name: str) -> str:
+    with gzip.open(files("kick_models") / "data" / "calibration" / f"{name}.utf8.gz", "rt", encoding="utf-8") as f:
+        return f.read()
+
+
+@lru_cache(maxsize=1)
+def _wiki_articles() -> tuple[str, ...]:
+    """Bundled Wikipedia articles, ``<doc …>`` wrappers removed, in file order."""
+    articles = []
+    for chunk in _read_bundled("wiki").split("</doc>"):
+        start = chunk.find(">", chunk.find("<doc "))
+        text = chunk[start + 1 :].strip() if "<doc " in chunk else chunk.strip()
+        if text:
+            articles.append(text)
+    return tuple(articles)
+
+
+def bundled_documents(split: str = "calibration") -> list[str]:
+    """``calibration``: the 118 bundled C4 documents + the first 90% of the Wikipedia articles;
+    ``heldout``: the last 10% of the Wikipedia articles."""
+    articles = _wiki_articles()
+    cut = len(articles) - int(len(articles) * HELDOUT_FRACTION)
+    if split == "calibration":
+        c4 = [line.strip() for line in _read_bundled("c4").splitlines() if line.strip()]
+        return c4 + list(articles[:cut])
+    if split == "heldout":
+        return list(articles[cut:])
+    raise ValueError(f"split={split!r}; accepted: calibration | heldout")
+
+
+def heldout_text() -> str:
+    """Bundled text never used for calibration (the last 10% of the Wikipedia articles)."""
+    return "\n\n".join(bundled_documents("heldout"))
+
+
+# --------------------------------------------------------------------------- hub and files
+def _hub_failure(name: str, what: str, err: Exception) -> CalibrationError:
+    return CalibrationError(
+        f"calib={name} needs {what} from the Hugging Face Hub, which failed ({type(err).__name__}: {err}). "
+        "Use calib=bundled (calibration text shipped with kick) or calib=<path to a .txt/.jsonl file>."
+    )
+
+
+def _c4_documents() -> list[str]:
+    try:
+        import datasets
+
+        data = datasets.load_dataset("allenai/c4", data_files={"train": C4_SHARD}, split="train")
+    except Exception as err:  # offline, gated, renamed: all end the same way for the user
+        raise _hub_failure("c4", f"allenai/c4 {C4_SHARD}", err) from err
+    return data["text"]
+
+
+def _wikitext2_text() -> str:
+    try:
+        import datasets
+
+        data = datasets.load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="train")
+    except Exception as err:
+        raise _hub_failure("wikitext2", "wikitext-2-raw-v1 (train)", err) from err
+    return "\n\n".join(data["text"])
+
+
+def _file_source(path_text: str) -> tuple[str, list[str] | str]:
+    """A .jsonl file gives documents (a "text" field per line); any other file is one text."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise CalibrationError(f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        docs = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line)["text"])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise CalibrationError(f"calib file {path_text}: line {n} is not a JSON object with a 'text' field") from err
+        docs = [d for d in docs if d.strip()]
+        if not docs:
+            raise CalibrationError(f"calib file {path_text} has no documents")
+        return "docs", docs
+    if not raw.strip():
+        raise CalibrationError(f"calib file {path_text} is empty")
+    return "text", raw
+
+
+# --------------------------------------------------------------------------- windows
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def windows_from_text(ids: list[int], nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
+    """WikiText way: ``nsamples`` random windows of ``seqlen`` tokens from one long token stream."""
+    if len(ids) < seqlen:
+        raise CalibrationError(f"seqlen={seqlen} is longer than the whole calibration text ({len(ids)} tokens); use a smaller seqlen")
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    starts = [rng.randint(0, len(ids) - seqlen) for _ in range(nsamples)]
+    return torch.stack([ids_t[s : s + seqlen] for s in starts])
+
+
+def windows_from_documents(tokenizer, docs: list[str], nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
+    """C4 way: pick a random document; if it has at least ``seqlen`` tokens take a random window
+    of it, else draw again. Fails once every document has proved too short."""
+    too_short: set[int] = set()
+    out = []
+    while len(out) < nsamples:
+        i = rng.randint(0, len(docs) - 1)
+        if i in too_short:
+            continue
+        ids = _encode(tokenizer, docs[i])
+        if len(ids) < seqlen:
+            too_short.add(i)
+            if len(too_short) == len(docs):
+                raise CalibrationError(f"seqlen={seqlen} is longer than every calibration document; use a smaller seqlen")
+            continue
+        s = rng.randint(0, len(ids) - seqlen)
+        out.append(torch.tensor(ids[s : s + seqlen], dtype=torch.long))
+    return torch.stack(out)
+
+
+def token_sha256(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().astype("<i8").tobytes()).hexdigest()
+
+
+def calibration_ids(tokenizer, config, *, embedded_model: bool, max_length: int | None) -> tuple[torch.Tensor, dict]:
+    """[nsamples, seqlen] token ids from ``config.resolved_calib(embedded_model)`` with seqlen capped
+    at ``max_length``; one ``random.Random(config.seed)`` draws every window. Returns (ids, info)."""
+    name = config.resolved_calib(embedded_model)
+    if config.nsamples <= 0:
+        raise CalibrationError(f"nsamples={config.nsamples}; accepted: a positive integer")
+    if config.seqlen <= 0:
+        raise CalibrationError(f"seqlen={config.seqlen}; accepted: a positive integer")
+    seqlen = min(config.seqlen, max_length) if max_length else config.seqlen
+    rng = random.Random(config.seed)
+    if name == "bundled":
+        ids = windows_from_text(_encode(tokenizer, "\n\n".join(bundled_documents())), config.nsamples, seqlen, rng)
+    elif name == "c4":
+        ids = windows_from_documents(tokenizer, _c4_documents(), config.nsamples, seqlen, rng)
+    elif name == "wikitext2":
+        ids = windows_from_text(_encode(tokenizer, _wikitext2_text()), config.nsamples, seqlen, rng)
+    else:
+        kind, source = _file_source(name)
+        if kind == "docs":
+            ids = windows_from_documents(tokenizer, source, config.nsamples, seqlen, rng)
+        else:
+            ids = windows_from_text(_encode(tokenizer, source), config.nsamples, seqlen, rng)
+    info = {"dataset": name, "nsamples": int(ids.shape[0]), "seqlen": int(ids.shape[1]), "seed": config.seed, "token_sha256": token_sha256(ids)}
+    log.info("calibration: %s, %d x %d tokens, seed %d", name, ids.shape[0], ids.shape[1], config.seed)
+    return ids, info

@@ -1,0 +1,52 @@
+"""Streaming input statistics for one Linear layer: squared column norms (Wanda) and the Hessian
+H = 2XᵀX/n (SparseGPT, GPTQ), accumulated in float32 whatever the model dtype."""
+
+from __future__ import annotations
+
+import torch
+
+
+class InputStats:
+    """Accumulates ``sum_t x_t ⊙ x_t`` and/or ``sum_t x_t x_tᵀ`` over token rows x_t ∈ R^in.
+
+    Streaming over batches gives the same result as one pass over all tokens (up to float32
+    summation order). ``update`` takes any [..., in] activation tensor.
+    """
+
+    def __init__(self, in_features: int, *, norms: bool = True, hessian: bool = False, device=None):
+        self.in_features = in_features
+        self.tokens = 0
+        self.sq_norms = torch.zeros(in_features, dtype=torch.float32, device=device) if norms else None
+        self._xtx = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, self.in_features).float()  # [tokens, in]
+        self.tokens += x.shape[0]
+        if self.sq_norms is not None:
+            self.sq_norms += x.square().sum(0)
+        if self._xtx is not None:
+            self._xtx.addmm_(x.T, x)
+
+    @property
+    def has_hessian(self) -> bool:
+        return self._xtx is not None
+
+    def col_norms(self) -> torch.Tensor:
+        """‖X_j‖₂ over all tokens seen, [in]."""
+        if self.sq_norms is None:
+            raise RuntimeError("InputStats was created with norms=False")
+        return self.sq_norms.sqrt()
+
+    def hessian(self) -> torch.Tensor:
+        """H = 2XᵀX / n, [in, in] float32 (a fresh tensor)."""
+        if self._xtx is None:
+            raise RuntimeError("InputStats was created with hessian=False")
+        if self.tokens == 0:
+            raise RuntimeError("no calibration tokens reached this layer")
+        return self._xtx * (2.0 / self.tokens)
+
+
+def hessian(x: torch.Tensor) -> torch.Tensor:
+    """One-shot H = 2XᵀX/n for activations x [..., in] (reference for the streaming version)."""
+    x = x.reshape(-1, x.shape[-1]).double()
+    return (2.0 * x.T @ x / x.shape[0]).float()

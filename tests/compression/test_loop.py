@@ -1,0 +1,112 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from kick_models.compression import compress_model
+from kick_models.compression.loop import find_decoder_blocks, run_layerwise
+from kick_models.config import build_config
+
+
+def ids(n=6, seq=32, seed=0):
+    return torch.randint(0, 128, (n, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def test_identity_loop_reproduces_hidden_states(tiny_llama):
+    model = tiny_llama()
+    calib = ids()
+    captured = []
+    handle = model.model.layers[-1].register_forward_hook(lambda m, a, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        model(calib, use_cache=False)
+    handle.remove()
+    result = run_layerwise(model, calib, lambda *a: False, norms=True, batch_size=4, keep_outputs=True)
+    torch.testing.assert_close(torch.cat(result.outputs), captured[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"method": "magnitude", "sparsity": 0.5},
+        {"method": "wanda", "sparsity": 0.5},
+        {"method": "sparsegpt", "sparsity": 0.5},
+        {"method": "wanda", "pattern": "2:4"},
+        {"method": "sparsegpt", "pattern": "4:8"},
+        {"method": "wanda", "sparsity": 0.5, "propagate": "dense"},
+    ],
+)
+def test_compress_model_sparsity_and_untouched_modules(tiny_llama, args):
+    model = tiny_llama()
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if "layers" not in k or "norm" in k}
+    config = build_config({**args, "nsamples": 6, "seqlen": 32})
+    summary = compress_model(model, config, ids())
+    assert summary["achieved_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert summary["layers"] == 3 * 7
+    for k, v in model.state_dict().items():  # embeddings, norms, tied lm_head unchanged
+        if k in frozen:
+            assert torch.equal(v, frozen[k]), k
+    if config.pattern:
+        n, m = config.pattern
+        for layer in model.model.layers:
+            for lin in (mod for mod in layer.modules() if isinstance(mod, nn.Linear)):
+                w = lin.weight.reshape(lin.out_features, -1, m)
+                assert ((w != 0).sum(-1) <= n).all()
+
+
+def test_same_seed_bit_identical(tiny_llama):
+    config = build_config({"method": "sparsegpt", "sparsity": 0.5})
+    a, b = tiny_llama(), tiny_llama()
+    compress_model(a, config, ids())
+    compress_model(b, config, ids())
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_noop_and_sparsity_zero(tiny_llama):
+    model = tiny_llama()
+    before = copy.deepcopy(model.state_dict())
+    summary = compress_model(model, build_config({"method": "wanda", "sparsity": 0.0}), None)
+    assert summary["achieved_sparsity"] == 0.0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_owl_keeps_mean_sparsity(tiny_llama):
+    model = tiny_llama(layers=4)
+    config = build_config({"method": "wanda", "sparsity": 0.5, "sparsity_profile": "owl", "owl_lambda": 0.1})
+    summary = compress_model(model, config, ids())
+    per_block = summary["block_sparsity"]
+    assert len(per_block) == 4 and max(per_block) - min(per_block) > 0.05
+    assert sum(per_block) / 4 == pytest.approx(0.5, abs=1e-9)
+    assert summary["achieved_sparsity"] == pytest.approx(0.5, abs=1 / 64)  # ⌊s·in⌋ per row, in = 64
+
+
+def test_bf16_model(tiny_llama):
+    model = tiny_llama(dtype=torch.bfloat16)
+    summary = compress_model(model, build_config({"method": "sparsegpt", "pattern": "2:4"}), ids())
+    assert summary["achieved_sparsity"] >= 0.5
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+
+
+def test_bad_inputs(tiny_llama):
+    with pytest.raises(ValueError, match="no decoder blocks"):
+        find_decoder_blocks(nn.Sequential(nn.Embedding(4, 4), nn.LayerNorm(4)))
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="needs calibration"):
+        compress_model(model, build_config({"method": "wanda", "sparsity": 0.5}), None)
+    with pytest.raises(ValueError, match="nsamples > 0"):
+        run_layerwise(model, torch.zeros(0, 8, dtype=torch.long), lambda *a: False)
+
+
+@pytest.mark.parametrize("args", [{"method": "gptq", "wbits": 4}, {"method": "wanda", "pattern": "2:4", "wbits": 4}])
+def test_quantization_goes_through_gptq_and_keeps_zeros(tiny_llama, args):
+    pytest.importorskip("kick_models.compression.gptq")
+    model = tiny_llama()
+    config = build_config({**args, "group_size": 32})
+    summary = compress_model(model, config, ids())
+    w = model.model.layers[1].mlp.down_proj.weight
+    for row in w[:4]:  # at most 2^4 levels per 32-column group
+        assert all(len(g.unique()) <= 16 for g in row.split(32))
+    if config.prunes:
+        assert summary["achieved_sparsity"] >= 0.5
+        assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
