@@ -11,7 +11,26 @@ from kick_tasks import data_dir
 from kick_tasks.normalize import contains, exact_match, first_line
 
 PROMPT = "Please give answer to this question: {question}\nThe answer is"
+CHAT_PROMPT = "Answer this question with just the answer, in a few words.\nQuestion: {question}"
+_SENTENCE_END = re.compile(r"([.!?])(?:\s+|$)")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt", "ft", "no", "co", "inc", "ltd", "u.s", "u.k"}
+_POLITE_LEAD = re.compile(r"^(?:sure|certainly|of course|okay|ok)\b[,!.]?\s*", re.IGNORECASE)
+_CHAT_LEAD = re.compile(
+    r"^(?:(?:the\s+)?(?:correct\s+|short\s+)?answer(?:\s+(?:to\s+(?:this|the)\s+question\s+)?is)?\b|it\s+(?:is|was)\b)\s*[:\-]?\s*",
+    re.IGNORECASE,
+)
 _ANSWER_LEAD = re.compile(r"^(?:(?:the\s+)?answer(?:\s+is)?\b)?\s*[:\-]?\s*", re.IGNORECASE)
+
+
+def first_sentence(text: str) -> str:
+    """Text up to the first sentence end that is not an abbreviation ("Dr.") or an initial ("J.")."""
+    for match in _SENTENCE_END.finditer(text):
+        words = text[: match.start()].split()
+        last = words[-1].lower().strip("\"'(") if words else ""
+        if match.group(1) == "." and (len(last) <= 1 or last in _ABBREVIATIONS):
+            continue
+        return text[: match.start()]
+    return text
 
 
 def load_freebaseqa(**kwargs: Any):
@@ -34,6 +53,30 @@ def extract_answer(generation: str) -> str:
     ("The answer is Paris.") — both reduce to the same span.
     """
     return _ANSWER_LEAD.sub("", first_line(generation)).strip()
+
+
+def doc_to_text_chat(doc: dict) -> str:
+    return CHAT_PROMPT.format(question=doc["question"])
+
+
+def extract_chat_answer(generation: str) -> str:
+    """Answer span of a chat reply: first line, then its first sentence, minus "The answer is" /
+    "It is" / "Sure," lead-ins and surrounding quotes or bold markers.
+
+    Chat models reply in sentences ("The capital of Ghana is Accra."); the first sentence is where
+    the answer is, while later sentences add context that would make containment too lenient.
+    """
+    line = _POLITE_LEAD.sub("", first_line(generation).strip("*_ "))
+    return _CHAT_LEAD.sub("", first_sentence(line)).strip(" *_\"'")
+
+
+def process_results_chat(doc: dict, results: list[str]) -> dict[str, float]:
+    """Chat variant: both metrics on the extracted answer span (see :func:`extract_chat_answer`)."""
+    answer = extract_chat_answer(results[0])
+    return {
+        "exact_match": float(exact_match(answer, doc["answers"])),
+        "contains": float(contains(answer, doc["answers"])),
+    }
 
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:

@@ -71,3 +71,27 @@ def test_metric_helpers_agree_with_definitions():
     assert exact_match("Reds", ["reds", "Reds (film)"])
     assert not exact_match("Reds film", ["reds"])
     assert contains("it was Reds by Beatty", ["reds"])
+
+
+@pytest.mark.parametrize(
+    "reply, span",
+    [
+        ("The capital of Ghana is Accra.", "The capital of Ghana is Accra"),
+        ("Sure! The answer is **Reds**.", "Reds"),
+        ("Ghana", "Ghana"),
+        ("It is Midway Games. It was released in 1980.", "Midway Games"),
+        ('The answer to this question is "Pulp".', "Pulp"),
+        ("Dr. Who is a show", "Dr. Who is a show"),
+        ("J. K. Rowling wrote it. Later...", "J. K. Rowling wrote it"),
+        ("Harold Abrahams\nHe won in Paris.", "Harold Abrahams"),
+    ],
+)
+def test_chat_answer_span(reply, span):
+    assert factoid_qa.extract_chat_answer(reply) == span
+
+
+def test_chat_scoring_ignores_later_sentences():
+    doc = {"question": "q", "answers": ["ghana"]}
+    assert factoid_qa.process_results_chat(doc, ["Sure! Ghana."]) == {"exact_match": 1, "contains": 1}
+    assert factoid_qa.process_results_chat(doc, ["It is Togo. Ghana is its neighbour."]) == {"exact_match": 0, "contains": 0}
+    assert factoid_qa.doc_to_text_chat({"question": "Who?"}) == "Answer this question with just the answer, in a few words.\nQuestion: Who?"
