@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from kick_models.config import COMPRESSION_KEYS, CompressionConfig, ConfigError, build_config
+from kick_models.config import CALIB_NAMES, COMPRESSION_KEYS, CompressionConfig, ConfigError, build_config
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
             " or any lm-eval `hf` model arg (pretrained, dtype, device, batch_size, ...)"
         )
     config = build_config({k: kwargs[k] for k in COMPRESSION_KEYS if k in kwargs})
+    if config.calib is not None and config.calib not in CALIB_NAMES and config.needs_calibration:
+        path = Path(config.calib).expanduser()
+        if not path.is_file() or path.stat().st_size == 0:
+            raise ConfigError(
+                f"kick-hf: invalid model_arg calib={config.calib!r}: no such non-empty file; "
+                f"accepted: {' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file"
+            )
     kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
     if "no_cache" in kick and not isinstance(kick["no_cache"], bool):
         raise ConfigError(f"kick-hf: invalid model_arg no_cache={kick['no_cache']!r}; accepted: true or false")
@@ -78,9 +86,14 @@ class KickHFLM(HFLM):
             from kick_models.embedded import embedded_model_path
 
             pretrained = str(embedded_model_path())
+        self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_calibration: dict[str, Any] | None = None
+        if not config.is_noop and isinstance(pretrained, str) and not kick.get("no_cache", False):
+            from kick_models.cache import ensure_writable
+
+            ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
         if hflm_args.get("device") is None and not isinstance(pretrained, str):
             hflm_args.pop("device", None)
         elif hflm_args.get("device") is None:
@@ -110,20 +123,45 @@ class KickHFLM(HFLM):
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
         self._kick_summary = summary
+        cached = summary.get("cache", {}).get("hit", False)
         log.info(
-            "kick-hf: %s %s sparsity=%.4f wbits=%s in %.1fs",
+            "kick-hf: %s %s sparsity=%.4f wbits=%s (%s in %.1fs)",
             config.method,
             config.pattern_str,
             summary.get("achieved_sparsity", float("nan")),
             config.wbits,
-            summary["seconds"],
+            "loaded from cache" if cached else "compressed",
+            summary["cache"]["seconds"] if cached else summary["seconds"],
         )
 
     def _load_or_compress(self, model: Any, calib_ids: Any) -> dict[str, Any]:
+        """Compress, or load the weights of an identical earlier compression from the cache.
+
+        The cache needs a model identity (hub id + commit, or a local folder's content hash), so
+        it is skipped when ``pretrained`` was a ready-made model object.
+        """
+        from kick_models.cache import key_parts, load_or_compress
         from kick_models.compression import compress_model
 
         device = self.device if str(self.device) != "cpu" else None
-        return compress_model(model, self.kick_config, calib_ids, device=device)
+
+        def compress() -> dict[str, Any]:
+            return compress_model(model, self.kick_config, calib_ids, device=device)
+
+        cache_dir = self._kick_options.get("cache_dir")
+        enabled = isinstance(self._kick_pretrained, str) and not self._kick_options.get("no_cache", False)
+        if not enabled:
+            return compress()
+        parts = key_parts(
+            pretrained=self._kick_pretrained,
+            config=self.kick_config,
+            calib_info=self._kick_calibration,
+            revision=getattr(self, "revision", None),
+            model=model,
+            cache_dir=cache_dir,
+        )
+        summary, _ = load_or_compress(model, parts, compress, cache_dir=cache_dir)
+        return summary
 
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:

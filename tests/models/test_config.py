@@ -76,3 +76,20 @@ def test_errors_come_before_any_weight_loads(tmp_path):
         KickHFLM(pretrained=str(tmp_path / "no-such-model"), method="obs")
     with pytest.raises(ConfigError, match="unknown model_arg"):
         KickHFLM(pretrained=str(tmp_path / "no-such-model"), colour="blue")
+
+
+def test_missing_or_empty_calibration_file_fails_before_loading(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for path in (tmp_path / "missing.txt", empty):
+        with pytest.raises(ConfigError, match="calib=.*no such non-empty file"):
+            KickHFLM(pretrained=str(tmp_path / "no-such-model"), method="wanda", sparsity=0.5, calib=str(path))
+
+
+def test_unwritable_cache_dir_fails_before_loading(tmp_path):
+    from kick_models.cache import CacheError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CacheError, match="not writable"):
+        KickHFLM(pretrained=str(tmp_path / "no-such-model"), method="magnitude", sparsity=0.5, cache_dir=str(blocker / "sub"))
