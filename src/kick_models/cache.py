@@ -192,6 +192,7 @@ def key_parts(*, pretrained: str, config: Any, calib_info: Mapping[str, Any] | N
     return {
         "schema": KEY_SCHEMA,
         "model": model_identity(pretrained, revision, model, memo if memo.is_dir() else None),
+        # the same layout as compress_with_cache builds, so both address the same entries
         "compression": relevant_config(config),
         "calibration": dict(sorted(calib_info.items())) if (calib_info and needs_calib) else None,
         "versions": package_versions(),
@@ -363,3 +364,59 @@ def load_or_compress(model: nn.Module, parts: Mapping[str, Any], compress_fn: Ca
     log.info("kick cache: loaded %s in %.2fs", entry, summary["cache"]["seconds"])
     return summary, True
 
+
+
+# --------------------------------------------------------------------------- one call for kick-hf
+def _calibration_memo_key(pretrained: str, model_id: Mapping[str, Any], config: Any, spec: Mapping[str, Any],
+                          memo_dir: Path) -> str:
+    """What the calibration token ids depend on: model + tokenizer files, calibration settings, source text."""
+    parts: dict[str, Any] = {"model": dict(model_id), "spec": dict(spec), "versions": package_versions(),
+                             "calib": {k: v for k, v in config.to_dict().items() if k in ("calib", "nsamples", "seqlen", "seed", "method")}}
+    local = Path(str(pretrained)).expanduser()
+    if local.is_dir():  # tokenizer files are not in the weights fingerprint but change token ids
+        tok_files = sorted(p for p in local.iterdir() if p.is_file() and ("token" in p.name or p.suffix == ".model"))
+        parts["tokenizer"] = [(p.name, p.stat().st_size, _sha256_file(p)) for p in tok_files]
+    source = Path(str(spec.get("resolved_calib", ""))).expanduser()
+    if source.is_file():
+        parts["source_sha256"] = _sha256_file(source)
+    return cache_key(parts)
+
+
+def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
+                        calibrate: Callable[[], tuple[Any, dict]] | None,
+                        compress: Callable[[Any], Mapping[str, Any]], revision: str | None = None,
+                        calib_spec: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | None = None,
+                        enabled: bool = True) -> tuple[dict[str, Any], bool, dict | None]:
+    """Compress ``model`` through the cache without tokenizing calibration data on a hit.
+
+    ``calibrate()`` returns ``(ids, info)`` (``calibration_ids``); ``compress(ids)`` compresses in
+    place and returns the summary. The calibration ``info`` (with its token hash) is memoised per
+    (model, tokenizer, calibration settings, ``calib_spec``) so a second run goes straight to the
+    stored weights. Returns ``(summary, hit, calib_info)``.
+    """
+    needs_calib = bool(getattr(config, "needs_calibration", calibrate is not None)) and calibrate is not None
+    if not enabled:
+        ids, info = calibrate() if needs_calib else (None, None)
+        return dict(compress(ids)), False, info
+    root = ensure_writable(cache_dir)
+    identity = model_identity(pretrained, revision, model, root)
+    held: dict[str, Any] = {}
+    info = None
+    if needs_calib:
+        memo = root / "calibration" / f"{_calibration_memo_key(pretrained, identity, config, calib_spec or {}, root)}.json"
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(memo.read_text(encoding="utf-8"))
+        if info is None:
+            held["ids"], info = calibrate()
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(memo, json.dumps(info, sort_keys=True, default=str))
+
+    def run() -> Mapping[str, Any]:
+        if needs_calib and "ids" not in held:
+            held["ids"], _ = calibrate()
+        return compress(held.get("ids"))
+
+    parts = {"schema": KEY_SCHEMA, "model": identity, "compression": relevant_config(config),
+             "calibration": dict(sorted(info.items())) if info else None, "versions": package_versions()}
+    summary, hit = load_or_compress(model, parts, run, cache_dir=root, enabled=True)
+    return summary, hit, info

@@ -265,3 +265,41 @@ def test_two_processes_racing_on_one_key_compress_once(tmp_path):
     assert log_path.read_text().count("compress") == 1
     assert sorted(o["hit"] for o in outs) == [False, True]
     assert outs[0]["zeros"] == outs[1]["zeros"] > 0 and outs[0]["checksum"] == outs[1]["checksum"]
+
+
+# --------------------------------------------------------------------------- compress_with_cache
+def test_compress_with_cache_skips_calibration_on_a_hit(tmp_path):
+    config = build_config({"method": "wanda", "sparsity": 0.5})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"w")
+    (folder / "tokenizer.json").write_text("{}")
+    calls = {"calibrate": 0, "compress": 0}
+
+    def run(model):
+        def calibrate():
+            calls["calibrate"] += 1
+            return torch.zeros(2, 4, dtype=torch.long), dict(CALIB)
+
+        def compress(ids):
+            assert ids is not None
+            calls["compress"] += 1
+            return magnitude_half(model)
+
+        return cache.compress_with_cache(model, pretrained=str(folder), config=config, calibrate=calibrate,
+                                         compress=compress, calib_spec={"max_length": 64}, cache_dir=tmp_path / "c")
+
+    first, second = Tiny(), Tiny()
+    assert run(first)[1] is False and calls == {"calibrate": 1, "compress": 1}
+    summary, hit, info = run(second)
+    assert hit and info["token_sha256"] == CALIB["token_sha256"] and calls == {"calibrate": 1, "compress": 1}
+    assert torch.equal(first.block[0].weight, second.block[0].weight)
+    (folder / "tokenizer.json").write_text('{"changed": 1}')  # new tokenizer: token ids must be recomputed
+    run(Tiny())
+    assert calls["calibrate"] == 2
+    # disabled: always calibrate and compress, write nothing
+    cache.compress_with_cache(Tiny(), pretrained=str(folder), config=config,
+                              calibrate=lambda: (torch.zeros(1, 1), dict(CALIB)), compress=lambda ids: {},
+                              enabled=False, cache_dir=tmp_path / "off")
+    assert not (tmp_path / "off").exists()
