@@ -8,8 +8,6 @@ import importlib.resources
 import json
 import logging
 import os
-import re
-import string
 from collections import Counter
 from typing import Any
 
@@ -17,6 +15,8 @@ import datasets
 from lm_eval.api.task import ConfigurableTask
 
 from kick_tasks.budget import metadata_max_length, metadata_tokenizer
+from kick_tasks.normalize import exact_match as _normalized_equal
+from kick_tasks.normalize import first_line, normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,6 @@ CLOSED_INSTRUCTION = "Answer these questions:"
 OPEN_INSTRUCTION = "Based on these texts, answer these questions:"
 PAPER_EVIDENCE_CHARS = 3072  # the reference cut the evidence at 3,072 characters
 MAX_NEW_TOKENS = 32
-
-# Official TriviaQA normalization (triviaqa/utils evaluation script): punctuation, including
-# typographic quotes, becomes a space (SQuAD's removes it), underscores too.
-_PUNCT = set(string.punctuation + "\u2018\u2019\u00b4`")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_triviaqa(text: str) -> str:
-    """Lower-case, punctuation -> space, drop articles, squeeze whitespace (official TriviaQA rules)."""
-    text = text.replace("_", " ").lower()
-    text = "".join(" " if ch in _PUNCT else ch for ch in text)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
 
 # ---------------------------------------------------------------- data
 
@@ -130,29 +117,23 @@ def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
 # ---------------------------------------------------------------- scoring
 
 
-def first_line(continuation: str) -> str:
-    """The reference's answer extraction: strip, then the first line."""
-    return continuation.strip().split("\n")[0]
-
-
 def _answers(doc: dict) -> list[str]:
     answer = doc["answer"]
     raw = [answer.get("value") or "", *answer.get("aliases", []), *answer.get("normalized_aliases", [])]
-    return sorted({n for n in map(normalize_triviaqa, raw) if n})
+    return sorted({n for n in map(normalize_answer, raw) if n})
 
 
 def exact_match(prediction: str, answers: list[str]) -> float:
-    """Official TriviaQA EM: normalized prediction equals some normalized alias."""
-    pred = normalize_triviaqa(prediction)
-    return float(bool(pred) and any(pred == normalize_triviaqa(a) for a in answers))
+    """Official TriviaQA EM: normalized prediction equals some normalized alias (never when empty)."""
+    return float(_normalized_equal(prediction, answers))
 
 
 def token_f1(prediction: str, answers: list[str]) -> float:
     """Token-overlap F1 (SQuAD/TriviaQA), maximised over aliases."""
-    pred = normalize_triviaqa(prediction).split()
+    pred = normalize_answer(prediction).split()
     best = 0.0
     for answer in answers:
-        gold = normalize_triviaqa(answer).split()
+        gold = normalize_answer(answer).split()
         same = sum((Counter(pred) & Counter(gold)).values())
         if same:
             precision, recall = same / len(pred), same / len(gold)
@@ -163,16 +144,16 @@ def token_f1(prediction: str, answers: list[str]) -> float:
 def reference_contains(prediction: str, answers: list[str]) -> float:
     """LLM-KICK's "exact_match", kept to show its bug: two-way substring containment, so an empty
     (or article-only) prediction is contained in every alias and counts as correct."""
-    pred = normalize_triviaqa(prediction)
-    return float(any(normalize_triviaqa(a) in pred or pred in normalize_triviaqa(a) for a in answers))
+    pred = normalize_answer(prediction)
+    return float(any(normalize_answer(a) in pred or pred in normalize_answer(a) for a in answers))
 
 
 def contains_paper(prediction: str, answers: list[str]) -> float:
     """The reference's two-way containment, except an empty or article-only prediction never counts."""
-    pred = normalize_triviaqa(prediction)
+    pred = normalize_answer(prediction)
     if not pred:
         return 0.0
-    golds = [g for g in map(normalize_triviaqa, answers) if g]
+    golds = [g for g in map(normalize_answer, answers) if g]
     return float(any(g in pred or pred in g for g in golds))
 
 

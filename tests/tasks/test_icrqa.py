@@ -1,0 +1,147 @@
+"""kick_icrqa: closed/open book prompts, evidence budget, the mini fixture, the hub loader's error,
+and TriviaQA scoring next to the reference's containment bug."""
+
+import pytest
+from lm_eval.tasks import TaskManager
+
+import kick_tasks
+from kick_tasks import triviaqa
+from kick_tasks.normalize import normalize_answer
+
+
+@pytest.fixture(scope="module")
+def task_manager():
+    return TaskManager(include_path=str(kick_tasks.task_yamls_dir()), include_defaults=False)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return triviaqa.load_mini()["validation"]
+
+
+def _task(task_manager, name):
+    return task_manager.load([name])["tasks"][name]
+
+
+def test_mini_fixture_answers_appear_in_their_evidence(mini):
+    assert len(mini) >= 40
+    assert len(set(mini["question"])) == len(mini)
+    for doc in mini:
+        evidence = f" {normalize_answer(triviaqa.evidence_text(doc))} "
+        aliases = triviaqa._answers(doc)
+        assert any(f" {a} " in evidence for a in aliases), (doc["question_id"], aliases)
+        # the question itself must not give the answer away
+        assert not any(f" {a} " in f" {normalize_answer(doc['question'])} " for a in aliases), doc["question_id"]
+
+
+def test_prompt_snapshots(task_manager, mini):
+    doc = mini[0]
+    closed = _task(task_manager, "kick_icrqa_mini_closed")
+    assert closed.fewshot_context(doc, 0) == (
+        "Answer these questions:\n\n"
+        "Q: Christian Tarr was a member of the U.S. House of Representatives from which state?\nA:"
+    )
+    open_book = _task(task_manager, "kick_icrqa_mini_open")
+    prompt = open_book.fewshot_context(doc, 0)
+    assert prompt.startswith(
+        "Christian Tarr (May 25, 1765 \u2013 February 24, 1833) was a member of the U.S. House of "
+        "Representatives from Pennsylvania.\nChristian Tarr was born in Baltimore, Maryland."
+    )
+    assert prompt.endswith(
+        "Brownsville, Pennsylvania.\n\nBased on these texts, answer these questions:\n\n"
+        "Q: Christian Tarr was a member of the U.S. House of Representatives from which state?\nA:"
+    )
+    assert closed.config.generation_kwargs["max_gen_toks"] == 32
+
+
+def test_evidence_order_wikipedia_then_web():
+    doc = {"entity_pages": {"wiki_context": ["W1", "W2"]}, "search_results": {"search_context": [" S1 ", "S2"]}}
+    assert triviaqa.evidence_text(doc) == "W1\n\nS1"
+    assert triviaqa.evidence_text({"entity_pages": {"wiki_context": []}, "search_results": {}}) == ""
+
+
+def test_open_book_evidence_fits_a_token_budget(task_manager, mini, smol_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_path)
+    task = _task(task_manager, "kick_icrqa_mini_open")
+    doc = mini[0]
+    meta = dict(task.config.metadata)
+    # explicit evidence budget in tokens
+    task.config.metadata = {**meta, "pretrained": str(smol_path), "icrqa_evidence_tokens": 20}
+    prompt = task.fewshot_context(doc, 0)
+    evidence = prompt.split("\n\nBased on these texts")[0]
+    assert len(tokenizer(evidence, add_special_tokens=False)["input_ids"]) <= 20
+    assert triviaqa.evidence_text(doc).startswith(evidence)
+    # default budget: the model's context minus the question and the 32 new tokens
+    task.config.metadata = {**meta, "pretrained": str(smol_path), "max_length": 128}
+    prompt = task.fewshot_context(doc, 0)
+    assert len(tokenizer(prompt)["input_ids"]) + 32 <= 128
+    assert prompt.endswith("from which state?\nA:")
+    # the paper's cut: 3,072 characters (here: a 100-character cut, no tokenizer needed)
+    task.config.metadata = {**meta, "icrqa_evidence_chars": 100}
+    assert task.fewshot_context(doc, 0).split("\n\nBased on")[0] == triviaqa.evidence_text(doc)[:100]
+    task.config.metadata = meta
+
+
+def test_source_switch(monkeypatch):
+    monkeypatch.delenv(triviaqa.SOURCE_ENV, raising=False)
+    assert triviaqa.resolve_source() == "hub"
+    monkeypatch.setenv(triviaqa.SOURCE_ENV, "mini")
+    assert triviaqa.resolve_source() == "mini"
+    assert len(triviaqa.load_icrqa()["validation"]) == len(triviaqa.load_mini()["validation"])
+    assert triviaqa.resolve_source("hub") == "hub"  # metadata wins over the environment
+    with pytest.raises(ValueError, match="'web'"):
+        triviaqa.resolve_source("web")
+
+
+def test_hub_unreachable_error_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="mandarjoshi/trivia_qa") as info:
+        triviaqa.load_icrqa(icrqa_source="hub")
+    assert "KICK_ICRQA_SOURCE=mini" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "generation, aliases, em, contains",
+    [
+        (" Paris", ["Paris"], 1, 1),
+        (" The Paris.", ["paris"], 1, 1),
+        (" Ludwig van Beethoven\nQ: next", ["Beethoven", "Ludwig van Beethoven"], 1, 1),
+        ("\n\n Paris\nmore", ["Paris"], 1, 1),  # strip first, then the first line (as the reference)
+        (" It is Paris, France", ["Paris"], 0, 1),
+        (" New York", ["New York City"], 0, 1),  # containment runs both ways, as in the paper
+        ("", ["Paris"], 0, 0),  # empty: the reference counted it as correct
+        (" The", ["Paris"], 0, 0),  # article-only, likewise
+        ("\nA:\nA:", ["Paris"], 0, 0),  # "A:" normalises to the article "a" -> nothing
+        (" London", ["Paris"], 0, 0),
+    ],
+)
+def test_scoring(generation, aliases, em, contains):
+    doc = {"question": "Which city is the capital of France?", "answer": {"value": aliases[0], "aliases": aliases}}
+    scores = triviaqa.process_results(doc, [generation])
+    assert scores["exact_match"] == em
+    assert scores["contains_paper"] == contains
+    assert 0.0 <= scores["f1"] <= 1.0
+    if em:
+        assert scores["f1"] == 1.0
+
+
+def test_reference_bugs_are_fixed():
+    aliases = ["Paris"]
+    # the reference's "exact match" was two-way containment: "" is inside every alias
+    assert triviaqa.reference_contains("", aliases) == 1.0
+    assert triviaqa.reference_contains("\nA:".strip(), aliases) == 1.0
+    assert triviaqa.contains_paper("", aliases) == 0.0
+    assert triviaqa.exact_match("", aliases) == 0.0
+    # an alias that appears only in the question does not count: only the continuation is scored
+    doc = {"question": "Is Paris the capital of France?", "answer": {"value": "Paris", "aliases": aliases}}
+    assert triviaqa.process_results(doc, [" Yes"]) == {"exact_match": 0.0, "f1": 0.0, "contains_paper": 0.0}
+
+
+def test_f1_is_token_overlap_maximised_over_aliases():
+    assert triviaqa.token_f1("the comet appeared in November 2002", ["2002", "November 2002"]) == pytest.approx(
+        2 * (2 / 5) * 1 / (2 / 5 + 1)
+    )
+    assert triviaqa.token_f1("", ["x"]) == 0.0
