@@ -38,7 +38,8 @@ class FakeRunner:
 
 
 def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
-    cells = sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4]), ["kick_freebaseqa"])
+    assert len(sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4]), ["t"])) == 1 + 3 + 1
+    cells = sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4], prune_and_quantize=True), ["kick_freebaseqa"])
     specs = [(c.method, c.sparsity, c.pattern, c.wbits) for c in cells]
     assert specs[0] == ("none", 0.0, "unstructured", 16)
     assert ("wanda", 0.5, "2:4", 16) in specs and ("wanda", 0.2, "unstructured", 4) in specs

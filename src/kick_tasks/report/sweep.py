@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "device": None,
     "model_args": {},
     "wikitext": "auto",
+    "prune_and_quantize": False,
     "runner": "subprocess",
     "cache_dir": None,
     "include_path": None,
@@ -99,6 +100,10 @@ def _as_list(value: Any) -> list:
     return [value]
 
 
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _model_fragment(model: str) -> str:
     """``org/name`` → ``pretrained=org/name``; ``embedded`` → kick-hf's built-in SmolLM2 (no pretrained);
     a full ``key=value,...`` string passes through."""
@@ -116,8 +121,9 @@ def _args_string(args: Mapping[str, Any]) -> str:
 def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, float, str, int]]:
     """(method, sparsity, pattern, wbits) for every cell: the dense baseline first, then the grid.
 
-    Pruning methods cross unstructured sparsities and N:M patterns (N:M fixes its own sparsity)
-    with ``bits``; ``gptq`` crosses only the ``bits`` below 16.
+    Pruning methods cross unstructured sparsities and N:M patterns (N:M fixes its own sparsity),
+    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; ``gptq`` takes the
+    ``bits`` below 16.
     """
     from kick_models.config import parse_pattern
 
@@ -133,7 +139,7 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
                 if b < 16:
                     yield "gptq", 0.0, "unstructured", b
             continue
-        for b in bits:
+        for b in (bits if _truthy(settings.get("prune_and_quantize")) else [16]):
             for pattern in patterns:
                 if pattern is None:
                     for s in _as_list(settings["sparsities"]):
@@ -430,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="lm-eval --device")
     p.add_argument("--model_args", help="extra kick-hf model_args for every cell, e.g. nsamples=32,seqlen=512")
     p.add_argument("--cache_dir", help="compressed-weight cache folder (default $KICK_CACHE_DIR or ~/.cache/kick)")
+    p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
     p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
     p.add_argument("--runner", choices=["subprocess", "inprocess"], help="subprocess isolates cells (default)")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
@@ -441,7 +448,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     if args.config:
         settings.update(load_config_file(args.config))
-    for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out"):
+    for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
+                "prune_and_quantize"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -479,7 +487,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     elif runner is None:
         runner = subprocess_runner(settings.get("include_path"))
     out_dir = Path(settings["out"]).expanduser()
-    outcome = run_sweep(cells, out_dir, runner, settings=settings)
+    try:
+        outcome = run_sweep(cells, out_dir, runner, settings=settings)
+    except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out
+        sys.stderr.write(f"{err}\n")
+        return 2
     sys.stdout.write(
         f"kick-sweep: {len(outcome.ran)} ran, {len(outcome.skipped)} already done, {len(outcome.failed)} failed; "
         f"results in {out_dir} (report: kick-report {out_dir})\n"
