@@ -1,4 +1,4 @@
-"""Console scripts: ``kick-eval`` (lm-eval's CLI with kick registered) and ``kick-compress``."""
+"""Console script ``kick-eval``: lm-eval's own CLI with kick registered (``kick-compress`` lives in ``export``)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,3 @@ def kick_eval(argv: list[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *argv]
     cli_evaluate()
 
-
-def kick_compress(argv: list[str] | None = None) -> None:
-    """Compress once and export a plain Hugging Face checkpoint (see ``kick_models.export``)."""
-    from kick_models.export import main
-
-    main(argv)

@@ -106,19 +106,40 @@ class KickHFLM(HFLM):
 
     # ------------------------------------------------------------------ compression
     def _compress(self) -> None:
+        """Compress the loaded model, or load an identical earlier result from the cache.
+
+        On a cache hit even the calibration text is not tokenized again (its token hash is
+        remembered). The cache needs a model identity (hub id + commit, or a local folder's content
+        hash), so it is off when ``pretrained`` was a ready-made model object.
+        """
         config = self.kick_config
         if config.is_noop:
             return
-        start = time.perf_counter()
-        model = self.model
-        calib_ids = None
-        if config.needs_calibration:
-            from kick_models.compression.calibration import calibration_ids
+        from kick_models.cache import compress_with_cache
+        from kick_models.compression import compress_model
+        from kick_models.compression.calibration import calibration_ids
 
-            calib_ids, self._kick_calibration = calibration_ids(
-                self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length
-            )
-        summary = self._load_or_compress(model, calib_ids)
+        start = time.perf_counter()
+        device = self.device if str(self.device) != "cpu" else None
+
+        def calibrate():
+            return calibration_ids(self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length)
+
+        summary, _, self._kick_calibration = compress_with_cache(
+            self.model,
+            pretrained=self._kick_model_id,
+            revision=getattr(self, "revision", None),
+            config=config,
+            calibrate=calibrate if config.needs_calibration else None,
+            compress=lambda ids: compress_model(self.model, config, ids, device=device),
+            calib_spec={
+                "embedded": self._kick_embedded,
+                "max_length": self.max_length,
+                "resolved_calib": config.resolved_calib(self._kick_embedded),
+            },
+            cache_dir=self._kick_options.get("cache_dir"),
+            enabled=isinstance(self._kick_pretrained, str) and not self._kick_options.get("no_cache", False),
+        )
         summary = dict(summary)
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
@@ -133,35 +154,6 @@ class KickHFLM(HFLM):
             "loaded from cache" if cached else "compressed",
             summary["cache"]["seconds"] if cached else summary["seconds"],
         )
-
-    def _load_or_compress(self, model: Any, calib_ids: Any) -> dict[str, Any]:
-        """Compress, or load the weights of an identical earlier compression from the cache.
-
-        The cache needs a model identity (hub id + commit, or a local folder's content hash), so
-        it is skipped when ``pretrained`` was a ready-made model object.
-        """
-        from kick_models.cache import key_parts, load_or_compress
-        from kick_models.compression import compress_model
-
-        device = self.device if str(self.device) != "cpu" else None
-
-        def compress() -> dict[str, Any]:
-            return compress_model(model, self.kick_config, calib_ids, device=device)
-
-        cache_dir = self._kick_options.get("cache_dir")
-        enabled = isinstance(self._kick_pretrained, str) and not self._kick_options.get("no_cache", False)
-        if not enabled:
-            return compress()
-        parts = key_parts(
-            pretrained=self._kick_pretrained,
-            config=self.kick_config,
-            calib_info=self._kick_calibration,
-            revision=getattr(self, "revision", None),
-            model=model,
-            cache_dir=cache_dir,
-        )
-        summary, _ = load_or_compress(model, parts, compress, cache_dir=cache_dir)
-        return summary
 
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:
