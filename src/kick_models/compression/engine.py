@@ -35,6 +35,8 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     if config.is_noop:
         summary.update(achieved_sparsity=_zero_fraction(blocks), seconds=time.perf_counter() - start)
         return summary
+    if summary["layers"] == 0:
+        raise ValueError(f"the decoder blocks of {type(model).__name__} contain no nn.Linear layers; nothing to compress")
     if config.needs_calibration and calib_ids is None:
         raise ValueError(f"method={config.method} (wbits={config.wbits}) needs calibration ids; got None")
 

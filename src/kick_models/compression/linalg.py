@@ -26,14 +26,16 @@ def inverse_cholesky_upper(H: torch.Tensor, damp: float = 0.01, retries: int = 4
     H[dead, dead] = 1.0
     diag = torch.arange(H.shape[0], device=H.device)
     lam = damp * torch.mean(torch.diagonal(H)).item()
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     for attempt in range(retries + 1):
         Hd = H.clone()
         Hd[diag, diag] += lam
-        L, info = torch.linalg.cholesky_ex(Hd)
+        # With J the index reversal, J·Hd·J = L·Lᵀ gives Hd⁻¹ = (J L⁻¹ J)ᵀ (J L⁻¹ J), and J L⁻¹ J is
+        # upper triangular: one Cholesky and one triangular solve instead of three factorizations.
+        L, info = torch.linalg.cholesky_ex(Hd.flip(0, 1))
         if info.item() == 0:
-            Hinv = torch.cholesky_inverse(L)
-            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-            if info.item() == 0:
+            U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
+            if torch.isfinite(torch.diagonal(U)).all():
                 return U
         if attempt < retries:
             log.warning("Hessian not positive definite with damping %.3g; retrying with 10x", lam)

@@ -1,0 +1,148 @@
+"""Benchmark kick's Wanda and SparseGPT (50% unstructured and 2:4) against llm-compressor's
+oneshot WandaPruningModifier / SparseGPTModifier on the embedded SmolLM2-135M.
+
+Every run is its own process (so peak RSS is per run), single-threaded, fed the same calibration
+token ids (saved to a .pt file the peer reads) and scored on the same bundled held-out text.
+llm-compressor pins an older transformers, so it runs from its own virtualenv; without
+``--llmcompressor-python`` only kick's side runs. Example:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_pruning.py --llmcompressor-python <venv>/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SETTINGS = [("wanda", "0.5"), ("wanda", "2:4"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4")]
+
+# Shared by both sides (the peer side has no kick installed): argv = side method setting model ids.pt held.pt eval_seqlen
+WORKER = r'''
+import json, math, resource, sys, time, torch
+torch.set_num_threads(1)
+side, method, setting, model_path, ids_path, held_path, eval_seqlen = sys.argv[1:8]
+eval_seqlen = int(eval_seqlen)
+ids, held = torch.load(ids_path), torch.load(held_path)
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+def perplexity(model):
+    n = held.numel() // eval_seqlen
+    windows = held[: n * eval_seqlen].reshape(n, eval_seqlen)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in windows.split(4):
+            logits = model(chunk, use_cache=False).logits[:, :-1].float()
+            nll += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum").item()
+            count += chunk[:, 1:].numel()
+    return math.exp(nll / count)
+
+start = time.perf_counter()
+if method == "dense":
+    pass
+elif side == "kick":
+    from kick_models.compression import compress_model
+    from kick_models.config import build_config
+    key = "pattern" if ":" in setting else "sparsity"
+    config = build_config({"method": method, key: setting, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
+    compress_model(model, config, ids)
+else:
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+    structure = setting if ":" in setting else "0:0"
+    cls = WandaPruningModifier if method == "wanda" else SparseGPTModifier
+    extra = {} if method == "wanda" else {"block_size": 128, "dampening_frac": 0.01}
+    recipe = cls(sparsity=0.5, mask_structure=structure, targets=["Linear"], ignore=["lm_head"], **extra)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+    oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
+            max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
+seconds = time.perf_counter() - start
+linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
+zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
+model.eval()
+ppl = perplexity(model)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
+'''
+
+
+def _run(python: str, side: str, method: str, setting: str, model_path, ids_path, held_path, eval_seqlen, workdir) -> dict:
+    script = Path(workdir) / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [python, str(script), side, method, setting, str(model_path), str(ids_path), str(held_path), str(eval_seqlen)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llmcompressor-python", help="interpreter of a virtualenv with llmcompressor")
+    parser.add_argument("--nsamples", type=int, default=32)
+    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--eval-seqlen", type=int, default=512)
+    parser.add_argument("--eval-tokens", type=int, default=8192)
+    parser.add_argument("--only", nargs="*", help="method@setting filters, e.g. wanda@0.5")
+    parser.add_argument("--json", help="write all results here")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from kick_models.compression.calibration import calibration_ids, heldout_text
+    from kick_models.config import build_config
+    from kick_models.embedded import embedded_model_path
+
+    model_path = embedded_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    config = build_config({"method": "wanda", "sparsity": 0.5, "calib": "bundled", "nsamples": args.nsamples, "seqlen": args.seqlen})
+    ids, info = calibration_ids(tokenizer, config, embedded_model=True, max_length=None)
+    held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
+    settings = [s for s in SETTINGS if not args.only or f"{s[0]}@{s[1]}" in args.only]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kick-bench-") as workdir:
+        ids_path, held_path = Path(workdir) / "ids.pt", Path(workdir) / "held.pt"
+        torch.save(ids, ids_path)
+        torch.save(held, held_path)
+        run = lambda python, side, m, s: _run(python, side, m, s, model_path, ids_path, held_path, args.eval_seqlen, workdir)  # noqa: E731
+        results.append({"side": "dense", "method": "dense", "setting": "", **run(sys.executable, "kick", "dense", "")})
+        for method, setting in settings:
+            results.append({"side": "kick", "method": method, "setting": setting, **run(sys.executable, "kick", method, setting)})
+            if args.llmcompressor_python:
+                results.append({"side": "llm-compressor", "method": method, "setting": setting,
+                                **run(args.llmcompressor_python, "llmc", method, setting)})
+            _table(results, info)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"calibration": info, "results": results}, indent=2))
+    return 0
+
+
+def _table(results: list[dict], info: dict) -> None:
+    print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
+    print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} {'t ratio':>8} {'RSS ratio':>9}")
+    peers = {(r["method"], r["setting"]): r for r in results if r["side"] == "llm-compressor" and "error" not in r}
+    for r in results:
+        if "error" in r:
+            print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} ERROR {r['error']}")
+            continue
+        peer = peers.get((r["method"], r["setting"])) if r["side"] == "kick" else None
+        t_ratio = f"{r['seconds'] / peer['seconds']:.2f}" if peer else ""
+        m_ratio = f"{r['rss_mib'] / peer['rss_mib']:.2f}" if peer else ""
+        print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} {r['sparsity']:>8.4f} {r['seconds']:>8.1f} "
+              f"{r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {t_ratio:>8} {m_ratio:>9}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
