@@ -110,3 +110,43 @@ def test_quantization_goes_through_gptq_and_keeps_zeros(tiny_llama, args):
     if config.prunes:
         assert summary["achieved_sparsity"] >= 0.5
         assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+
+
+class _TupleBlock(nn.Module):
+    """An older-style block: keyword argument in, tuple out."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 16)
+
+    def forward(self, x, scale=None):
+        return (x + scale * self.fc2(torch.relu(self.fc1(x))), None)
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(128, 16)
+        self.stack = nn.ModuleList(_TupleBlock() for _ in range(3))
+        self.head = nn.Linear(16, 128)
+
+    def forward(self, ids, use_cache=False):
+        x = self.embed(ids)
+        for block in self.stack:
+            x = block(x, scale=torch.tensor(0.5))[0]
+        return x
+
+
+def test_generic_blocks_tuple_outputs_and_kwargs():
+    model = _Toy()
+    assert find_decoder_blocks(model) is model.stack
+    calib = ids()
+    with torch.no_grad():
+        expected = model(calib)
+    result = run_layerwise(model, calib, lambda *a: False, batch_size=4, keep_outputs=True)
+    torch.testing.assert_close(torch.cat(result.outputs), expected, rtol=0, atol=1e-6)
+    head = model.head.weight.clone()
+    summary = compress_model(model, build_config({"method": "wanda", "sparsity": 0.5}), calib)
+    assert summary["layers"] == 6 and summary["achieved_sparsity"] == pytest.approx(0.5)
+    assert torch.equal(model.head.weight, head)

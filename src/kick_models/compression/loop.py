@@ -10,6 +10,7 @@ device at a time.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -160,8 +161,6 @@ def run_layerwise(
     block (one pass). Statistics (``norms``: ‖X_j‖² for Wanda, ``hessian``: XᵀX for SparseGPT/GPTQ)
     are accumulated in float32.
     """
-    import time
-
     if propagate not in ("compressed", "dense"):
         raise ValueError(f"propagate={propagate!r}; accepted: compressed | dense")
     if calib_ids.dim() != 2 or calib_ids.shape[0] == 0:
@@ -171,9 +170,21 @@ def run_layerwise(
     device = torch.device(device) if device is not None else _first_param_device(blocks[0])
     if batch_size is None:
         batch_size = max(1, 4096 // calib_ids.shape[1])
-    batches = capture_block_inputs(model, blocks, calib_ids, batch_size, device)
-    order: list[str] = []  # Linear call order, learned on the first block
+    was_training = model.training
+    model.eval()  # no dropout in the statistics
+    try:
+        batches = capture_block_inputs(model, blocks, calib_ids, batch_size, device)
+        _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc)
+    finally:
+        model.train(was_training)
+    result = LoopResult(time.perf_counter() - start)
+    if keep_outputs:
+        result.outputs = [b.hidden for b in batches]
+    return result
 
+
+def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc) -> None:
+    order: list[str] = []  # Linear call order, learned on the first block
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", leave=False)):
         home = _first_param_device(block)
         block.to(device)
@@ -187,10 +198,6 @@ def run_layerwise(
         for batch, out in zip(batches, outputs):
             batch.hidden = out
         block.to(home)
-    result = LoopResult(time.perf_counter() - start)
-    if keep_outputs:
-        result.outputs = [b.hidden for b in batches]
-    return result
 
 
 def _run_block(block: nn.Module, batches: Sequence[_Batch]) -> list[torch.Tensor]:
