@@ -14,8 +14,8 @@ class QuantResult:
     """A quantized weight matrix: the fake-quantized weight evaluation uses, and what export needs.
 
     ``weight[r, c] == scales[r, g_idx[c]] * (codes[r, c] - zeros[r, g_idx[c]])`` (cast to W's dtype).
-    ``loss`` is the error GPTQ minimises, ``tr((W - Q) H (W - Q)^T) / 2``, which for
-    ``H = 2 X^T X / n`` is the mean squared output error ``||(W - Q) X^T||^2 / n``.
+    ``loss`` is the error GPTQ minimises, ``tr((W - Q) H (W - Q)^T) / 2`` with the damped H; for
+    ``H = 2 X^T X / n`` that is (up to the dampening) the output error ``||X (W - Q)^T||^2 / n``.
     """
 
     weight: torch.Tensor  # [out, in], W's dtype
