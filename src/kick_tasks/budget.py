@@ -16,11 +16,18 @@ _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
 
 
 def _model_name(metadata: Mapping[str, Any]) -> str | None:
+    """``tokenizer`` or ``pretrained`` from the metadata; with neither, kick-hf's embedded default
+    model (``--model kick-hf`` without ``pretrained``), when it is installed."""
     for key in ("tokenizer", "pretrained"):
         value = metadata.get(key)
         if isinstance(value, str) and value:
             return value
-    return None
+    from kick_models.embedded import EmbeddedModelMissing, embedded_model_path
+
+    try:
+        return str(embedded_model_path())
+    except EmbeddedModelMissing:
+        return None
 
 
 @functools.lru_cache(maxsize=4)
