@@ -279,18 +279,33 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
 
 
 def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
-    """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell)."""
+    """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell).
+
+    One TaskManager per base model, carrying ``pretrained`` as task metadata as the ``lm_eval``
+    CLI does (tasks that fit prompts to the model's context read the tokenizer from it).
+    """
+    managers: dict[Any, Any] = {}
 
     def run(cell: Cell, cell_dir: Path) -> Path:
-        nonlocal manager
         import lm_eval
         from lm_eval.loggers import EvaluationTracker
+        from lm_eval.utils import simple_parse_args_string
 
+        args = cell.model_args if isinstance(cell.model_args, dict) else simple_parse_args_string(cell.model_args)
+        pretrained = args.get("pretrained")
+        if manager is not None:
+            cell_manager = manager
+        else:
+            if pretrained not in managers:
+                from kick_models.registration import task_manager as kick_task_manager
+
+                metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
+                managers[pretrained] = kick_task_manager(_as_list(include_path) or None, metadata=metadata)
+            cell_manager = managers[pretrained]
         tracker = EvaluationTracker(output_path=str(cell_dir))
-        manager = manager or task_manager(include_path)
         results = lm_eval.simple_evaluate(
             model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
-            batch_size=cell.batch_size, device=cell.device, task_manager=manager,
+            batch_size=cell.batch_size, device=cell.device, task_manager=cell_manager,
             evaluation_tracker=tracker, log_samples=False,
         )
         if results is None:
