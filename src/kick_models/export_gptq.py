@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Mapping
@@ -103,6 +104,8 @@ def save_gptq_checkpoint(
         "group_size": group_size,
         "sym": sym,
         "desc_act": False,
+        # gptqmodel refuses asymmetric v1 checkpoints unless its own (>= 0.9) packer produced them; it did
+        "meta": {"quantizer": [f"gptqmodel:{version('gptqmodel')}"]},
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if tokenizer is not None:

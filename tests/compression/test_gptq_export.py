@@ -44,3 +44,31 @@ def test_pack_round_trips_through_gptqmodel(bits, group_size, sym):
     restored = layer.dequantize_weight().T.float()
     # only the fp16 rounding of the scales separates the two
     assert torch.allclose(restored, r.weight, rtol=2e-3, atol=1e-4)
+
+
+def test_checkpoint_loads_back_in_gptqmodel(tmp_path, smol_path):
+    pytest.importorskip("gptqmodel")
+    from gptqmodel import GPTQModel
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from kick_models.export_gptq import save_gptq_checkpoint
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    results = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, torch.nn.Linear) and name.startswith("model.layers"):
+            X = torch.randn(256, layer.in_features)
+            results[name] = quantize_gptq(layer.weight.data, 2 * X.T @ X / 256, bits=4, group_size=32)
+            layer.weight.data.copy_(results[name].weight)
+    ids = torch.randint(0, 256, (1, 16))
+    with torch.no_grad():
+        expected = model(ids).logits
+    tokenizer = AutoTokenizer.from_pretrained(smol_path)  # gptqmodel insists on a tokenizer
+    save_gptq_checkpoint(model, results, tmp_path, bits=4, group_size=32, sym=False, tokenizer=tokenizer)
+    loaded = GPTQModel.load(str(tmp_path), device="cpu").model
+    with torch.no_grad():
+        got = loaded(ids).logits.float()
+    assert (got - expected).abs().max() < 0.02 * expected.abs().max()  # fp16 checkpoint
