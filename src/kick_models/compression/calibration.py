@@ -68,14 +68,27 @@ def _hub_failure(name: str, what: str, err: Exception) -> CalibrationError:
     )
 
 
-def _c4_documents() -> list[str]:
+class _LazyTexts:
+    """``text`` of dataset rows, read on demand (the C4 shard holds ~356k documents)."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, i: int) -> str:
+        return self._data[i]["text"]
+
+
+def _c4_documents() -> _LazyTexts:
     try:
         import datasets
 
         data = datasets.load_dataset("allenai/c4", data_files={"train": C4_SHARD}, split="train")
     except Exception as err:  # offline, gated, renamed: all end the same way for the user
         raise _hub_failure("c4", f"allenai/c4 {C4_SHARD}", err) from err
-    return data["text"]
+    return _LazyTexts(data)
 
 
 def _wikitext2_text() -> str:
@@ -125,7 +138,7 @@ def windows_from_text(ids: list[int], nsamples: int, seqlen: int, rng: random.Ra
     return torch.stack([ids_t[s : s + seqlen] for s in starts])
 
 
-def windows_from_documents(tokenizer, docs: list[str], nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
+def windows_from_documents(tokenizer, docs, nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
     """C4 way: pick a random document; if it has at least ``seqlen`` tokens take a random window
     of it, else draw again. Fails once every document has proved too short."""
     too_short: set[int] = set()

@@ -59,7 +59,10 @@ def unstructured_mask(score: torch.Tensor, sparsity: float, group: str = "row", 
 
 def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` highest scores in every ``m`` consecutive input columns of each row
-    (2:4 keeps 2 of 4). Vectorised: [out, in] → [out, in/m, m], top-n over the last dim."""
+    (2:4 keeps 2 of 4). Vectorised: [out, in] → [out, in/m, m], top-n over the last dim.
+
+    N counts *kept* weights. The Wanda/SparseGPT reference scripts' ``prune_n`` counts pruned ones;
+    for 1:2, 2:4 and 4:8 (N = M/2) both readings give the same mask."""
     if not 0 < n < m:
         raise ValueError(f"pattern {n}:{m}; accepted: N:M with 0 < N < M (keep N of every M)")
     rows, cols = score.shape
