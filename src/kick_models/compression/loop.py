@@ -193,10 +193,12 @@ def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, dev
         groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full)
         changed = compress_block(index, block, linears, groups)
         del groups
-        if outputs is None or (changed and propagate == "compressed"):
+        last = index == len(blocks) - 1
+        if (outputs is None or (changed and propagate == "compressed")) and (keep_outputs or not last):
             outputs = _run_block(block, batches)
-        for batch, out in zip(batches, outputs):
-            batch.hidden = out
+        if outputs is not None:
+            for batch, out in zip(batches, outputs):
+                batch.hidden = out
         block.to(home)
 
 
