@@ -128,9 +128,12 @@ def main(argv=None) -> int:
     return 0
 
 
+# "+dense" is peak RSS above the dense run's (load + perplexity only): the compression's own memory.
 def _table(results: list[dict], info: dict) -> None:
     print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
-    print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} {'t ratio':>8} {'RSS ratio':>9}")
+    print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} "
+          f"{'+dense':>7} {'t ratio':>8} {'RSS ratio':>9}")
+    dense = next((r["rss_mib"] for r in results if r["side"] == "dense" and "error" not in r), 0.0)
     peers = {(r["method"], r["setting"]): r for r in results if r["side"] == "llm-compressor" and "error" not in r}
     for r in results:
         if "error" in r:
@@ -140,7 +143,7 @@ def _table(results: list[dict], info: dict) -> None:
         t_ratio = f"{r['seconds'] / peer['seconds']:.2f}" if peer else ""
         m_ratio = f"{r['rss_mib'] / peer['rss_mib']:.2f}" if peer else ""
         print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} {r['sparsity']:>8.4f} {r['seconds']:>8.1f} "
-              f"{r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {t_ratio:>8} {m_ratio:>9}")
+              f"{r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {r['rss_mib'] - dense:>7.0f} {t_ratio:>8} {m_ratio:>9}")
     sys.stdout.flush()
 
 
