@@ -34,18 +34,6 @@ bits, group, runs = int(bits), int(group), int(runs)
 ids, held = torch.load(ids_path), torch.load(held_path)
 seqlen = int(sys.argv[8])
 
-def perplexity(model):
-    n = held.numel() // seqlen
-    windows = held[: n * seqlen].reshape(n, seqlen)
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for chunk in windows.split(4):
-            logits = model(chunk, use_cache=False).logits[:, :-1].float()
-            nll += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum").item()
-            count += chunk[:, 1:].numel()
-    return math.exp(nll / count)
-
 times = []
 for _ in range(runs):
     start = time.perf_counter()
@@ -77,12 +65,20 @@ for _ in range(runs):
     times.append(seconds)
 lm.eval()
 try:
-    ppl = perplexity(lm)
+    ppl = perplexity(lm, held, seqlen)
 except Exception as exc:  # report the timing even when the quantized model cannot run here
     ppl = None
     print(f"evaluation failed: {exc!r}", file=sys.stderr)
 print("RESULT " + json.dumps({"times": times, "ppl": ppl}), flush=True)
 '''
+
+def _worker_source(body: str) -> str:
+    """The peer's script: kick's own perplexity function (torch-only, so it runs in the peer's
+    virtualenv without kick installed) followed by ``body``; both sides measure alike."""
+    from kick_models.compression import perplexity as module
+
+    return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
+
 
 
 def _ours(model, tokenizer, ids, held, eval_seqlen, bits, group):
@@ -101,7 +97,7 @@ def _ours(model, tokenizer, ids, held, eval_seqlen, bits, group):
 
 def _peer(python, kind, model_path, ids_path, held_path, bits, group, runs, eval_seqlen, workdir):
     script = Path(workdir) / "peer.py"
-    script.write_text(PEER_SCRIPT)
+    script.write_text(_worker_source(PEER_SCRIPT))
     env = dict(os.environ, OMP_NUM_THREADS="1", GPTQMODEL_CPU_WORKERS="2", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     cmd = [python, str(script), kind, str(model_path), str(ids_path), str(held_path),

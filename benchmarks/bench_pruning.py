@@ -33,18 +33,6 @@ ids, held = torch.load(ids_path), torch.load(held_path)
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
-def perplexity(model):
-    n = held.numel() // eval_seqlen
-    windows = held[: n * eval_seqlen].reshape(n, eval_seqlen)
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for chunk in windows.split(4):
-            logits = model(chunk, use_cache=False).logits[:, :-1].float()
-            nll += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum").item()
-            count += chunk[:, 1:].numel()
-    return math.exp(nll / count)
-
 start = time.perf_counter()
 if method == "dense":
     pass
@@ -69,15 +57,23 @@ seconds = time.perf_counter() - start
 linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
 zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
 model.eval()
-ppl = perplexity(model)
+ppl = perplexity(model, held, eval_seqlen)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
 print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
 '''
 
+def _worker_source(body: str) -> str:
+    """The peer's script: kick's own perplexity function (torch-only, so it runs in the peer's
+    virtualenv without kick installed) followed by ``body``; both sides measure alike."""
+    from kick_models.compression import perplexity as module
+
+    return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
+
+
 
 def _run(python: str, side: str, method: str, setting: str, model_path, ids_path, held_path, eval_seqlen, workdir) -> dict:
     script = Path(workdir) / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(_worker_source(WORKER))
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cmd = [python, str(script), side, method, setting, str(model_path), str(ids_path), str(held_path), str(eval_seqlen)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
