@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from kick_models.compression.gptq import QuantResult, inverse_hessian_cholesky, quantize_gptq
+from kick_models.compression.gptq import QuantResult, quantize_gptq
+from kick_models.compression.linalg import inverse_cholesky_upper
 from kick_models.compression.quant import fake_quantize, find_grid, quantize_rtn
 
 
@@ -27,7 +28,7 @@ def slow_gptq(W, H, bits, group_size, grid_from_block_start=None):
     read from the fully updated weights. ``grid_from_block_start=b`` instead reads it from a copy
     taken at the start of each b-column block — what the IST-DASLab reference does."""
     W = W.clone().float()
-    U = inverse_hessian_cholesky(H.float(), 0.01)
+    U = inverse_cholesky_upper(H.float(), 0.01)
     Q = torch.zeros_like(W)
     scales = []
     for j in range(W.shape[1]):

@@ -3,11 +3,11 @@ rounding error onto the columns not yet quantized through the inverse Hessian of
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 
+from kick_models.compression.linalg import inverse_cholesky_upper
 from kick_models.compression.quant import (
     QuantResult,
     check_args,
@@ -17,8 +17,6 @@ from kick_models.compression.quant import (
 )
 
 __all__ = ["QuantResult", "quantize_gptq"]
-
-log = logging.getLogger(__name__)
 
 
 def _check_gptq_args(W, H, *, act_order, damp, blocksize, mask) -> None:
@@ -33,29 +31,6 @@ def _check_gptq_args(W, H, *, act_order, damp, blocksize, mask) -> None:
         raise ValueError(f"blocksize={blocksize!r} must be a positive integer")
     if mask is not None and tuple(mask.shape) != tuple(W.shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} must equal the weight shape {tuple(W.shape)}")
-
-
-def inverse_hessian_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor U of (H + damp·mean(diag H)·I)^-1, so U^T U = H_damped^-1.
-
-    Row j of U, divided by U[j, j], is the OBS update that spreads column j's error over columns
-    > j once columns < j are fixed (GPTQ eq. 3 via the Cholesky reformulation of §3, step 3).
-    If the damped H is not positive definite the dampening is raised tenfold, up to 4 times.
-    """
-    n = H.shape[0]
-    mean_diag = torch.diag(H).mean()
-    eye = torch.eye(n, dtype=H.dtype, device=H.device)
-    frac = damp
-    for attempt in range(5):
-        L, info = torch.linalg.cholesky_ex(H + frac * mean_diag * eye)
-        if int(info) == 0:
-            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
-            if int(info) == 0 and torch.isfinite(U).all():
-                if attempt:
-                    log.warning("GPTQ: Hessian not positive definite at damp=%g; used damp=%g", damp, frac)
-                return U
-        frac = max(frac * 10, 1e-6)
-    raise ValueError(f"Hessian is not positive definite even with damp={frac / 10:g}; check the calibration inputs")
 
 
 def _current_columns(WT, W1, Err1, U, i1, i, i2, pos):
@@ -124,7 +99,7 @@ def quantize_gptq(
     Hp = Hf[perm][:, perm]
     keepT = None if keep is None else keep.T[perm].contiguous()  # [n, out]
     group_of = g_idx.to(dev)[perm]  # [n] group of each visited position
-    U = inverse_hessian_cholesky(Hp, damp)  # [n, n] upper
+    U = inverse_cholesky_upper(Hp, damp)  # [n, n] upper
 
     n_groups = int(g_idx[-1]) + 1
     positions = torch.argsort(group_of, stable=True).split(torch.bincount(group_of, minlength=n_groups).tolist())
