@@ -53,14 +53,11 @@ class CacheError(OSError):
 
 # --------------------------------------------------------------------------- location
 def default_cache_dir() -> Path:
-    """``<root>/compressed`` where root is ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        root = Path(env).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "kick"
-    return root / "compressed"
+    """``<root>/compressed`` beside the converted embedded model, under kick's cache root
+    (``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``)."""
+    from kick_models.embedded import kick_cache_dir
+
+    return kick_cache_dir() / "compressed"
 
 
 def ensure_writable(cache_dir: str | os.PathLike | None) -> Path:
