@@ -58,7 +58,8 @@ def test_pairwise_both_orders_consistency(tmp_path):
              PairwiseItem("q3", "same", "same")]
     with LoopbackJudgeServer(prefers_longer) as server:
         records = grade_pairwise(make_client(server, tmp_path), items)
-    assert len(server.requests) == 6
+    # q3's two orders are the same prompt: sent once, whatever the thread timing
+    assert len(server.requests) == 5
     firsts = [r["messages"][-1]["content"] for r in server.requests]
     assert sum("<<Answer A>>\na long, detailed candidate" in f for f in firsts) == 1
     assert sum("<<Answer B>>\na long, detailed candidate" in f for f in firsts) == 1
@@ -170,7 +171,8 @@ def test_mixed_faults_under_concurrency_none_lost(tmp_path):
         items = [PairwiseItem(f"q{i}", "x" * (i % 3 + 1), "xx") for i in range(10)]
         records = grade_pairwise(client, items)
     assert all(r["status"] == "ok" for r in records)
-    assert client.stats.retries == 5 and client.stats.ok == 20
+    # 20 prompts, of which q1/q4/q7 ("xx" vs "xx") are the same in both orders: 17 sent, 5 retried
+    assert client.stats.retries == 5 and client.stats.ok == 17 and client.stats.http_requests == 22
 
 
 def test_bad_credentials_are_fatal(tmp_path):

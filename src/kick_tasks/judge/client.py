@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -298,21 +299,30 @@ class JudgeClient:
 
     # --------------------------------------------------------------- batch
     def run(self, requests: list[JudgeRequest], desc: str = "judge") -> list[JudgeResult]:
-        """Answer every request (same order), at most ``config.concurrency`` in flight."""
+        """Answer every request (same order), at most ``config.concurrency`` in flight.
+
+        Identical requests (same messages, answers and judge settings) are sent once and
+        share the verdict, so a run's request count does not depend on thread timing.
+        """
         if not requests:
             return []
-        results: list[JudgeResult | None] = [None] * len(requests)
+        settings = self._settings()
+        first_of: dict[str, int] = {}
+        source = [first_of.setdefault(verdict_key(self.config.model, r.messages, r.answers, settings), i)
+                  for i, r in enumerate(requests)]
+        copies = Counter(source)
+        answered: dict[int, JudgeResult] = {}
         with ThreadPoolExecutor(max_workers=self.config.concurrency,
                                 thread_name_prefix="kick-judge") as pool, \
                 tqdm(total=len(requests), desc=desc, disable=None) as bar:
-            futures = {pool.submit(self.judge_one, r): i for i, r in enumerate(requests)}
+            futures = {pool.submit(self.judge_one, requests[i]): i for i in sorted(copies)}
             try:
                 for future, i in futures.items():
-                    results[i] = future.result()
-                    bar.update(1)
+                    answered[i] = future.result()
+                    bar.update(copies[i])
             except _Fatal:
                 for f in futures:
                     f.cancel()
                 raise
-        return results  # type: ignore[return-value]
+        return [answered[j] for j in source]
 
