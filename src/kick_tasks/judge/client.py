@@ -10,14 +10,11 @@ never logged, cached or written into results.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,9 +39,11 @@ class JudgeConfigError(ValueError):
     """Bad judge configuration, or the endpoint refused our credentials."""
 
 
-def _default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "kick" / "judge")
+def _default_cache_dir(env: Mapping[str, str] | None = None) -> str:
+    """``judge/`` under kick's cache root: ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
+    env = os.environ if env is None else env
+    root = env.get("KICK_CACHE_DIR") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kick"
+    return str(Path(root).expanduser() / "judge")
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ class JudgeConfig:
                 backoff=float(pick("backoff", cls.backoff)),
                 max_tokens=int(pick("max_tokens", cls.max_tokens)),
                 cache_dir=None if str(pick("cache", "1")).lower() in ("0", "false", "no")
-                else str(pick("cache_dir", _default_cache_dir())),
+                else str(pick("cache_dir", _default_cache_dir(env))),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, JudgeConfigError):
@@ -193,7 +192,7 @@ class JudgeStats:
 
 
 class JudgeClient:
-    """Batched, cached, retrying judge over HTTP (stdlib urllib; one thread per in-flight request)."""
+    """Batched, cached, retrying judge over the ``openai`` client (one thread per in-flight request)."""
 
     def __init__(self, config: JudgeConfig, *, sleep: Callable[[float], None] = time.sleep):
         self.config = config
@@ -203,6 +202,12 @@ class JudgeClient:
         self._sleep = sleep
         self._rng = random.Random()
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        import openai  # imported here: lm_eval processes that never judge do not pay for it
+
+        # Retries are ours (counted, Retry-After honoured, jittered backoff), so the client's are off.
+        # A keyless local server (vLLM, llama.cpp) gets a placeholder: the client insists on a key.
+        self._api = openai.OpenAI(api_key=config.api_key or "no-key", base_url=config.base_url,
+                                  timeout=config.timeout, max_retries=0)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -210,33 +215,33 @@ class JudgeClient:
 
     # --------------------------------------------------------------- transport
     def _post_once(self, messages: list[dict]) -> str:
-        body = json.dumps({"model": self.config.model, "messages": messages,
-                           "temperature": self.config.temperature,
-                           "max_tokens": self.config.max_tokens, "n": 1}).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        """One chat-completions call through the ``openai`` client; errors sorted into retry / fatal."""
+        import openai
+
         self._count("http_requests")
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            retry_after = _retry_after_seconds(err.headers.get("Retry-After") if err.headers else None)
-            if err.code in (401, 403):
-                raise _Fatal(f"judge endpoint {self._url} refused the credentials "
-                             f"(HTTP {err.code}); check KICK_JUDGE_API_KEY") from None
-            if err.code in RETRY_STATUS or err.code >= 500:
-                raise _Retryable(f"HTTP {err.code}", retry_after) from None
-            raise _Fatal(f"judge endpoint {self._url} answered HTTP {err.code}: "
-                         f"{err.read()[:200]!r}") from None
-        except (TimeoutError, ConnectionError, urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise _Retryable(f"transport error: {type(reason).__name__}: {reason}") from None
+            completion = self._api.chat.completions.create(
+                model=self.config.model, messages=messages, temperature=self.config.temperature,
+                max_tokens=self.config.max_tokens, n=1)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+            raise _Fatal(f"judge endpoint {self._url} refused the credentials "
+                         f"(HTTP {err.status_code}); check KICK_JUDGE_API_KEY") from None
+        except openai.APIStatusError as err:
+            code = err.status_code
+            if code in RETRY_STATUS or code >= 500:
+                retry_after = _retry_after_seconds(err.response.headers.get("retry-after"))
+                raise _Retryable(f"HTTP {code}", retry_after) from None
+            raise _Fatal(f"judge endpoint {self._url} answered HTTP {code}: "
+                         f"{err.response.text[:200]!r}") from None
+        except openai.APIConnectionError as err:  # includes APITimeoutError
+            cause = err.__cause__ or err
+            raise _Retryable(f"transport error: {type(cause).__name__}: {cause}") from None
+        except (openai.APIResponseValidationError, ValueError) as err:
+            raise _Retryable(f"malformed response body ({type(err).__name__})") from None
         try:
-            content = json.loads(raw)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retryable(f"malformed response body {raw[:80]!r}") from None
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, TypeError):
+            raise _Retryable(f"malformed response body {str(completion)[:80]!r}") from None
         if not isinstance(content, str):
             raise _Retryable("response message has no text content")
         return content

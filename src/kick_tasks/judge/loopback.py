@@ -52,7 +52,7 @@ class LoopbackJudgeServer:
         body = json.loads(handler.rfile.read(length) or b"{}")
         with self._lock:
             self.requests.append(body)
-            self.headers.append(dict(handler.headers))
+            self.headers.append({k.lower(): v for k, v in handler.headers.items()})
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             fault = self.faults.popleft() if self.faults else None
