@@ -43,3 +43,12 @@ def subprocess_env():
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     return env
+
+
+@pytest.fixture
+def no_gptqmodel(monkeypatch):
+    """Make gptqmodel (and any of its already-imported submodules) unimportable for one test."""
+    import sys
+
+    for name in [n for n in sys.modules if n == "gptqmodel" or n.startswith("gptqmodel.")] or ["gptqmodel"]:
+        monkeypatch.setitem(sys.modules, name, None)

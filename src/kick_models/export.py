@@ -81,16 +81,16 @@ def export_model(model, tokenizer, out_dir: str | os.PathLike, compression: Mapp
 
 
 def export_gptq(lm, out_dir: str | os.PathLike, compression: Mapping[str, Any], *, overwrite: bool = False) -> Path:
-    """Packed GPTQ checkpoint (gptqmodel layout) from a ``kick-hf`` model that kept its GPTQ results."""
-    results = getattr(lm, "kick_quant_results", None)
+    """Packed GPTQ checkpoint (gptqmodel layout) from a ``kick-hf`` model built with ``keep_grids=true``."""
+    grids = getattr(lm, "kick_quant_grids", None)
     config = lm.kick_config
-    if not config.quantizes or not results:
+    if not config.quantizes or not grids:
         raise ExportError("kick-compress: --format gptq needs a quantizing config (method=gptq or wbits<16) "
-                          "whose GPTQ results kick-hf kept (lm.kick_quant_results)")
+                          "loaded with keep_grids=true, so that kick-hf kept the GPTQ grids")
     from kick_models.export_gptq import save_gptq_checkpoint
 
     def write(tmp: Path) -> None:
-        save_gptq_checkpoint(lm.model, results, tmp, bits=config.wbits, group_size=config.group_size,
+        save_gptq_checkpoint(lm.model, grids, tmp, bits=config.wbits, group_size=config.group_size,
                              sym=config.sym, tokenizer=lm.tokenizer)
         _write_record(tmp, compression, "gptq-packed")
 
@@ -108,6 +108,25 @@ def model_args_string(args: argparse.Namespace) -> str:
     if args.model_args:
         parts.append(args.model_args)
     return ",".join(parts)
+
+
+def _gptq_export_args(arg_string: str) -> str:
+    """Check a ``--format gptq`` request before any weight loads; returns the args with ``keep_grids``.
+
+    The packed layout needs each layer's scales and zeros, which the cache does not store, so
+    the model is quantized afresh (``keep_grids=true`` turns the cache off).
+    """
+    from lm_eval.utils import simple_parse_args_string
+
+    from kick_models.export_gptq import check_packer
+    from kick_models.lm import split_model_args
+
+    config, _, _ = split_model_args(simple_parse_args_string(arg_string))
+    if not config.quantizes:
+        raise ExportError(f"kick-compress: --format gptq writes quantized layers, but method={config.method} "
+                          f"wbits={config.wbits} does not quantize; accepted: --method gptq, or --wbits 2|3|4|8")
+    check_packer()
+    return f"{arg_string},keep_grids=true"
 
 
 def load_compressed(arg_string: str, device: str | None = None):
@@ -148,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     arg_string = model_args_string(args)
     try:
+        if args.format == "gptq":
+            arg_string = _gptq_export_args(arg_string)
         lm = load_compressed(arg_string, args.device)
         record = {"source_model": args.model, "kick_model_args": arg_string,
                   "summary": dict(lm.get_model_info().get("kick", {}))}
@@ -158,7 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ImportError) as err:  # ConfigError, ExportError, missing gptqmodel extra
         sys.stderr.write(f"{err}\n")
         return 2
-    sys.stdout.write(f"kick-compress: wrote {out_dir}\n  evaluate with: lm_eval --model hf --model_args pretrained={out_dir} --tasks ...\n")
+    if args.format == "gptq":
+        hint = (f"load with gptqmodel (GPTQModel.load({str(out_dir)!r})), vLLM, or transformers "
+                "with optimum + gptqmodel installed")
+    else:
+        hint = f"evaluate with: lm_eval --model hf --model_args pretrained={out_dir} --tasks ..."
+    sys.stdout.write(f"kick-compress: wrote {out_dir}\n  {hint}\n")
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import torch
 
-from kick_models.compression.quant import QuantResult
+from kick_models.compression.quant import QuantGrid, QuantResult
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,20 @@ def _packer():
     return TorchLinear, convert_gptq_v2_to_v1_format_module
 
 
+def check_packer() -> None:
+    """Raise the install hint now (before a model loads) when gptqmodel is missing."""
+    _packer()
+
+
 def pack_linear(
-    weight: torch.Tensor, bias: torch.Tensor | None, result: QuantResult, *, bits: int, group_size: int, sym: bool
+    weight: torch.Tensor, bias: torch.Tensor | None, result: QuantResult | QuantGrid, *, bits: int, group_size: int,
+    sym: bool,
 ) -> dict[str, torch.Tensor]:
     """Packed tensors of one Linear in GPTQ v1 layout: qweight [in·bits/32, out] int32,
     qzeros [n_groups, out·bits/32] int32, scales [n_groups, out] fp16, g_idx [in] int32 (+ bias fp16).
 
-    ``weight`` is ``result.weight`` as written into the model; the packer re-derives the integer codes
-    from it and ``result``'s scales and zeros.
+    ``weight`` is the fake-quantized weight as written into the model; the packer re-derives the
+    integer codes from it and ``result``'s scales and zeros (a QuantResult or just its grid).
     """
     TorchLinear, to_v1 = _packer()
     out_features, in_features = weight.shape
@@ -66,7 +72,7 @@ def pack_linear(
 
 def save_gptq_checkpoint(
     model,
-    results: Mapping[str, QuantResult],
+    results: Mapping[str, QuantResult | QuantGrid],
     out_dir: str | Path,
     *,
     bits: int,
@@ -75,7 +81,7 @@ def save_gptq_checkpoint(
     tokenizer=None,
 ) -> Path:
     """Write ``model`` to ``out_dir`` with each Linear named in ``results`` (module name -> its
-    QuantResult, weights already written back) replaced by packed GPTQ tensors; everything else fp16.
+    QuantResult or QuantGrid, weights already written back) replaced by packed GPTQ tensors; everything else fp16.
 
     The config carries ``quantization_config`` (``quant_method: gptq``, ``checkpoint_format: gptq``).
     """

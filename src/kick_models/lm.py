@@ -16,7 +16,7 @@ from kick_models.config import CALIB_NAMES, COMPRESSION_KEYS, CompressionConfig,
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -64,8 +64,12 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 f"accepted: {' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file"
             )
     kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
-    if "no_cache" in kick and not isinstance(kick["no_cache"], bool):
-        raise ConfigError(f"kick-hf: invalid model_arg no_cache={kick['no_cache']!r}; accepted: true or false")
+    for key in ("no_cache", "keep_grids"):
+        if key in kick and not isinstance(kick[key], bool):
+            raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: true or false")
+    if kick.get("keep_grids") and not config.quantizes:
+        raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
+                          "accepted with method=gptq or wbits in 2, 3, 4, 8")
     hflm = {k: v for k, v in kwargs.items() if k not in COMPRESSION_KEYS and k not in KICK_KEYS}
     return config, kick, hflm
 
@@ -90,7 +94,9 @@ class KickHFLM(HFLM):
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_calibration: dict[str, Any] | None = None
-        if not config.is_noop and isinstance(pretrained, str) and not kick.get("no_cache", False):
+        # module name -> GPTQ grid, for a packed export; only with keep_grids=true (see _compress)
+        self.kick_quant_grids: dict[str, Any] | None = None
+        if not config.is_noop and self._kick_cache_enabled():
             from kick_models.cache import ensure_writable
 
             ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
@@ -105,6 +111,13 @@ class KickHFLM(HFLM):
         self._compress()
 
     # ------------------------------------------------------------------ compression
+    def _kick_cache_enabled(self) -> bool:
+        """The cache needs a model identity (a hub id or folder) and stores weights only, so it is
+        off for model objects, with ``no_cache=true``, and with ``keep_grids=true``."""
+        options = self._kick_options
+        return (isinstance(self._kick_pretrained, str) and not options.get("no_cache", False)
+                and not options.get("keep_grids", False))
+
     def _compress(self) -> None:
         """Compress the loaded model, or load an identical earlier result from the cache.
 
@@ -121,6 +134,7 @@ class KickHFLM(HFLM):
 
         start = time.perf_counter()
         device = self.device if str(self.device) != "cpu" else None
+        grids: dict[str, Any] | None = {} if self._kick_options.get("keep_grids") else None
 
         def calibrate():
             return calibration_ids(self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length)
@@ -131,15 +145,16 @@ class KickHFLM(HFLM):
             revision=getattr(self, "revision", None),
             config=config,
             calibrate=calibrate if config.needs_calibration else None,
-            compress=lambda ids: compress_model(self.model, config, ids, device=device),
+            compress=lambda ids: compress_model(self.model, config, ids, device=device, quant_grids=grids),
             calib_spec={
                 "embedded": self._kick_embedded,
                 "max_length": self.max_length,
                 "resolved_calib": config.resolved_calib(self._kick_embedded),
             },
             cache_dir=self._kick_options.get("cache_dir"),
-            enabled=isinstance(self._kick_pretrained, str) and not self._kick_options.get("no_cache", False),
+            enabled=self._kick_cache_enabled(),
         )
+        self.kick_quant_grids = grids
         summary = dict(summary)
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))

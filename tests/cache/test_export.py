@@ -78,6 +78,57 @@ def test_cli_refuses_existing_out_before_loading(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method_args, message", [
+    (["--method", "wanda", "--sparsity", "0.5"], "does not quantize"),
+    (["--method", "gptq", "--wbits", "16"], "does not quantize"),
+])
+def test_gptq_format_refuses_non_quantizing_config_before_loading(tmp_path, capsys, method_args, message):
+    # "org/none" cannot load: a 2 with this message proves the check ran first
+    assert export.main(["--model", "org/none", *method_args, "--format", "gptq", "--out", str(tmp_path / "q")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_gptq_format_without_gptqmodel_names_the_extra_before_loading(tmp_path, capsys, no_gptqmodel):
+    assert export.main(["--model", "org/none", "--method", "gptq", "--wbits", "4", "--format", "gptq",
+                        "--out", str(tmp_path / "q")]) == 2
+    assert "pip install kick[gptq-export]" in capsys.readouterr().err
+
+
+def test_keep_grids_needs_a_quantizing_config():
+    from kick_models.config import ConfigError
+    from kick_models.lm import split_model_args
+
+    with pytest.raises(ConfigError, match="keep_grids"):
+        split_model_args({"method": "wanda", "sparsity": 0.5, "keep_grids": True})
+    with pytest.raises(ConfigError, match="keep_grids='yes'"):
+        split_model_args({"method": "gptq", "wbits": 4, "keep_grids": "yes"})
+
+
+@pytest.mark.slow
+def test_kick_compress_gptq_packed_checkpoint_loads_in_gptqmodel(tiny_llama_dir, tmp_path):
+    """--format gptq: the packed folder, loaded by gptqmodel, computes what kick-hf evaluated."""
+    pytest.importorskip("gptqmodel")
+    from gptqmodel import GPTQModel
+
+    from kick_models.lm import KickHFLM
+
+    common = ["--model", str(tiny_llama_dir), "--method", "gptq", "--wbits", "4", "--group_size", "32",
+              "--calib", "bundled", "--nsamples", "8", "--seqlen", "64", "--dtype", "float32"]
+    assert export.main([*common, "--format", "gptq", "--out", str(tmp_path / "q")]) == 0
+    record = json.loads((tmp_path / "q" / export.COMPRESSION_FILE).read_text())
+    assert record["format"] == "gptq-packed"
+    config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert (config["quant_method"], config["bits"], config["group_size"]) == ("gptq", 4, 32)
+    lm = KickHFLM.create_from_arg_string(export.model_args_string(export.build_parser().parse_args(
+        [*common, "--no_cache", "--out", "x"])), {"batch_size": 1, "device": "cpu"})
+    ids = torch.randint(0, 200, (1, 24), generator=torch.Generator().manual_seed(0))
+    loaded = GPTQModel.load(str(tmp_path / "q"), device="cpu").model
+    with torch.no_grad():
+        expected = lm.model(ids).logits
+        got = loaded(ids).logits.float()
+    assert (got - expected).abs().max() < 0.02 * expected.abs().max()  # fp16 checkpoint
+
+
 def test_model_args_string_matches_kick_hf_args():
     args = export.build_parser().parse_args(["--model", "embedded", "--method", "wanda", "--sparsity", "0.5",
                                              "--nsamples", "8", "--no_cache", "--out", "x", "--model_args", "dtype=float32"])

@@ -1,7 +1,5 @@
 """Packed GPTQ export: a clear install hint without gptqmodel; a lossless pack when it is installed."""
 
-import sys
-
 import pytest
 import torch
 
@@ -15,10 +13,9 @@ def _layer(bits, group_size, sym=False):
     return quantize_gptq(W, 2 * X.T @ X / 400, bits=bits, group_size=group_size, sym=sym)
 
 
-def test_missing_gptqmodel_names_the_extra(monkeypatch):
+def test_missing_gptqmodel_names_the_extra(no_gptqmodel):
     from kick_models import export_gptq
 
-    monkeypatch.setitem(sys.modules, "gptqmodel", None)
     r = _layer(4, 32)
     with pytest.raises(ImportError, match=r"pip install kick\[gptq-export\]"):
         export_gptq.pack_linear(r.weight, None, r, bits=4, group_size=32, sym=False)

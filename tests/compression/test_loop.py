@@ -150,3 +150,29 @@ def test_generic_blocks_tuple_outputs_and_kwargs():
     summary = compress_model(model, build_config({"method": "wanda", "sparsity": 0.5}), calib)
     assert summary["layers"] == 6 and summary["achieved_sparsity"] == pytest.approx(0.5)
     assert torch.equal(model.head.weight, head)
+
+
+def test_quant_grids_cover_every_layer_and_reproduce_its_weights(tiny_llama):
+    """What a packed GPTQ export reads: one grid per decoder Linear, under its module name, on which
+    the weights written into the model lie exactly (and the 2:4 zeros stay zeros)."""
+    model = tiny_llama()
+    config = build_config({"method": "sparsegpt", "pattern": "2:4", "wbits": 4, "group_size": 32})
+    grids = {}
+    compress_model(model, config, ids(), quant_grids=grids)
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in name}
+    assert set(grids) == set(linears) and len(grids) == 3 * 7
+    for name, layer in linears.items():
+        grid, w = grids[name], layer.weight.detach()
+        cols = grid.g_idx.long()
+        assert grid.scales.shape == (w.shape[0], w.shape[1] // 32)
+        scale, zero = grid.scales[:, cols], grid.zeros[:, cols]
+        codes = torch.round(w / scale + zero)
+        assert codes.min() >= 0 and codes.max() <= 15, name
+        torch.testing.assert_close(scale * (codes - zero), w, rtol=0, atol=1e-6)
+        assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all(), name
+
+
+def test_pruning_alone_keeps_no_grids(tiny_llama):
+    grids = {}
+    compress_model(tiny_llama(), build_config({"method": "wanda", "sparsity": 0.5}), ids(), quant_grids=grids)
+    assert grids == {}

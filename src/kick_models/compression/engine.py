@@ -12,17 +12,24 @@ from torch import nn
 from .loop import LinearGroup, block_linears, find_decoder_blocks, run_layerwise
 from .magnitude import PruneResult, prune_magnitude
 from .owl import outlier_ratio, owl_sparsities
+from .quant import QuantGrid
 from .sparsegpt import prune_sparsegpt
 from .wanda import prune_wanda
 
 log = logging.getLogger(__name__)
 
 
-def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, device=None) -> dict:
+def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, device=None,
+                   quant_grids: dict[str, QuantGrid] | None = None) -> dict:
     """Compress the Linear layers of ``model``'s decoder blocks in place; embeddings, norms and
-    lm_head are never touched. Returns a JSON-able summary (see the team contract)."""
+    lm_head are never touched. Returns a JSON-able summary (see the team contract).
+
+    When quantizing, ``quant_grids`` (if given) receives each Linear's grid under its module name
+    (``model.layers.3.mlp.up_proj``), which a packed GPTQ export needs.
+    """
     start = time.perf_counter()
     blocks = find_decoder_blocks(model)
+    block_names = {id(m): name for name, m in model.named_modules()}
     summary = {
         "method": config.method,
         "pattern": config.pattern_str,
@@ -49,8 +56,12 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     losses: list[float] = []
 
     def compress_block(index: int, block: nn.Module, linears: dict[str, nn.Linear], groups: list[LinearGroup]) -> bool:
+        grids: dict[str, QuantGrid] | None = {} if quant_grids is not None else None
         for group in groups:
-            losses.extend(_compress_group(linears, group, config, sparsities[index]))
+            losses.extend(_compress_group(linears, group, config, sparsities[index], grids))
+        if grids:
+            prefix = block_names[id(block)]
+            quant_grids.update({f"{prefix}.{name}": grid for name, grid in grids.items()})
         return True
 
     if config.needs_calibration:
@@ -81,8 +92,10 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     return summary
 
 
-def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, sparsity: float) -> list[float]:
-    """Prune (and/or quantize) the layers of one input-sharing group; returns their losses."""
+def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, sparsity: float,
+                    grids: dict[str, QuantGrid] | None = None) -> list[float]:
+    """Prune (and/or quantize) the layers of one input-sharing group; returns their losses.
+    Quantized layers' grids go into ``grids`` (by name inside the block) when given."""
     layers = [linears[name] for name in group.names]
     weights = [layer.weight.data for layer in layers]
     H = group.stats.hessian() if group.stats.has_hessian else None
@@ -108,7 +121,7 @@ def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, s
         raise ValueError(f"method={config.method!r} cannot prune; accepted: magnitude | wanda | sparsegpt")
 
     losses = []
-    for layer, result in zip(layers, results):
+    for name, layer, result in zip(group.names, layers, results):
         weight = result.weight
         if config.quantizes:
             from .gptq import quantize_gptq  # the GPTQ kernel lives in its own module
@@ -120,6 +133,8 @@ def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, s
             )
             weight = quant.weight
             losses.append(float(quant.loss))
+            if grids is not None:
+                grids[name] = quant.grid()
         else:
             losses.append(result.loss)
         layer.weight.data.copy_(weight)

@@ -9,6 +9,15 @@ import torch
 SUPPORTED_BITS = (2, 3, 4, 8, 16)
 
 
+@dataclass(frozen=True)
+class QuantGrid:
+    """The grid of a quantized matrix, all a packed export needs besides the weights themselves."""
+
+    scales: torch.Tensor  # [out, n_groups] float32
+    zeros: torch.Tensor  # [out, n_groups] float32 (integer valued)
+    g_idx: torch.Tensor  # [in] int32
+
+
 @dataclass
 class QuantResult:
     """A quantized weight matrix: the fake-quantized weight evaluation uses, and what export needs.
@@ -24,6 +33,10 @@ class QuantResult:
     zeros: torch.Tensor  # [out, n_groups] float32 (integer valued)
     g_idx: torch.Tensor  # [in] int32, group of each input column
     loss: float
+
+    def grid(self) -> QuantGrid:
+        """Scales, zeros and groups on the CPU (small: one pair per row and group)."""
+        return QuantGrid(self.scales.detach().cpu(), self.zeros.detach().cpu(), self.g_idx.detach().cpu())
 
 
 def max_code(bits: int) -> int:
