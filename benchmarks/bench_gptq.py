@@ -81,13 +81,13 @@ def _worker_source(body: str) -> str:
 
 
 
-def _ours(model, tokenizer, ids, held, eval_seqlen, bits, group):
+def _ours(model, tokenizer, ids, held, eval_seqlen, bits, group, true_sequential=False, act_order=False):
     from kick_models.compression import compress_model
     from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
 
-    config = build_config({"method": "gptq", "wbits": bits, "group_size": group,
-                           "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
+    config = build_config({"method": "gptq", "wbits": bits, "group_size": group, "true_sequential": true_sequential,
+                           "act_order": act_order, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
     work = copy.deepcopy(model)
     start = time.perf_counter()
     compress_model(work, config, ids)
@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--gptqmodel-python", help="interpreter of a virtualenv with gptqmodel 7.6")
     parser.add_argument("--llmcompressor-python", help="interpreter of a virtualenv with llmcompressor")
-    parser.add_argument("--kick", default="4:128,4:64,8:128,8:64", help="kick runs as bits:group, comma separated")
+    parser.add_argument("--kick", default="4:128,4:128:act,4:128:seq,4:64,8:128,8:64",
+                        help="kick runs as bits:group[:act][:seq] (act_order, true_sequential), comma separated")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
 
@@ -137,8 +138,14 @@ def main(argv=None) -> int:
     held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
 
     rows = [("dense", "-", {"times": [0.0], "ppl": perplexity(model, held, args.eval_seqlen)})]
-    for bits, group in (map(int, item.split(":")) for item in args.kick.split(",") if item):
-        rows.append((f"kick W{bits} g{group}", "", _ours(model, tokenizer, ids, held, args.eval_seqlen, bits, group)))
+    for item in filter(None, args.kick.split(",")):
+        bits, group, *flags = item.split(":")
+        unknown = set(flags) - {"act", "seq"}
+        if unknown:
+            parser.error(f"--kick {item!r}: unknown flag(s) {sorted(unknown)}; accepted: act, seq")
+        result = _ours(model, tokenizer, ids, held, args.eval_seqlen, int(bits), int(group),
+                       true_sequential="seq" in flags, act_order="act" in flags)
+        rows.append((" ".join([f"kick W{bits} g{group}", *flags]), "", result))
         print(rows[-1], file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +167,9 @@ def main(argv=None) -> int:
     print(f"calibration: {info['dataset']} {info['nsamples']} x {info['seqlen']} (sha256 {info['token_sha256'][:12]}); "
           f"held-out: {held.numel()} tokens in {args.eval_seqlen}-token windows; torch threads 1")
     print(f"{'run':<24} {'first s':>9} {'warm s':>9} {'ppl':>10} {'ppl/dense':>10} {'kick time ratio':>16}")
-    ours = {name.split(" ", 1)[1]: r["times"][0] for name, _, r in rows if name.startswith("kick")}
+    # peers are compared with kick's plain run (no act / seq flags) at the same bits and group size
+    ours = {name.split(" ", 1)[1]: r["times"][0] for name, _, r in rows
+            if name.startswith("kick") and len(name.split()) == 3}
     for name, _, r in rows:
         if "error" in r:
             print(f"{name:<24} failed: {' | '.join(r['error'])}")

@@ -52,6 +52,7 @@ class CompressionConfig:
     owl_m: float = 5.0
     owl_lambda: float = 0.08
     propagate: str = "compressed"
+    true_sequential: bool = False
 
     # ----------------------------------------------------------------- derived
     @property
@@ -184,6 +185,7 @@ _CONVERTERS = {
     "owl_m": lambda v: _as_float("owl_m", v, "a number > 0"),
     "owl_lambda": lambda v: _as_float("owl_lambda", v, "a number in [0, 1)"),
     "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
+    "true_sequential": lambda v: _as_bool("true_sequential", v),
 }
 COMPRESSION_KEYS = tuple(_CONVERTERS)
 

@@ -176,3 +176,48 @@ def test_pruning_alone_keeps_no_grids(tiny_llama):
     grids = {}
     compress_model(tiny_llama(), build_config({"method": "wanda", "sparsity": 0.5}), ids(), quant_grids=grids)
     assert grids == {}
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+def test_true_sequential_refits_later_groups_to_compressed_inputs(tiny_llama, true_sequential):
+    """Zeroing v_proj makes attention output zero: with true_sequential the o_proj group's statistics
+    must see that (XᵀX = 0); without, they come from the dense block (XᵀX ≠ 0)."""
+    model = tiny_llama()
+    calls = []
+
+    def compress_block(index, block, linears, groups):
+        for group in groups:
+            calls.append((index, list(group.names), float(group.stats.hessian().abs().max())
+                          if group.names == ["self_attn.o_proj"] else None))
+            if "self_attn.v_proj" in group.names:
+                linears["self_attn.v_proj"].weight.data.zero_()
+        return True
+
+    run_layerwise(model, ids(), compress_block, norms=False, hessian=True, true_sequential=true_sequential)
+    block0 = [c for c in calls if c[0] == 0]
+    assert [names for _, names, _ in block0] == [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                                                 ["self_attn.o_proj"], ["mlp.gate_proj", "mlp.up_proj"],
+                                                 ["mlp.down_proj"]]
+    o_hessians = [h for _, names, h in calls if h is not None]
+    assert len(o_hessians) == 3
+    if true_sequential:
+        assert all(h == 0 for h in o_hessians)
+    else:
+        assert all(h > 0 for h in o_hessians)
+
+
+def test_true_sequential_is_recorded_and_keeps_exact_sparsity(tiny_llama):
+    args = {"method": "sparsegpt", "pattern": "2:4", "wbits": 4, "group_size": 32}
+    config = build_config({**args, "true_sequential": "true"})
+    model, plain = tiny_llama(), tiny_llama()
+    summary = compress_model(model, config, ids())
+    compress_model(plain, build_config(args), ids())
+    assert config.to_dict()["true_sequential"] is True
+    assert summary["achieved_sparsity"] >= 0.5  # a kept weight may also round to 0
+    for layer in model.model.layers:
+        w = layer.mlp.down_proj.weight
+        assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+    # q/k/v (first group) are fitted on the same inputs either way; later groups are refitted
+    first, later = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert torch.equal(first.q_proj.weight, plain.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(later.down_proj.weight, plain.model.layers[0].mlp.down_proj.weight)

@@ -69,7 +69,8 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
             model, calib_ids, compress_block,
             norms=config.method == "wanda",
             hessian=config.method == "sparsegpt" or config.quantizes,
-            propagate=config.propagate, device=device, desc=f"kick {config.method}",
+            propagate=config.propagate, true_sequential=config.true_sequential, device=device,
+            desc=f"kick {config.method}",
         )
     else:  # magnitude pruning alone needs no data
         for index, block in enumerate(blocks):

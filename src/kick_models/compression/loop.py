@@ -148,6 +148,7 @@ def run_layerwise(
     norms: bool = True,
     hessian: bool = False,
     propagate: str = "compressed",
+    true_sequential: bool = False,
     device=None,
     batch_size: int | None = None,
     keep_outputs: bool = False,
@@ -160,6 +161,12 @@ def run_layerwise(
     compression (a second pass over the block); "dense": it sees the outputs of the unmodified
     block (one pass). Statistics (``norms``: ‖X_j‖² for Wanda, ``hessian``: XᵀX for SparseGPT/GPTQ)
     are accumulated in float32.
+
+    true_sequential: inside a block, the groups are compressed one at a time in call order
+    (q/k/v, then o, then gate/up, then down), and each group's statistics are re-collected with
+    the groups before it already compressed, so a layer is fitted to the inputs it will really
+    see (GPTQ's ``--true-sequential``). Costs one partial extra pass per group after the first.
+    ``compress_block`` is then called once per group, with a one-group list.
     """
     if propagate not in ("compressed", "dense"):
         raise ValueError(f"propagate={propagate!r}; accepted: compressed | dense")
@@ -174,7 +181,8 @@ def run_layerwise(
     model.eval()  # no dropout in the statistics
     try:
         batches = capture_block_inputs(model, blocks, calib_ids, batch_size, device)
-        _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc)
+        _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc,
+                     true_sequential)
     finally:
         model.train(was_training)
     result = LoopResult(time.perf_counter() - start)
@@ -183,7 +191,8 @@ def run_layerwise(
     return result
 
 
-def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc) -> None:
+def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, device, keep_outputs, desc,
+                 true_sequential=False) -> None:
     order: list[str] = []  # Linear call order, learned on the first block
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", leave=False)):
         home = _first_param_device(block)
@@ -191,7 +200,16 @@ def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, dev
         linears = block_linears(block)
         full = propagate == "dense" or (keep_outputs and index == len(blocks) - 1)
         groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full)
-        changed = compress_block(index, block, linears, groups)
+        if true_sequential and len(groups) > 1:
+            changed = False
+            for k in range(len(groups)):
+                group = groups[k] if k == 0 else _restat(block, linears[groups[k].names[0]], groups[k].names,
+                                                         batches, norms=norms, hessian=hessian)
+                groups[k] = None  # free each Hessian once its group is done
+                changed = compress_block(index, block, linears, [group]) or changed
+                del group
+        else:
+            changed = compress_block(index, block, linears, groups)
         del groups
         last = index == len(blocks) - 1
         if (outputs is None or (changed and propagate == "compressed")) and (keep_outputs or not last):
@@ -205,6 +223,33 @@ def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, dev
 def _run_block(block: nn.Module, batches: Sequence[_Batch]) -> list[torch.Tensor]:
     with torch.no_grad():
         return [_block_output(block(b.hidden, *b.args, **b.kwargs)) for b in batches]
+
+
+def _restat(block, leader: nn.Linear, names: list[str], batches, *, norms, hessian) -> LinearGroup:
+    """Fresh statistics of the input that ``leader`` (and the rest of ``names``) reads, from the block
+    as it is now; each batch stops right after that input is recorded."""
+    holder: list[InputStats] = []
+
+    def hook(module, args):
+        x = args[0]
+        if not holder:
+            holder.append(InputStats(leader.in_features, norms=norms, hessian=hessian, device=x.device))
+        holder[0].update(x)
+        raise _StopForward
+
+    handle = leader.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for b in batches:
+                try:
+                    block(b.hidden, *b.args, **b.kwargs)
+                except _StopForward:
+                    continue
+    finally:
+        handle.remove()
+    if not holder:
+        raise RuntimeError(f"true_sequential: {names[0]} was not called when the block was re-run")
+    return LinearGroup(list(names), holder[0])
 
 
 def _gather_stats(block, linears, batches, order: list[str], *, norms, hessian, full):
