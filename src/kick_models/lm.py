@@ -131,10 +131,16 @@ class KickHFLM(HFLM):
         from kick_models.cache import compress_with_cache
         from kick_models.compression import compress_model
         from kick_models.compression.calibration import calibration_ids
+        from kick_models.compression.loop import find_decoder_blocks
+        from kick_models.compression.offload import is_offloaded
 
         start = time.perf_counter()
         device = self.device if str(self.device) != "cpu" else None
         grids: dict[str, Any] | None = {} if self._kick_options.get("keep_grids") else None
+        offloaded = any(is_offloaded(block) for block in find_decoder_blocks(self.model))
+        if offloaded and self._kick_cache_enabled():
+            log.info("kick-hf: some decoder blocks are offloaded (device_map with cpu/disk entries); "
+                     "compressing block by block in place, without the compressed-model cache")
 
         def calibrate():
             return calibration_ids(self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length)
@@ -152,7 +158,7 @@ class KickHFLM(HFLM):
                 "resolved_calib": config.resolved_calib(self._kick_embedded),
             },
             cache_dir=self._kick_options.get("cache_dir"),
-            enabled=self._kick_cache_enabled(),
+            enabled=self._kick_cache_enabled() and not offloaded,
         )
         self.kick_quant_grids = grids
         summary = dict(summary)

@@ -11,6 +11,7 @@ from torch import nn
 
 from .loop import LinearGroup, block_linears, find_decoder_blocks, run_layerwise
 from .magnitude import PruneResult, prune_magnitude
+from .offload import onloaded
 from .owl import outlier_ratio, owl_sparsities
 from .quant import QuantGrid
 from .sparsegpt import prune_sparsegpt
@@ -74,10 +75,11 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
         )
     else:  # magnitude pruning alone needs no data
         for index, block in enumerate(blocks):
-            for layer in block_linears(block).values():
-                result = prune_magnitude(layer.weight.data, sparsity=sparsities[index], pattern=config.pattern)
-                layer.weight.data.copy_(result.weight)
-                losses.append(result.loss)
+            with onloaded(block, device):
+                for layer in block_linears(block).values():
+                    result = prune_magnitude(layer.weight.data, sparsity=sparsities[index], pattern=config.pattern)
+                    layer.weight.data.copy_(result.weight)
+                    losses.append(result.loss)
 
     summary.update(
         achieved_sparsity=_zero_fraction(blocks),
@@ -147,7 +149,9 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
     ratios: list[float] = []
     if calib_ids is None:
         for block in blocks:
-            ratios.append(outlier_ratio([l.weight.data.abs() for l in block_linears(block).values()], config.owl_m))
+            with onloaded(block, device):
+                ratios.append(outlier_ratio([l.weight.data.abs() for l in block_linears(block).values()],
+                                            config.owl_m))
         return ratios
 
     def measure(index, block, linears, groups) -> bool:
@@ -165,7 +169,8 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
 def _zero_fraction(blocks: nn.ModuleList) -> float:
     zeros = total = 0
     for block in blocks:
-        for layer in block_linears(block).values():
-            zeros += int((layer.weight.data == 0).sum())
-            total += layer.weight.numel()
+        with onloaded(block, write_back=False):
+            for layer in block_linears(block).values():
+                zeros += int((layer.weight.data == 0).sum())
+                total += layer.weight.numel()
     return zeros / total if total else 0.0

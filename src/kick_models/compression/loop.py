@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .offload import compute_device, onloaded
 from .stats import InputStats
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,6 @@ def _to(obj, device):
     if isinstance(obj, dict):
         return {k: _to(v, device) for k, v in obj.items()}
     return obj
-
-
-def _first_param_device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def capture_block_inputs(
@@ -174,7 +169,7 @@ def run_layerwise(
         raise ValueError(f"calib_ids must be [nsamples, seqlen] with nsamples > 0, got {tuple(calib_ids.shape)}")
     start = time.perf_counter()
     blocks = find_decoder_blocks(model)
-    device = torch.device(device) if device is not None else _first_param_device(blocks[0])
+    device = torch.device(device) if device is not None else compute_device(blocks[0])
     if batch_size is None:
         batch_size = max(1, 4096 // calib_ids.shape[1])
     was_training = model.training
@@ -195,29 +190,34 @@ def _walk_blocks(blocks, batches, compress_block, norms, hessian, propagate, dev
                  true_sequential=False) -> None:
     order: list[str] = []  # Linear call order, learned on the first block
     for index, block in enumerate(tqdm(blocks, desc=desc, unit="block", leave=False)):
-        home = _first_param_device(block)
-        block.to(device)
-        linears = block_linears(block)
-        full = propagate == "dense" or (keep_outputs and index == len(blocks) - 1)
-        groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full)
-        if true_sequential and len(groups) > 1:
-            changed = False
-            for k in range(len(groups)):
-                group = groups[k] if k == 0 else _restat(block, linears[groups[k].names[0]], groups[k].names,
-                                                         batches, norms=norms, hessian=hessian)
-                groups[k] = None  # free each Hessian once its group is done
-                changed = compress_block(index, block, linears, [group]) or changed
-                del group
-        else:
-            changed = compress_block(index, block, linears, groups)
-        del groups
-        last = index == len(blocks) - 1
-        if (outputs is None or (changed and propagate == "compressed")) and (keep_outputs or not last):
-            outputs = _run_block(block, batches)
-        if outputs is not None:
-            for batch, out in zip(batches, outputs):
-                batch.hidden = out
-        block.to(home)
+        with onloaded(block, device):
+            _walk_one(index, block, len(blocks), batches, compress_block, order, norms, hessian, propagate,
+                      keep_outputs, true_sequential)
+
+
+def _walk_one(index, block, n_blocks, batches, compress_block, order, norms, hessian, propagate, keep_outputs,
+              true_sequential) -> None:
+    """Statistics, compression and output propagation of one block that sits on the compute device."""
+    linears = block_linears(block)
+    full = propagate == "dense" or (keep_outputs and index == n_blocks - 1)
+    groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full)
+    if true_sequential and len(groups) > 1:
+        changed = False
+        for k in range(len(groups)):
+            group = groups[k] if k == 0 else _restat(block, linears[groups[k].names[0]], groups[k].names,
+                                                     batches, norms=norms, hessian=hessian)
+            groups[k] = None  # free each Hessian once its group is done
+            changed = compress_block(index, block, linears, [group]) or changed
+            del group
+    else:
+        changed = compress_block(index, block, linears, groups)
+    del groups
+    last = index == n_blocks - 1
+    if (outputs is None or (changed and propagate == "compressed")) and (keep_outputs or not last):
+        outputs = _run_block(block, batches)
+    if outputs is not None:
+        for batch, out in zip(batches, outputs):
+            batch.hidden = out
 
 
 def _run_block(block: nn.Module, batches: Sequence[_Batch]) -> list[torch.Tensor]:
