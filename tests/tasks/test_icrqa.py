@@ -145,3 +145,66 @@ def test_f1_is_token_overlap_maximised_over_aliases():
         2 * (2 / 5) * 1 / (2 / 5 + 1)
     )
     assert triviaqa.token_f1("", ["x"]) == 0.0
+
+
+def _hub_shaped_rows():
+    """Three rows in the exact schema of mandarjoshi/trivia_qa ``rc`` (nested sequences included)."""
+    import datasets
+
+    text, strings = datasets.Value("string"), datasets.Sequence(datasets.Value("string"))
+    features = datasets.Features({
+        "question": text, "question_id": text, "question_source": text,
+        "entity_pages": datasets.Sequence({"doc_source": text, "filename": text, "title": text, "wiki_context": text}),
+        "search_results": datasets.Sequence({"description": text, "filename": text, "rank": datasets.Value("int32"),
+                                             "title": text, "url": text, "search_context": text}),
+        "answer": {"aliases": strings, "normalized_aliases": strings, "matched_wiki_entity_name": text,
+                   "normalized_matched_wiki_entity_name": text, "normalized_value": text, "type": text, "value": text},
+    })
+
+    def row(i, question, wiki, web, value, aliases):
+        return {
+            "question": question, "question_id": f"tc_{i}", "question_source": "http://www.example.org/",
+            # a sequence of records is stored column-wise: a dict of equal-length lists, as the Hub serves it
+            "entity_pages": {"doc_source": ["TagMe"], "filename": [f"W{i}.txt"], "title": [f"W{i}"],
+                             "wiki_context": [wiki]},
+            "search_results": {"description": ["d"] * bool(web), "filename": [f"S{i}.txt"] * bool(web),
+                               "rank": [0] * bool(web), "title": [f"S{i}"] * bool(web),
+                               "url": ["http://example.org"] * bool(web), "search_context": [web] * bool(web)},
+            "answer": {"aliases": aliases, "normalized_aliases": [a.lower() for a in aliases],
+                       "matched_wiki_entity_name": "", "normalized_matched_wiki_entity_name": "",
+                       "normalized_value": value.lower(), "type": "WikipediaEntity", "value": value},
+        }
+
+    rows = [row(0, "Which river flows through Vienna?", "Vienna lies on the Danube.", "The Danube is a river.",
+                "Danube", ["Danube", "River Danube"]),
+            row(1, "Who wrote Hamlet?", "Hamlet is a tragedy by William Shakespeare.", "",
+                "William Shakespeare", ["Shakespeare", "William Shakespeare"]),
+            row(2, "What is the chemical symbol of gold?", "Gold has the symbol Au.", "Au is gold.", "Au", ["Au"])]
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def test_hub_source_reads_the_rc_schema_in_dataset_order(monkeypatch):
+    """The default (hub) source, with the Hub call answered by rows in TriviaQA rc's own schema."""
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        return _hub_shaped_rows()
+
+    monkeypatch.delenv(triviaqa.SOURCE_ENV, raising=False)
+    monkeypatch.setattr(triviaqa.datasets, "load_dataset", fake_load_dataset)
+    manager = TaskManager(include_path=str(kick_tasks.task_yamls_dir()), include_defaults=False)
+    tasks = manager.load(["kick_icrqa_open", "kick_icrqa_closed"])["tasks"]
+    assert calls and set(calls) == {("mandarjoshi/trivia_qa", "rc", "validation")}
+    open_book, closed = tasks["kick_icrqa_open"], tasks["kick_icrqa_closed"]
+    docs = list(open_book.test_docs())
+    assert [d["question_id"] for d in docs] == ["tc_0", "tc_1", "tc_2"]  # the dataset's order: --limit is stable
+    prompt = open_book.fewshot_context(docs[0], 0)
+    assert prompt.startswith("Vienna lies on the Danube.\n\nThe Danube is a river.\n\n")
+    assert prompt.endswith("Q: Which river flows through Vienna?\nA:")
+    assert open_book.fewshot_context(docs[1], 0).startswith("Hamlet is a tragedy by William Shakespeare.\n\nBased")
+    assert closed.fewshot_context(docs[2], 0).endswith("Q: What is the chemical symbol of gold?\nA:")
+    assert "Au is gold" not in closed.fewshot_context(docs[2], 0)
+    assert open_book.doc_to_target(docs[0]) == "Danube"
+    assert triviaqa.process_results(docs[1], [" Shakespeare\n"])["exact_match"] == 1.0
+    assert triviaqa.process_results(docs[0], [" the River Danube."])["exact_match"] == 1.0
