@@ -107,13 +107,14 @@ def test_concurrency_overlaps_and_is_bounded(tmp_path):
     Fault("status", 429, {"Retry-After": "0.05"}),
     Fault("status", 500),
     Fault("status", 503),
-    Fault("stall", seconds=1.5),
+    Fault("stall", seconds=5.0),
     Fault("malformed"),
 ])
 def test_faults_are_retried(tmp_path, fault):
     with LoopbackJudgeServer(always("[[6]]")) as server:
         server.faults.extend([fault, fault])
-        client = make_client(server, tmp_path, timeout=0.5, concurrency=1)
+        # timeouts well above a loaded machine's reply time, so only the injected stall times out
+        client = make_client(server, tmp_path, timeout=2.0, concurrency=1)
         records = grade_single(client, score_requests(3))
     assert [r["score"] for r in records] == [6.0, 6.0, 6.0]
     assert client.stats.retries == 2 and client.stats.ok == 3
@@ -165,8 +166,8 @@ def test_connection_refused_is_counted_not_lost(tmp_path):
 def test_mixed_faults_under_concurrency_none_lost(tmp_path):
     with LoopbackJudgeServer(prefers_longer) as server:
         server.faults.extend([Fault("status", 429, {"Retry-After": "0"}), Fault("status", 500),
-                              Fault("malformed"), Fault("stall", seconds=1.0), Fault("status", 502)])
-        client = make_client(server, tmp_path, timeout=0.5, concurrency=4)
+                              Fault("malformed"), Fault("stall", seconds=5.0), Fault("status", 502)])
+        client = make_client(server, tmp_path, timeout=2.0, concurrency=4)
         items = [PairwiseItem(f"q{i}", "x" * (i % 3 + 1), "xx") for i in range(10)]
         records = grade_pairwise(client, items)
     assert all(r["status"] == "ok" for r in records)
