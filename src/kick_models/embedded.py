@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 from filelock import FileLock
 
@@ -25,11 +26,13 @@ class EmbeddedModelMissing(RuntimeError):
     """The package that carries the embedded model's GGUF file is not installed."""
 
 
-def kick_cache_dir() -> Path:
-    """Root of everything kick caches: ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
-    if os.environ.get("KICK_CACHE_DIR"):
-        return Path(os.environ["KICK_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
+def kick_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Root of everything kick caches: ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else
+    ``~/.cache/kick``, read from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    if env.get("KICK_CACHE_DIR"):
+        return Path(env["KICK_CACHE_DIR"]).expanduser()
+    xdg = env.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "kick"
 

@@ -19,7 +19,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
@@ -40,10 +39,10 @@ class JudgeConfigError(ValueError):
 
 
 def _default_cache_dir(env: Mapping[str, str] | None = None) -> str:
-    """``judge/`` under kick's cache root: ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``."""
-    env = os.environ if env is None else env
-    root = env.get("KICK_CACHE_DIR") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kick"
-    return str(Path(root).expanduser() / "judge")
+    """``judge/`` under kick's cache root (:func:`kick_models.embedded.kick_cache_dir`)."""
+    from kick_models.embedded import kick_cache_dir
+
+    return str(kick_cache_dir(env) / "judge")
 
 
 @dataclass(frozen=True)
