@@ -200,18 +200,20 @@ def _walk_one(index, block, n_blocks, batches, compress_block, order, norms, hes
     """Statistics, compression and output propagation of one block that sits on the compute device."""
     linears = block_linears(block)
     full = propagate == "dense" or (keep_outputs and index == n_blocks - 1)
-    groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full)
+    groups, outputs = _gather_stats(block, linears, batches, order, norms=norms, hessian=hessian, full=full,
+                                    first_group_only=true_sequential)
     if true_sequential and len(groups) > 1:
-        changed = False
-        for k in range(len(groups)):
-            group = groups[k] if k == 0 else _restat(block, linears[groups[k].names[0]], groups[k].names,
-                                                     batches, norms=norms, hessian=hessian)
-            groups[k] = None  # free each Hessian once its group is done
+        first, *later = groups  # only ``first`` has statistics yet
+        del groups
+        changed = compress_block(index, block, linears, [first])
+        del first
+        for found in later:
+            group = _restat(block, linears[found.names[0]], found.names, batches, norms=norms, hessian=hessian)
             changed = compress_block(index, block, linears, [group]) or changed
             del group
     else:
         changed = compress_block(index, block, linears, groups)
-    del groups
+        del groups
     last = index == n_blocks - 1
     if (outputs is None or (changed and propagate == "compressed")) and (keep_outputs or not last):
         outputs = _run_block(block, batches)
@@ -252,13 +254,15 @@ def _restat(block, leader: nn.Linear, names: list[str], batches, *, norms, hessi
     return LinearGroup(list(names), holder[0])
 
 
-def _gather_stats(block, linears, batches, order: list[str], *, norms, hessian, full):
+def _gather_stats(block, linears, batches, order: list[str], *, norms, hessian, full, first_group_only=False):
     """One pass of the block over all batches with input hooks on its Linear layers.
 
     Layers fed the same tensor object share an accumulator (decided on the first batch). ``order``
     is the Linear call order seen on the first block (filled here when empty); when the block's
     outputs are not needed (``full`` False) and this block has the same Linear layers, every batch
     stops right after the last Linear's input is recorded, saving that layer's matmul.
+    ``first_group_only`` (true-sequential): groups after the first are found but accumulate
+    nothing, since their statistics are re-collected once the groups before them are compressed.
     Returns (groups, outputs or None).
     """
     groups: dict[str, LinearGroup] = {}
@@ -279,7 +283,10 @@ def _gather_stats(block, linears, batches, order: list[str], *, norms, hessian, 
                         groups[name], leader[name] = group, False
                         break
                 else:
-                    group = LinearGroup([name], InputStats(layer.in_features, norms=norms, hessian=hessian, device=x.device))
+                    collect = not (first_group_only and seen)  # ``seen`` is empty only for the first group
+                    stats = InputStats(layer.in_features, norms=norms and collect, hessian=hessian and collect,
+                                       device=x.device)
+                    group = LinearGroup([name], stats)
                     groups[name], leader[name] = group, True
                     seen.append((x, group))
             if leader[name]:
