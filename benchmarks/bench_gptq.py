@@ -124,7 +124,8 @@ def main(argv=None) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kick_models.compression.calibration import calibration_ids, heldout_text
+    from kick_common.bundled import heldout_text
+    from kick_models.compression.calibration import calibration_ids
     from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
     from kick_models.embedded import embedded_model_path

@@ -28,9 +28,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from kick_common.paths import CACHE_ENV, kick_cache_dir
+
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "KICK_CACHE_DIR"
 KEY_SCHEMA = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -55,8 +56,6 @@ class CacheError(OSError):
 def default_cache_dir() -> Path:
     """``<root>/compressed`` beside the converted embedded model, under kick's cache root
     (``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else ``~/.cache/kick``)."""
-    from kick_models.embedded import kick_cache_dir
-
     return kick_cache_dir() / "compressed"
 
 

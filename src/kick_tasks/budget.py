@@ -5,9 +5,12 @@ context length here, from the task metadata (lm-eval merges ``--model_args`` int
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from kick_common.paths import embedded_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +20,23 @@ _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
 
 def _model_name(metadata: Mapping[str, Any]) -> str | None:
     """``tokenizer`` or ``pretrained`` from the metadata; with neither, kick-hf's embedded default
-    model (``--model kick-hf`` without ``pretrained``), when it is installed."""
+    model (``--model kick-hf`` without ``pretrained``) once it has been converted.
+
+    The conversion belongs to ``kick_models`` and happens when kick-hf loads the model, which lm-eval
+    does before it builds any prompt; the tasks only look for the converted folder.
+    """
     for key in ("tokenizer", "pretrained"):
         value = metadata.get(key)
         if isinstance(value, str) and value:
             return value
-    from kick_models.embedded import EmbeddedModelMissing, embedded_model_path
-
     try:
-        return str(embedded_model_path())
-    except EmbeddedModelMissing:
+        folder = embedded_model_dir()
+    except importlib.metadata.PackageNotFoundError:
         return None
+    if (folder / "config.json").is_file():
+        return str(folder)
+    log.info("kick: no tokenizer in the task metadata and the embedded model is not converted yet; prompts are not fitted")
+    return None
 
 
 @functools.lru_cache(maxsize=4)

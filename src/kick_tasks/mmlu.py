@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.resources
-import json
 import logging
 import re
 from typing import Any
@@ -14,6 +11,8 @@ from typing import Any
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
+from kick_common.bundled import read_json, read_json_gz
+from kick_tasks import data_dir
 from kick_tasks.budget import count_tokens, metadata_max_length, metadata_tokenizer
 
 log = logging.getLogger(__name__)
@@ -24,20 +23,14 @@ HEADER = "The following are multiple choice questions (with answers) about {}.\n
 _LETTER_RE = re.compile(r"\b([ABCD])\b")
 
 
-def _data_file(name: str):
-    return importlib.resources.files("kick_tasks") / "data" / "mmlu" / name
-
-
 @functools.cache
 def _archive() -> dict[str, Any]:
-    with _data_file("mmlu.json.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json_gz(data_dir() / "mmlu" / "mmlu.json.gz")
 
 
 @functools.cache
 def _categories() -> dict[str, Any]:
-    with _data_file("categories.json").open("r", encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(data_dir() / "mmlu" / "categories.json")
 
 
 def subjects() -> list[str]:

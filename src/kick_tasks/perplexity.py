@@ -2,7 +2,8 @@
 
 LLM-KICK's point is that perplexity barely moves while knowledge collapses; this task gives the
 perplexity side of that picture without network access (``wikitext`` needs the Hub). The text is
-the engine's held-out split of the bundled Wikipedia articles, which calibration never draws from.
+the held-out split of the bundled Wikipedia articles (``kick_common.bundled``), which calibration
+never draws from.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kick_common.bundled import bundled_documents
+
 MIN_CHARS = 400  # the held-out split also holds one-line stubs; they say little about perplexity
 
 
 def heldout_documents() -> list[dict[str, str]]:
     """``{"id", "text"}`` for every held-out article of at least ``MIN_CHARS`` characters, in file order."""
-    from kick_models.compression.calibration import bundled_documents
-
     docs = [text for text in bundled_documents("heldout") if len(text) >= MIN_CHARS]
     return [{"id": str(i), "text": text} for i, text in enumerate(docs)]
 

@@ -9,13 +9,12 @@ distinct-n / repetition, and a 1-10 judge score when a judge is configured.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
+from kick_common.bundled import read_jsonl_gz
+from kick_tasks import data_dir
 from kick_tasks.budget import count_tokens, metadata_max_length, metadata_tokenizer
 from kick_tasks.diversity import count_true, diversity_metrics, mean_defined
 from kick_tasks.judge.client import JudgeClient, JudgeRequest
@@ -50,9 +49,7 @@ def _sentence(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _records() -> tuple[dict, ...]:
-    path = files("kick_tasks") / "data" / "cnndm" / "stories.jsonl.gz"
-    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-        return tuple(json.loads(line) for line in fh)
+    return tuple(read_jsonl_gz(data_dir() / "cnndm" / "stories.jsonl.gz"))
 
 
 def _doc(rec: dict, group: str) -> dict:

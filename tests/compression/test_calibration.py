@@ -3,12 +3,8 @@ import json
 import pytest
 import torch
 
-from kick_models.compression.calibration import (
-    CalibrationError,
-    bundled_documents,
-    calibration_ids,
-    heldout_text,
-)
+from kick_common.bundled import bundled_documents, heldout_text
+from kick_models.compression.calibration import CalibrationError, calibration_ids
 from kick_models.config import CompressionConfig
 
 

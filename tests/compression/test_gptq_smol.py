@@ -13,7 +13,8 @@ EVAL_SEQLEN, EVAL_WINDOWS = 256, 4
 
 @pytest.fixture(scope="module")
 def setup(smol):
-    from kick_models.compression.calibration import calibration_ids, heldout_text
+    from kick_common.bundled import heldout_text
+    from kick_models.compression.calibration import calibration_ids
     from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
 

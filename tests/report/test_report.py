@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from kick_tasks.report import cli, tables
-from kick_tasks.report.runs import ReportError, Setting, load_runs
+from kick_study import cli, tables
+from kick_study.runs import ReportError, Setting, load_runs
 
 
 def _row(markdown: str, label: str) -> list[str]:
@@ -100,7 +100,7 @@ def test_plots_exist_one_per_task(grid_dir):
 def test_plot_draws_dense_line_band_and_one_line_per_setting(grid_dir, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from kick_tasks.report import plots
+    from kick_study import plots
 
     captured = {}
     real_close = plt.close

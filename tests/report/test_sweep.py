@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kick_tasks.report import sweep
-from kick_tasks.report.runs import load_runs
+from kick_study import grid, runners, sweep
+from kick_study import index as sweep_index
+from kick_study.runs import load_runs
 
 
 def settings(**over):
-    base = {**sweep.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
+    base = {**grid.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
             "patterns": ["unstructured", "2:4"], "bits": [16], "tasks": ["kick_freebaseqa"], "limit": 5,
             "wikitext": "false", "out": "unused"}
     base.update(over)
@@ -27,19 +28,19 @@ class FakeRunner:
         self.calls: list[str] = []
         self.fail_on, self.interrupt_after = set(fail_on), interrupt_after
 
-    def __call__(self, cell: sweep.Cell, cell_dir: Path) -> Path:
+    def __call__(self, cell: grid.Cell, cell_dir: Path) -> Path:
         if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
             raise KeyboardInterrupt
         self.calls.append(cell.cell_id)
         if cell.method in self.fail_on:
-            raise sweep.CellFailed("CUDA out of memory (pretend)")
+            raise runners.CellFailed("CUDA out of memory (pretend)")
         args = dict(part.split("=", 1) for part in cell.model_args.split(","))
         return self.writer(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
 
 
 def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
-    assert len(sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4]), ["t"])) == 1 + 3 + 1
-    cells = sweep.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4], prune_and_quantize=True), ["kick_freebaseqa"])
+    assert len(grid.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4]), ["t"])) == 1 + 3 + 1
+    cells = grid.plan_cells(settings(methods=["wanda", "gptq"], bits=[16, 4], prune_and_quantize=True), ["kick_freebaseqa"])
     specs = [(c.method, c.sparsity, c.pattern, c.wbits) for c in cells]
     assert specs[0] == ("none", 0.0, "unstructured", 16)
     assert ("wanda", 0.5, "2:4", 16) in specs and ("wanda", 0.2, "unstructured", 4) in specs
@@ -51,7 +52,7 @@ def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
 
 
 def test_embedded_model_and_extra_model_args():
-    cells = sweep.plan_cells(settings(models=["embedded"], methods=["wanda"], patterns=["unstructured"],
+    cells = grid.plan_cells(settings(models=["embedded"], methods=["wanda"], patterns=["unstructured"],
                                       sparsities=[0.5], model_args={"nsamples": 8, "seqlen": 64}, cache_dir="/c"),
                              ["t"])
     assert cells[0].model_args == "method=none,nsamples=8,seqlen=64,cache_dir=/c"
@@ -59,54 +60,54 @@ def test_embedded_model_and_extra_model_args():
 
 
 def test_perplexity_contrast_is_always_included():
-    assert sweep.grid_tasks(settings(), online=lambda: False) == ["kick_freebaseqa", sweep.PPL_TASK]
-    assert sweep.grid_tasks(settings(wikitext="auto"), online=lambda: True)[-1] == "wikitext"
-    assert "wikitext" not in sweep.grid_tasks(settings(wikitext="false"), online=lambda: True)
-    with pytest.raises(sweep.SweepError, match="accepted: auto"):
-        sweep.grid_tasks(settings(wikitext="maybe"))
+    assert grid.grid_tasks(settings(), online=lambda: False) == ["kick_freebaseqa", grid.PPL_TASK]
+    assert grid.grid_tasks(settings(wikitext="auto"), online=lambda: True)[-1] == "wikitext"
+    assert "wikitext" not in grid.grid_tasks(settings(wikitext="false"), online=lambda: True)
+    with pytest.raises(grid.SweepError, match="accepted: auto"):
+        grid.grid_tasks(settings(wikitext="maybe"))
 
 
 def test_resume_runs_exactly_the_missing_cells(tmp_path, results_writer):
-    cells = sweep.plan_cells(settings(), ["kick_freebaseqa", sweep.PPL_TASK])
+    cells = grid.plan_cells(settings(), ["kick_freebaseqa", grid.PPL_TASK])
     assert len(cells) == 7
     first = FakeRunner(results_writer, interrupt_after=3)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(cells, tmp_path, first, progress=False)
+        sweep_index.run_sweep(cells, tmp_path, first, progress=False)
     assert first.calls == [c.cell_id for c in cells[:3]]
 
     second = FakeRunner(results_writer)
-    outcome = sweep.run_sweep(cells, tmp_path, second, progress=False)
+    outcome = sweep_index.run_sweep(cells, tmp_path, second, progress=False)
     assert second.calls == [c.cell_id for c in cells[3:]]
     assert outcome.skipped == first.calls and outcome.ran == second.calls
 
     third = FakeRunner(results_writer)
-    assert sweep.run_sweep(cells, tmp_path, third, progress=False).ran == [] and third.calls == []
-    index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
+    assert sweep_index.run_sweep(cells, tmp_path, third, progress=False).ran == [] and third.calls == []
+    index = json.loads((tmp_path / sweep_index.INDEX_FILE).read_text())
     assert all(entry["status"] == "ok" for entry in index["cells"].values())
     assert len(load_runs(tmp_path)) == 7  # the report reads what the sweep wrote
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results_writer):
-    cells = sweep.plan_cells(settings(methods=["magnitude", "wanda"]), ["t"])
+    cells = grid.plan_cells(settings(methods=["magnitude", "wanda"]), ["t"])
     runner = FakeRunner(results_writer, fail_on={"magnitude"})
-    outcome = sweep.run_sweep(cells, tmp_path, runner, progress=False)
+    outcome = sweep_index.run_sweep(cells, tmp_path, runner, progress=False)
     assert len(runner.calls) == len(cells) and len(outcome.failed) == 3 and len(outcome.ran) == 4
-    index = json.loads((tmp_path / sweep.INDEX_FILE).read_text())
+    index = json.loads((tmp_path / sweep_index.INDEX_FILE).read_text())
     failed = [e for e in index["cells"].values() if e["status"] == "failed"]
     assert len(failed) == 3 and all("out of memory" in e["error"] for e in failed)
     # a rerun retries only the failed cells
     retry = FakeRunner(results_writer)
-    sweep.run_sweep(cells, tmp_path, retry, progress=False)
+    sweep_index.run_sweep(cells, tmp_path, retry, progress=False)
     assert sorted(retry.calls) == sorted(e["cell_id"] for e in failed)
 
 
 def test_cell_with_missing_results_file_is_rerun(tmp_path, results_writer):
-    cells = sweep.plan_cells(settings(methods=[]), ["t"])
-    sweep.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
+    cells = grid.plan_cells(settings(methods=[]), ["t"])
+    sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
     for path in tmp_path.rglob("results_*.json"):
         path.unlink()
     again = FakeRunner(results_writer)
-    sweep.run_sweep(cells, tmp_path, again, progress=False)
+    sweep_index.run_sweep(cells, tmp_path, again, progress=False)
     assert again.calls == [cells[0].cell_id]
 
 
@@ -176,12 +177,12 @@ def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner)
     monkeypatch.setattr(sweep, "task_manager", kick_only_task_manager)
     out = tmp_path / "sweep"
     code = sweep.main(["--models", str(tmp_path / "tiny"), "--methods", "magnitude", "--sparsities", "0.5",
-                       "--tasks", sweep.PPL_TASK, "--limit", "1", "--wikitext", "false",
+                       "--tasks", grid.PPL_TASK, "--limit", "1", "--wikitext", "false",
                        "--model_args", "dtype=float32", "--out", str(out), "--runner", runner])
-    index = json.loads((out / sweep.INDEX_FILE).read_text())
+    index = json.loads((out / sweep_index.INDEX_FILE).read_text())
     assert code == 0, index
     assert [e["status"] for e in index["cells"].values()] == ["ok", "ok"]
-    from kick_tasks.report import cli
+    from kick_study import cli
 
     report = cli.build_report(out, plots=False).read_text()
     assert "Perplexity contrast: kick_ppl_heldout" in report and "| magnitude |" in report

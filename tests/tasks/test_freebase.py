@@ -2,13 +2,13 @@
 
 import pytest
 
-from kick_tasks import factoid_qa
+from kick_tasks import freebase as freebase_qa
 from kick_tasks.normalize import contains, exact_match, normalize_answer
 
 
 @pytest.fixture(scope="module")
 def freebase():
-    return factoid_qa.load_freebaseqa()["test"]
+    return freebase_qa.load_freebaseqa()["test"]
 
 
 def test_bundled_eval_set_is_deduplicated_with_all_aliases(freebase):
@@ -22,7 +22,7 @@ def test_bundled_eval_set_is_deduplicated_with_all_aliases(freebase):
 
 def test_prompt_snapshot(freebase):
     doc = freebase[0]
-    assert factoid_qa.doc_to_text(doc) == (
+    assert freebase_qa.doc_to_text(doc) == (
         "Please give answer to this question: 100 pesewas equalling 1 cedi are the units of currency "
         "of which African country?\nThe answer is"
     )
@@ -58,13 +58,13 @@ def test_normalize_answer(text, expected):
 )
 def test_scoring(generation, aliases, em, cont):
     doc = {"question": "q", "answers": aliases}
-    assert factoid_qa.process_results(doc, [generation]) == {"exact_match": em, "contains": cont}
+    assert freebase_qa.process_results(doc, [generation]) == {"exact_match": em, "contains": cont}
 
 
 def test_alias_in_the_question_alone_does_not_count():
     # the reference code searched prompt + output, so a question that names its answer scored
     doc = {"question": "Which country's currency is the Ghana cedi?", "answers": ["ghana"]}
-    assert factoid_qa.process_results(doc, [" I do not know."]) == {"exact_match": 0, "contains": 0}
+    assert freebase_qa.process_results(doc, [" I do not know."]) == {"exact_match": 0, "contains": 0}
 
 
 def test_metric_helpers_agree_with_definitions():
@@ -87,11 +87,11 @@ def test_metric_helpers_agree_with_definitions():
     ],
 )
 def test_chat_answer_span(reply, span):
-    assert factoid_qa.extract_chat_answer(reply) == span
+    assert freebase_qa.extract_chat_answer(reply) == span
 
 
 def test_chat_scoring_ignores_later_sentences():
     doc = {"question": "q", "answers": ["ghana"]}
-    assert factoid_qa.process_results_chat(doc, ["Sure! Ghana."]) == {"exact_match": 1, "contains": 1}
-    assert factoid_qa.process_results_chat(doc, ["It is Togo. Ghana is its neighbour."]) == {"exact_match": 0, "contains": 0}
-    assert factoid_qa.doc_to_text_chat({"question": "Who?"}) == "Answer this question with just the answer, in a few words.\nQuestion: Who?"
+    assert freebase_qa.process_results_chat(doc, ["Sure! Ghana."]) == {"exact_match": 1, "contains": 1}
+    assert freebase_qa.process_results_chat(doc, ["It is Togo. Ghana is its neighbour."]) == {"exact_match": 0, "contains": 0}
+    assert freebase_qa.doc_to_text_chat({"question": "Who?"}) == "Answer this question with just the answer, in a few words.\nQuestion: Who?"

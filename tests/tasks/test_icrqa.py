@@ -5,7 +5,7 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 import kick_tasks
-from kick_tasks import triviaqa
+from kick_tasks import icrqa
 from kick_tasks.normalize import normalize_answer
 
 
@@ -16,7 +16,7 @@ def task_manager():
 
 @pytest.fixture(scope="module")
 def mini():
-    return triviaqa.load_mini()["validation"]
+    return icrqa.load_mini()["validation"]
 
 
 def _task(task_manager, name):
@@ -27,8 +27,8 @@ def test_mini_fixture_answers_appear_in_their_evidence(mini):
     assert len(mini) >= 40
     assert len(set(mini["question"])) == len(mini)
     for doc in mini:
-        evidence = f" {normalize_answer(triviaqa.evidence_text(doc))} "
-        aliases = triviaqa._answers(doc)
+        evidence = f" {normalize_answer(icrqa.evidence_text(doc))} "
+        aliases = icrqa._answers(doc)
         assert any(f" {a} " in evidence for a in aliases), (doc["question_id"], aliases)
         # the question itself must not give the answer away
         assert not any(f" {a} " in f" {normalize_answer(doc['question'])} " for a in aliases), doc["question_id"]
@@ -56,8 +56,8 @@ def test_prompt_snapshots(task_manager, mini):
 
 def test_evidence_order_wikipedia_then_web():
     doc = {"entity_pages": {"wiki_context": ["W1", "W2"]}, "search_results": {"search_context": [" S1 ", "S2"]}}
-    assert triviaqa.evidence_text(doc) == "W1\n\nS1"
-    assert triviaqa.evidence_text({"entity_pages": {"wiki_context": []}, "search_results": {}}) == ""
+    assert icrqa.evidence_text(doc) == "W1\n\nS1"
+    assert icrqa.evidence_text({"entity_pages": {"wiki_context": []}, "search_results": {}}) == ""
 
 
 def test_open_book_evidence_fits_a_token_budget(task_manager, mini, smol_path):
@@ -72,7 +72,7 @@ def test_open_book_evidence_fits_a_token_budget(task_manager, mini, smol_path):
     prompt = task.fewshot_context(doc, 0)
     evidence = prompt.split("\n\nBased on these texts")[0]
     assert len(tokenizer(evidence, add_special_tokens=False)["input_ids"]) <= 20
-    assert triviaqa.evidence_text(doc).startswith(evidence)
+    assert icrqa.evidence_text(doc).startswith(evidence)
     # default budget: the model's context minus the question and the 32 new tokens
     task.config.metadata = {**meta, "pretrained": str(smol_path), "max_length": 128}
     prompt = task.fewshot_context(doc, 0)
@@ -80,26 +80,26 @@ def test_open_book_evidence_fits_a_token_budget(task_manager, mini, smol_path):
     assert prompt.endswith("from which state?\nA:")
     # the paper's cut: 3,072 characters (here: a 100-character cut, no tokenizer needed)
     task.config.metadata = {**meta, "icrqa_evidence_chars": 100}
-    assert task.fewshot_context(doc, 0).split("\n\nBased on")[0] == triviaqa.evidence_text(doc)[:100]
+    assert task.fewshot_context(doc, 0).split("\n\nBased on")[0] == icrqa.evidence_text(doc)[:100]
     task.config.metadata = meta
 
 
 def test_source_switch(monkeypatch):
-    monkeypatch.delenv(triviaqa.SOURCE_ENV, raising=False)
-    assert triviaqa.resolve_source() == "hub"
-    monkeypatch.setenv(triviaqa.SOURCE_ENV, "mini")
-    assert triviaqa.resolve_source() == "mini"
-    assert len(triviaqa.load_icrqa()["validation"]) == len(triviaqa.load_mini()["validation"])
-    assert triviaqa.resolve_source("hub") == "hub"  # metadata wins over the environment
+    monkeypatch.delenv(icrqa.SOURCE_ENV, raising=False)
+    assert icrqa.resolve_source() == "hub"
+    monkeypatch.setenv(icrqa.SOURCE_ENV, "mini")
+    assert icrqa.resolve_source() == "mini"
+    assert len(icrqa.load_icrqa()["validation"]) == len(icrqa.load_mini()["validation"])
+    assert icrqa.resolve_source("hub") == "hub"  # metadata wins over the environment
     with pytest.raises(ValueError, match="'web'"):
-        triviaqa.resolve_source("web")
+        icrqa.resolve_source("web")
 
 
 def test_hub_unreachable_error_is_clear(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="mandarjoshi/trivia_qa") as info:
-        triviaqa.load_icrqa(icrqa_source="hub")
+        icrqa.load_icrqa(icrqa_source="hub")
     assert "KICK_ICRQA_SOURCE=mini" in str(info.value)
 
 
@@ -120,7 +120,7 @@ def test_hub_unreachable_error_is_clear(monkeypatch):
 )
 def test_scoring(generation, aliases, em, contains):
     doc = {"question": "Which city is the capital of France?", "answer": {"value": aliases[0], "aliases": aliases}}
-    scores = triviaqa.process_results(doc, [generation])
+    scores = icrqa.process_results(doc, [generation])
     assert scores["exact_match"] == em
     assert scores["contains_paper"] == contains
     assert 0.0 <= scores["f1"] <= 1.0
@@ -131,20 +131,20 @@ def test_scoring(generation, aliases, em, contains):
 def test_reference_bugs_are_fixed():
     aliases = ["Paris"]
     # the reference's "exact match" was two-way containment: "" is inside every alias
-    assert triviaqa.reference_contains("", aliases) == 1.0
-    assert triviaqa.reference_contains("\nA:".strip(), aliases) == 1.0
-    assert triviaqa.contains_paper("", aliases) == 0.0
-    assert triviaqa.exact_match("", aliases) == 0.0
+    assert icrqa.reference_contains("", aliases) == 1.0
+    assert icrqa.reference_contains("\nA:".strip(), aliases) == 1.0
+    assert icrqa.contains_paper("", aliases) == 0.0
+    assert icrqa.exact_match("", aliases) == 0.0
     # an alias that appears only in the question does not count: only the continuation is scored
     doc = {"question": "Is Paris the capital of France?", "answer": {"value": "Paris", "aliases": aliases}}
-    assert triviaqa.process_results(doc, [" Yes"]) == {"exact_match": 0.0, "f1": 0.0, "contains_paper": 0.0}
+    assert icrqa.process_results(doc, [" Yes"]) == {"exact_match": 0.0, "f1": 0.0, "contains_paper": 0.0}
 
 
 def test_f1_is_token_overlap_maximised_over_aliases():
-    assert triviaqa.token_f1("the comet appeared in November 2002", ["2002", "November 2002"]) == pytest.approx(
+    assert icrqa.token_f1("the comet appeared in November 2002", ["2002", "November 2002"]) == pytest.approx(
         2 * (2 / 5) * 1 / (2 / 5 + 1)
     )
-    assert triviaqa.token_f1("", ["x"]) == 0.0
+    assert icrqa.token_f1("", ["x"]) == 0.0
 
 
 def _hub_shaped_rows():
@@ -191,8 +191,8 @@ def test_hub_source_reads_the_rc_schema_in_dataset_order(monkeypatch):
         calls.append((path, name, split))
         return _hub_shaped_rows()
 
-    monkeypatch.delenv(triviaqa.SOURCE_ENV, raising=False)
-    monkeypatch.setattr(triviaqa.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.delenv(icrqa.SOURCE_ENV, raising=False)
+    monkeypatch.setattr(icrqa.datasets, "load_dataset", fake_load_dataset)
     manager = TaskManager(include_path=str(kick_tasks.task_yamls_dir()), include_defaults=False)
     tasks = manager.load(["kick_icrqa_open", "kick_icrqa_closed"])["tasks"]
     assert calls and set(calls) == {("mandarjoshi/trivia_qa", "rc", "validation")}
@@ -206,5 +206,5 @@ def test_hub_source_reads_the_rc_schema_in_dataset_order(monkeypatch):
     assert closed.fewshot_context(docs[2], 0).endswith("Q: What is the chemical symbol of gold?\nA:")
     assert "Au is gold" not in closed.fewshot_context(docs[2], 0)
     assert open_book.doc_to_target(docs[0]) == "Danube"
-    assert triviaqa.process_results(docs[1], [" Shakespeare\n"])["exact_match"] == 1.0
-    assert triviaqa.process_results(docs[0], [" the River Danube."])["exact_match"] == 1.0
+    assert icrqa.process_results(docs[1], [" Shakespeare\n"])["exact_match"] == 1.0
+    assert icrqa.process_results(docs[0], [" the River Danube."])["exact_match"] == 1.0

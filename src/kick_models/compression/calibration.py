@@ -1,63 +1,25 @@
-"""Calibration token windows (`calib=bundled|c4|wikitext2|<file>`) and the held-out split of the
-bundled text, all drawn with one seeded RNG object so the same seed gives the same ids."""
+"""Calibration token windows (`calib=bundled|c4|wikitext2|<file>`), all drawn with one seeded RNG object so
+the same seed gives the same ids (the bundled text and its held-out split live in ``kick_common.bundled``)."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import random
-from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 
+from kick_common.bundled import bundled_documents
+
 log = logging.getLogger(__name__)
 
-HELDOUT_FRACTION = 0.1  # last 10% of the bundled Wikipedia articles: never used for calibration
 C4_SHARD = "en/c4-train.00000-of-01024.json.gz"
 
 
 class CalibrationError(ValueError):
     """The calibration source cannot supply the requested windows; the message says what to use."""
-
-
-# --------------------------------------------------------------------------- bundled text
-def _read_bundled(name: str) -> str:
-    with gzip.open(files("kick_models") / "data" / "calibration" / f"{name}.utf8.gz", "rt", encoding="utf-8") as f:
-        return f.read()
-
-
-@lru_cache(maxsize=1)
-def _wiki_articles() -> tuple[str, ...]:
-    """Bundled Wikipedia articles, ``<doc …>`` wrappers removed, in file order."""
-    articles = []
-    for chunk in _read_bundled("wiki").split("</doc>"):
-        start = chunk.find(">", chunk.find("<doc "))
-        text = chunk[start + 1 :].strip() if "<doc " in chunk else chunk.strip()
-        if text:
-            articles.append(text)
-    return tuple(articles)
-
-
-def bundled_documents(split: str = "calibration") -> list[str]:
-    """``calibration``: the 118 bundled C4 documents + the first 90% of the Wikipedia articles;
-    ``heldout``: the last 10% of the Wikipedia articles."""
-    articles = _wiki_articles()
-    cut = len(articles) - int(len(articles) * HELDOUT_FRACTION)
-    if split == "calibration":
-        c4 = [line.strip() for line in _read_bundled("c4").splitlines() if line.strip()]
-        return c4 + list(articles[:cut])
-    if split == "heldout":
-        return list(articles[cut:])
-    raise ValueError(f"split={split!r}; accepted: calibration | heldout")
-
-
-def heldout_text() -> str:
-    """Bundled text never used for calibration (the last 10% of the Wikipedia articles)."""
-    return "\n\n".join(bundled_documents("heldout"))
 
 
 # --------------------------------------------------------------------------- hub and files

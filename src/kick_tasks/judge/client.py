@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
 
+from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
 from kick_tasks.judge.parsing import Parsed, parse_score, parse_verdict
 from kick_tasks.judge.prompts import with_reminder
@@ -39,9 +40,7 @@ class JudgeConfigError(ValueError):
 
 
 def _default_cache_dir(env: Mapping[str, str] | None = None) -> str:
-    """``judge/`` under kick's cache root (:func:`kick_models.embedded.kick_cache_dir`)."""
-    from kick_models.embedded import kick_cache_dir
-
+    """``judge/`` under kick's cache root (:func:`kick_common.paths.kick_cache_dir`)."""
     return str(kick_cache_dir(env) / "judge")
 
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from kick_tasks.report.plots import plot_view
-from kick_tasks.report.runs import ReportError, load_runs
-from kick_tasks.report.tables import (
+from kick_study.plots import plot_view
+from kick_study.runs import ReportError, load_runs
+from kick_study.tables import (
     Tolerance,
     build_views,
     category_breakdown,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from kick_tasks.report.runs import (
+from kick_study.runs import (
     Run,
     Setting,
     higher_is_better,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from typing import Any
 
+from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
 from kick_tasks.normalize import contains, exact_match, first_line
 
@@ -37,8 +36,7 @@ def load_freebaseqa(**kwargs: Any):
     """The bundled FreebaseQA v1.1 eval set (4,000 unique questions, all answer aliases), as a DatasetDict."""
     import datasets
 
-    with gzip.open(data_dir() / "freebaseqa" / "eval.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_jsonl_gz(data_dir() / "freebaseqa" / "eval.jsonl.gz")
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 

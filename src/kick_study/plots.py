@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kick_tasks.report.tables import TaskView, Tolerance
+from kick_study.tables import TaskView, Tolerance
 
 
 def plot_file_name(view: TaskView) -> str:

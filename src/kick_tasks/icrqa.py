@@ -3,9 +3,6 @@ bundled mini fixture, evidence cut to a token budget, and the official scoring n
 
 from __future__ import annotations
 
-import gzip
-import importlib.resources
-import json
 import logging
 import os
 from collections import Counter
@@ -14,6 +11,8 @@ from typing import Any
 import datasets
 from lm_eval.api.task import ConfigurableTask
 
+from kick_common.bundled import read_jsonl_gz
+from kick_tasks import data_dir
 from kick_tasks.budget import metadata_max_length, metadata_tokenizer
 from kick_tasks.normalize import exact_match as _normalized_equal
 from kick_tasks.normalize import first_line, normalize_answer
@@ -31,14 +30,9 @@ MAX_NEW_TOKENS = 32
 # ---------------------------------------------------------------- data
 
 
-def _mini_file():
-    return importlib.resources.files("kick_tasks") / "data" / "triviaqa" / "mini.jsonl.gz"
-
-
 def load_mini() -> datasets.DatasetDict:
     """The bundled open-book fixture (questions written for kick, evidence from Wikipedia)."""
-    with _mini_file().open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_jsonl_gz(data_dir() / "triviaqa" / "mini.jsonl.gz")
     return datasets.DatasetDict({HUB_SPLIT: datasets.Dataset.from_list(rows)})
 
 

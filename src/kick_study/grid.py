@@ -1,0 +1,240 @@
+"""The sweep's grid: settings (defaults, config files), the cells they expand to, and the task list.
+
+A grid is models × methods × sparsities × patterns × bits, evaluated on a list of tasks. The dense
+model and the perplexity contrast (``kick_ppl_heldout``, plus ``wikitext`` when the Hub is reachable)
+are always part of it; every cell's compression is checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from kick_common.args import format_kv, is_true
+
+log = logging.getLogger(__name__)
+
+PPL_TASK = "kick_ppl_heldout"
+WIKITEXT_TASK = "wikitext"
+PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
+GRID_KEYS = ("models", "methods", "sparsities", "patterns", "bits", "tasks")
+DEFAULTS: dict[str, Any] = {
+    "models": [],
+    "methods": ["magnitude", "wanda", "sparsegpt"],
+    "sparsities": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "patterns": ["unstructured"],
+    "bits": [16],
+    "tasks": [],
+    "limit": None,
+    "batch_size": 1,
+    "device": None,
+    "model_args": {},
+    "wikitext": "auto",
+    "prune_and_quantize": False,
+    "runner": "subprocess",
+    "cache_dir": None,
+    "include_path": None,
+}
+
+
+class SweepError(ValueError):
+    """A sweep setting is wrong; the message names the value and what is accepted."""
+
+
+# --------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class Cell:
+    """One lm-eval run: a model under one compression setting, on all the grid's tasks."""
+
+    model: str
+    method: str
+    sparsity: float
+    pattern: str
+    wbits: int
+    tasks: tuple[str, ...]
+    model_args: str
+    limit: float | None = None
+    batch_size: Any = 1
+    device: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("=")[-1].rstrip("/").split("/")[-1])[:40] or "model"
+        spec = f"{self.method}-{self.pattern.replace(':', 'of')}-s{self.sparsity:.2f}-w{self.wbits}"
+        digest = hashlib.sha256(
+            json.dumps([self.model_args, sorted(self.tasks), self.limit], sort_keys=True).encode()
+        ).hexdigest()[:8]
+        return f"{slug}__{spec}__{digest}"
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "tasks": list(self.tasks), "cell_id": self.cell_id}
+
+
+def as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _model_fragment(model: str) -> str:
+    """``org/name`` → ``pretrained=org/name``; ``embedded`` → kick-hf's built-in SmolLM2 (no pretrained);
+    a full ``key=value,...`` string passes through."""
+    if model.strip().lower() == "embedded":
+        return ""
+    return model if "=" in model else f"pretrained={model}"
+
+
+def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, float, str, int]]:
+    """(method, sparsity, pattern, wbits) for every cell: the dense baseline first, then the grid.
+
+    Pruning methods cross unstructured sparsities and N:M patterns (N:M fixes its own sparsity),
+    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; ``gptq`` takes the
+    ``bits`` below 16.
+    """
+    from kick_models.config import parse_pattern
+
+    yield "none", 0.0, "unstructured", 16
+    patterns = [parse_pattern(p) for p in as_list(settings["patterns"]) or ["unstructured"]]
+    bits = [int(b) for b in as_list(settings["bits"]) or [16]]
+    for method in as_list(settings["methods"]):
+        method = str(method).strip().lower()
+        if method == "none":
+            continue
+        if method == "gptq":
+            for b in bits:
+                if b < 16:
+                    yield "gptq", 0.0, "unstructured", b
+            continue
+        for b in (bits if is_true(settings.get("prune_and_quantize")) else [16]):
+            for pattern in patterns:
+                if pattern is None:
+                    for s in as_list(settings["sparsities"]):
+                        if float(s) > 0:
+                            yield method, float(s), "unstructured", b
+                else:
+                    yield method, 1.0 - pattern[0] / pattern[1], f"{pattern[0]}:{pattern[1]}", b
+
+
+def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
+    """Every cell of the grid, each one's compression checked with ``build_config`` up front."""
+    from kick_models.config import ConfigError, build_config
+
+    models = as_list(settings["models"])
+    if not models:
+        raise SweepError("kick-sweep: no models given; use --models org/name[,path,...] or 'models:' in the config")
+    extra = dict(settings.get("model_args") or {})
+    if settings.get("cache_dir"):
+        extra.setdefault("cache_dir", settings["cache_dir"])
+    try:
+        grid = list(_compression_settings(settings))
+    except ValueError as err:  # ConfigError from a pattern, or a non-number sparsity / bits
+        raise SweepError(f"kick-sweep: bad grid setting: {err}") from None
+    cells, seen = [], set()
+    for model in models:
+        for method, sparsity, pattern, wbits in grid:
+            comp: dict[str, Any] = {"method": method}
+            if pattern != "unstructured":
+                comp["pattern"] = pattern
+            elif sparsity > 0:
+                comp["sparsity"] = sparsity
+            if wbits < 16:
+                comp["wbits"] = wbits
+            try:
+                build_config({**{k: v for k, v in extra.items() if k in _compression_keys()}, **comp})
+            except ConfigError as err:
+                raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
+            args = format_kv({**comp, **{k: v for k, v in extra.items() if k not in comp}})
+            cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
+                        tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
+                        limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
+                        device=settings.get("device"))
+            if cell.cell_id not in seen:
+                seen.add(cell.cell_id)
+                cells.append(cell)
+    return cells
+
+
+def _compression_keys() -> tuple[str, ...]:
+    from kick_models.config import COMPRESSION_KEYS
+
+    return COMPRESSION_KEYS
+
+
+# --------------------------------------------------------------------------- tasks
+def task_manager(include_path: str | None = None):
+    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given)."""
+    from kick_models.registration import task_manager as kick_task_manager
+
+    return kick_task_manager(as_list(include_path) or None)
+
+
+def check_tasks(tasks: Sequence[str], manager) -> None:
+    """Fail before any compression when a task or group name is unknown to lm-eval."""
+    known = set(manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise SweepError(
+            f"kick-sweep: unknown task(s) {', '.join(map(repr, unknown))}; accepted: any name listed by "
+            "`lm_eval ls tasks` (kick tasks start with 'kick_'; add --include_path DIR for your own YAMLs)"
+        )
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """False when offline mode is set or huggingface.co does not answer quickly."""
+    if any(is_true(os.environ.get(var, "")) for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def grid_tasks(settings: Mapping[str, Any], online: Callable[[], bool] = hub_reachable) -> list[str]:
+    """The grid's tasks plus the perplexity contrast: bundled held-out text always, wikitext when online."""
+    tasks = [str(t) for t in as_list(settings["tasks"])]
+    if PPL_TASK not in tasks:
+        tasks.append(PPL_TASK)
+    wikitext = str(settings.get("wikitext", "auto")).strip().lower()
+    if wikitext not in ("auto", "true", "false", "on", "off"):
+        raise SweepError(f"kick-sweep: wikitext={wikitext!r}; accepted: auto | true | false")
+    if WIKITEXT_TASK not in tasks and (wikitext in ("true", "on") or (wikitext == "auto" and online())):
+        tasks.append(WIKITEXT_TASK)
+    return tasks
+
+
+
+# --------------------------------------------------------------------------- config files
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or TOML (.toml) mapping of sweep settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"kick-sweep: config file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        raise SweepError(f"kick-sweep: config file {str(path)!r} must end in .yaml, .yml or .toml")
+    if not isinstance(data, dict):
+        raise SweepError(f"kick-sweep: config file {str(path)!r} must hold a mapping of settings")
+    unknown = set(data) - set(DEFAULTS) - {"out"}
+    if unknown:
+        raise SweepError(f"kick-sweep: unknown setting(s) {sorted(unknown)} in {path}; accepted: {sorted(DEFAULTS)} and out")
+    return data

@@ -1,0 +1,96 @@
+"""How a sweep cell runs: ``python -m lm_eval`` in a subprocess (isolated memory, crashes confined to
+the cell) or ``lm_eval.simple_evaluate`` in this process; both return the cell's results file."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from kick_common.args import parse_kv
+from kick_study.grid import Cell, as_list
+
+log = logging.getLogger(__name__)
+
+class CellFailed(RuntimeError):
+    """One cell's lm-eval run failed; the sweep records it and goes on."""
+
+
+Runner = Callable[[Cell, Path], Path]
+
+
+def _newest_results(cell_dir: Path) -> Path:
+    found = sorted(cell_dir.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CellFailed(f"lm-eval finished but wrote no results_*.json under {cell_dir}")
+    return found[-1]
+
+
+def subprocess_runner(include_path: str | None = None, timeout_s: float | None = None) -> Runner:
+    """Run each cell as ``python -m lm_eval ...``: isolated memory, crashes confined to the cell."""
+
+    def run(cell: Cell, cell_dir: Path) -> Path:
+        cmd = [sys.executable, "-m", "lm_eval", "--model", "kick-hf", "--model_args", cell.model_args,
+               "--tasks", ",".join(cell.tasks), "--output_path", str(cell_dir),
+               "--batch_size", str(cell.batch_size)]
+        if cell.limit is not None:
+            cmd += ["--limit", str(cell.limit)]
+        if cell.device:
+            cmd += ["--device", cell.device]
+        if include_path:
+            cmd += ["--include_path", include_path]
+        log_path = cell_dir / "lm_eval.log"
+        with open(log_path, "w", encoding="utf-8") as out:
+            out.write(shlex.join(cmd) + "\n")
+            out.flush()
+            try:
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+            except subprocess.TimeoutExpired:
+                raise CellFailed(f"lm_eval timed out after {timeout_s}s (log: {log_path})") from None
+        if proc.returncode != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+            raise CellFailed(f"lm_eval exited with {proc.returncode} (log: {log_path}):\n" + "\n".join(tail))
+        return _newest_results(cell_dir)
+
+    return run
+
+
+def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
+    """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell).
+
+    One TaskManager per base model, carrying ``pretrained`` as task metadata as the ``lm_eval``
+    CLI does (tasks that fit prompts to the model's context read the tokenizer from it).
+    """
+    managers: dict[Any, Any] = {}
+
+    def run(cell: Cell, cell_dir: Path) -> Path:
+        import lm_eval
+        from lm_eval.loggers import EvaluationTracker
+
+        args = cell.model_args if isinstance(cell.model_args, dict) else parse_kv(cell.model_args)
+        pretrained = args.get("pretrained")
+        if manager is not None:
+            cell_manager = manager
+        else:
+            if pretrained not in managers:
+                from kick_models.registration import task_manager as kick_task_manager
+
+                metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
+                managers[pretrained] = kick_task_manager(as_list(include_path) or None, metadata=metadata)
+            cell_manager = managers[pretrained]
+        tracker = EvaluationTracker(output_path=str(cell_dir))
+        results = lm_eval.simple_evaluate(
+            model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
+            batch_size=cell.batch_size, device=cell.device, task_manager=cell_manager,
+            evaluation_tracker=tracker, log_samples=False,
+        )
+        if results is None:
+            raise CellFailed("lm_eval.simple_evaluate returned no results")
+        results.pop("samples", None)
+        tracker.save_results_aggregated(results=results, samples=None)
+        return _newest_results(cell_dir)
+
+    return run

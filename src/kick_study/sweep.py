@@ -1,0 +1,120 @@
+"""``kick-sweep``: one lm-eval run per (model × compression) cell of a grid, resumable, failure-tolerant.
+
+A grid is models × methods × sparsities × patterns × bits, evaluated on a list of tasks. Every
+cell runs ``lm_eval --model kick-hf`` once (in a subprocess by default, so a crash or a leak in
+one cell cannot take the sweep down) and keeps lm-eval's own results JSON under
+``<out>/cells/<cell id>/``. ``<out>/index.json`` records every cell's settings, status, results
+file or error; a rerun skips the cells already done. The dense model and the perplexity contrast
+(``kick_ppl_heldout``, plus ``wikitext`` when the Hub is reachable) are always part of the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from kick_common.args import ArgsError, parse_kv
+from kick_study.grid import (
+    DEFAULTS,
+    GRID_KEYS,
+    SweepError,
+    as_list,
+    check_tasks,
+    grid_tasks,
+    load_config_file,
+    plan_cells,
+    task_manager,
+)
+from kick_study.index import run_sweep
+from kick_study.runners import Runner, inprocess_runner, subprocess_runner
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kick-sweep", description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="YAML or TOML file with any of the settings below")
+    p.add_argument("--out", help="results folder (index.json + one folder per cell)")
+    p.add_argument("--models", help="comma-separated Hub ids or local folders (or full kick-hf model_args strings in the config)")
+    p.add_argument("--methods", help="comma-separated: magnitude, wanda, sparsegpt, gptq")
+    p.add_argument("--sparsities", help="comma-separated unstructured sparsities, e.g. 0.1,0.3,0.5")
+    p.add_argument("--patterns", help="comma-separated: unstructured and/or N:M, e.g. unstructured,2:4")
+    p.add_argument("--bits", help="comma-separated weight bits (16 = none); gptq uses those below 16")
+    p.add_argument("--tasks", help="comma-separated lm-eval task or group names")
+    p.add_argument("--limit", type=float, help="lm-eval --limit per task (count if >= 1, else fraction)")
+    p.add_argument("--batch_size", help="lm-eval --batch_size")
+    p.add_argument("--device", help="lm-eval --device")
+    p.add_argument("--model_args", help="extra kick-hf model_args for every cell, e.g. nsamples=32,seqlen=512")
+    p.add_argument("--cache_dir", help="compressed-weight cache folder (default $KICK_CACHE_DIR or ~/.cache/kick)")
+    p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
+    p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
+    p.add_argument("--runner", choices=["subprocess", "inprocess"], help="subprocess isolates cells (default)")
+    p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
+    p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
+    return p
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    if args.config:
+        settings.update(load_config_file(args.config))
+    for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
+                "prune_and_quantize"):
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if args.model_args:
+        try:
+            extra = parse_kv(args.model_args, what="kick-sweep: --model_args")
+        except ArgsError as err:
+            raise SweepError(str(err)) from None
+        settings["model_args"] = {**(settings.get("model_args") or {}), **extra}
+    if isinstance(settings.get("limit"), float) and settings["limit"].is_integer() and settings["limit"] >= 1:
+        settings["limit"] = int(settings["limit"])
+    if not settings.get("out"):
+        raise SweepError("kick-sweep: no results folder; pass --out DIR or set 'out:' in the config")
+    if not as_list(settings["tasks"]):
+        raise SweepError("kick-sweep: no tasks given; use --tasks name[,name] or 'tasks:' in the config")
+    if settings["runner"] not in ("subprocess", "inprocess"):
+        raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = resolve_settings(args)
+        tasks = grid_tasks(settings)
+        cells = plan_cells(settings, tasks)
+        if args.dry_run:
+            for cell in cells:
+                sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
+            return 0
+        manager = task_manager(settings.get("include_path"))
+        check_tasks(tasks, manager)
+    except SweepError as err:
+        sys.stderr.write(f"{err}\n")
+        return 2
+    if runner is None and settings["runner"] == "inprocess":
+        runner = inprocess_runner(settings.get("include_path"), manager)
+    elif runner is None:
+        runner = subprocess_runner(settings.get("include_path"))
+    out_dir = Path(settings["out"]).expanduser()
+    try:
+        outcome = run_sweep(cells, out_dir, runner, settings=settings)
+    except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out
+        sys.stderr.write(f"{err}\n")
+        return 2
+    sys.stdout.write(
+        f"kick-sweep: {len(outcome.ran)} ran, {len(outcome.skipped)} already done, {len(outcome.failed)} failed; "
+        f"results in {out_dir} (report: kick-report {out_dir})\n"
+    )
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
