@@ -47,26 +47,37 @@ def format_kv(args: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={format_value(v)}" for k, v in args.items() if v is not None)
 
 
-def as_bool(value: Any, *, key: str = "value", default: bool | None = None) -> bool:
-    """``True``/``False``, or text in :data:`TRUE_WORDS` / :data:`FALSE_WORDS` (any case, stripped).
+def as_bool(value: Any, *, key: str = "value", lenient: bool = False, default: bool | None = None) -> bool:
+    """kick's one reading of a boolean setting.
 
-    An empty or missing value gives ``default`` when one is set; anything else is an error naming
-    ``key``, the value and what is accepted.
+    ``True``/``False`` or the text ``true``/``false`` (any case). ``lenient`` (environment switches,
+    as Hugging Face reads its own) also takes ``1/0``, ``yes/no``, ``on/off``. An empty or missing
+    value gives ``default`` when one is set; anything else is an :class:`ArgsError` naming ``key``,
+    the value and what is accepted.
     """
     if isinstance(value, bool):
         return value
+    if lenient and isinstance(value, int):
+        value = str(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         if default is not None:
             return default
-    else:
-        text = str(value).strip().lower()
-        if text in TRUE_WORDS:
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        true, false = (TRUE_WORDS, FALSE_WORDS) if lenient else (("true",), ("false",))
+        if text in true:
             return True
-        if text in FALSE_WORDS:
+        if text in false:
             return False
-    raise ArgsError(f"{key}={value!r}; accepted: {' | '.join(TRUE_WORDS)} or {' | '.join(FALSE_WORDS)}")
+    raise ArgsError(f"{key}={value!r}; accepted: {accepted_bools(lenient)}")
+
+
+def accepted_bools(lenient: bool = False) -> str:
+    """What :func:`as_bool` accepts, for error messages."""
+    return f"{' | '.join(TRUE_WORDS)} or {' | '.join(FALSE_WORDS)}" if lenient else "true or false"
 
 
 def is_true(value: Any) -> bool:
-    """Lenient flag reading (environment variables): True only for text in :data:`TRUE_WORDS`."""
+    """Lenient and never failing, for variables kick does not own (``HF_HUB_OFFLINE``): True only for
+    ``True`` or text in :data:`TRUE_WORDS`."""
     return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS

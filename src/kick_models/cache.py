@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +27,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from kick_common.atomic import staged_dir, write_json
 from kick_common.paths import CACHE_ENV, kick_cache_dir
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) 
         digest.update(f"{path.relative_to(root).as_posix()}\0{memo[memo_key]}\n".encode())
     if changed and memo_path is not None:
         with contextlib.suppress(OSError):
-            _atomic_write_text(memo_path, json.dumps(memo, sort_keys=True))
+            write_json(memo_path, memo, fsync=True, sort_keys=True)
     return digest.hexdigest()
 
 
@@ -234,28 +234,6 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- entries
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_manifest(entry: Path) -> dict[str, Any] | None:
     """The entry's manifest if every listed file exists with its recorded size and sha256, else None."""
     try:
@@ -277,9 +255,7 @@ def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts
     """Write the compressed weights and manifest into a temp folder, then rename it to ``entry``."""
     from safetensors.torch import save_file
 
-    tmp = entry.parent / f".tmp-{entry.name}-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(entry, fsync=True) as tmp:
         weights = tmp / WEIGHTS_FILE
         save_file(_weights_subset(model), str(weights), metadata={"format": "pt", "kick_key": entry.name})
         with open(weights, "rb+") as handle:
@@ -291,17 +267,7 @@ def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts
             "summary": dict(summary),
             "key_parts": dict(parts),
         }
-        _atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        _fsync_dir(tmp)
-        if entry.exists():  # a broken entry: move it aside first, rename cannot replace a folder
-            trash = entry.parent / f".trash-{entry.name}-{uuid.uuid4().hex}"
-            os.rename(entry, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.rename(tmp, entry)
-        _fsync_dir(entry.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / MANIFEST_FILE, manifest, fsync=True, indent=2, sort_keys=True)
 
 
 def _try_load(model: nn.Module, entry: Path) -> dict[str, Any] | None:
@@ -405,7 +371,7 @@ def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
         if info is None:
             held["ids"], info = calibrate()
             memo.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(memo, json.dumps(info, sort_keys=True, default=str))
+            write_json(memo, info, fsync=True, sort_keys=True)
 
     def run() -> Mapping[str, Any]:
         if needs_calib and "ids" not in held:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kick_common.args import ArgsError, accepted_bools, as_bool
+
 METHODS = ("none", "magnitude", "wanda", "sparsegpt", "gptq")
 PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
 WBITS = (2, 3, 4, 8, 16)
@@ -104,11 +106,10 @@ class CompressionConfig:
 
 # --------------------------------------------------------------------------- coercion
 def _as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise _fail(key, value, "true or false")
+    try:
+        return as_bool(value, key=key)
+    except ArgsError:
+        raise _fail(key, value, accepted_bools()) from None
 
 
 def _as_int(key: str, value: Any, accepted: str) -> int:

@@ -13,12 +13,13 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+from kick_common.args import format_value
+from kick_common.atomic import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +33,13 @@ class ExportError(ValueError):
     """The export cannot be written; the message names the path or value and what is accepted."""
 
 
-def _replace_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not overwrite:
-            raise ExportError(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out")
-        trash = out_dir.parent / f".trash-{out_dir.name}-{uuid.uuid4().hex}"
-        os.rename(out_dir, trash)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
-
-
 def write_atomically(out_dir: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Run ``write(tmp)`` on a fresh sibling folder of ``out_dir``, then rename it into place."""
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not overwrite:
         raise ExportError(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with staged_dir(out_dir) as tmp:
         write(tmp)
-        _replace_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("kick-compress: wrote %s", out_dir)
     return out_dir
 
@@ -104,7 +86,7 @@ def model_args_string(args: argparse.Namespace) -> str:
         value = getattr(args, key, None)
         if value is None or value is False:
             continue
-        parts.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+        parts.append(f"{key}={format_value(value)}")
     if args.model_args:
         parts.append(args.model_args)
     return ",".join(parts)

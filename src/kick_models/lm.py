@@ -11,6 +11,7 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from kick_common.args import ArgsError, accepted_bools, as_bool
 from kick_models.config import CALIB_NAMES, COMPRESSION_KEYS, CompressionConfig, ConfigError, build_config
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
             )
     kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
     for key in ("no_cache", "keep_grids"):
-        if key in kick and not isinstance(kick[key], bool):
-            raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: true or false")
+        if key in kick:
+            try:
+                kick[key] = as_bool(kick[key], key=key)
+            except ArgsError:
+                raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
                           "accepted with method=gptq or wbits in 2, 3, 4, 8")

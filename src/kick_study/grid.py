@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kick_common.args import format_kv, is_true
+from kick_common.args import ArgsError, as_bool, format_kv, is_true
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
                 if b < 16:
                     yield "gptq", 0.0, "unstructured", b
             continue
-        for b in (bits if is_true(settings.get("prune_and_quantize")) else [16]):
+        for b in (bits if as_bool(settings.get("prune_and_quantize"), key="prune_and_quantize", lenient=True, default=False) else [16]):
             for pattern in patterns:
                 if pattern is None:
                     for s in as_list(settings["sparsities"]):
@@ -206,10 +206,15 @@ def grid_tasks(settings: Mapping[str, Any], online: Callable[[], bool] = hub_rea
     tasks = [str(t) for t in as_list(settings["tasks"])]
     if PPL_TASK not in tasks:
         tasks.append(PPL_TASK)
-    wikitext = str(settings.get("wikitext", "auto")).strip().lower()
-    if wikitext not in ("auto", "true", "false", "on", "off"):
-        raise SweepError(f"kick-sweep: wikitext={wikitext!r}; accepted: auto | true | false")
-    if WIKITEXT_TASK not in tasks and (wikitext in ("true", "on") or (wikitext == "auto" and online())):
+    wikitext = settings.get("wikitext", "auto")
+    if str(wikitext).strip().lower() == "auto":
+        wanted = None
+    else:
+        try:
+            wanted = as_bool(wikitext, key="wikitext", lenient=True)
+        except ArgsError:
+            raise SweepError(f"kick-sweep: wikitext={str(wikitext).strip().lower()!r}; accepted: auto | true | false") from None
+    if WIKITEXT_TASK not in tasks and (wanted or (wanted is None and online())):
         tasks.append(WIKITEXT_TASK)
     return tasks
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from kick_common.args import parse_kv
+
 log = logging.getLogger(__name__)
 
 EXPORT_RECORD = "kick_compression.json"
@@ -64,12 +66,7 @@ class Run:
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
     args = config.get("model_args") or {}
     if isinstance(args, str):
-        out = {}
-        for part in args.split(","):
-            if "=" in part:
-                key, value = part.split("=", 1)
-                out[key.strip()] = value.strip()
-        return out
+        return parse_kv(args, strict=False)
     return dict(args)
 
 

@@ -205,13 +205,13 @@ WORKER = textwrap.dedent(
 
     mode, cache_dir, log_path = sys.argv[1:4]
     if mode == "hang_in_write":
-        real = cache._atomic_write_text
-        def hang(path, text):
+        real = cache.write_json
+        def hang(path, data, **kwargs):
             if path.name == cache.MANIFEST_FILE:
                 open(log_path + ".writing", "w").close()
                 time.sleep(600)
-            real(path, text)
-        cache._atomic_write_text = hang
+            real(path, data, **kwargs)
+        cache.write_json = hang
 
     def compress():
         with open(log_path, "a") as f:

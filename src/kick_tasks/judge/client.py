@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
 
+from kick_common.args import ArgsError, as_bool
 from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
 from kick_tasks.judge.parsing import Parsed, parse_score, parse_verdict
@@ -42,6 +43,13 @@ class JudgeConfigError(ValueError):
 def _default_cache_dir(env: Mapping[str, str] | None = None) -> str:
     """``judge/`` under kick's cache root (:func:`kick_common.paths.kick_cache_dir`)."""
     return str(kick_cache_dir(env) / "judge")
+
+
+def _flag(value, name: str, *, default: bool) -> bool:
+    try:
+        return as_bool(value, key=name, lenient=True, default=default)
+    except ArgsError as err:
+        raise JudgeConfigError(f"bad judge setting: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ class JudgeConfig:
         if bad:
             raise JudgeConfigError(f"task metadata must not carry {bad}: metadata is written to "
                                    "results; set KICK_JUDGE_API_KEY in the environment instead")
-        if str(env.get("KICK_JUDGE_DISABLE", "")).lower() in ("1", "true", "yes"):
+        if _flag(env.get("KICK_JUDGE_DISABLE"), "KICK_JUDGE_DISABLE", default=False):
             return None
 
         def pick(name: str, default=None):
@@ -108,8 +116,8 @@ class JudgeConfig:
                 max_retries=int(pick("max_retries", cls.max_retries)),
                 backoff=float(pick("backoff", cls.backoff)),
                 max_tokens=int(pick("max_tokens", cls.max_tokens)),
-                cache_dir=None if str(pick("cache", "1")).lower() in ("0", "false", "no")
-                else str(pick("cache_dir", _default_cache_dir(env))),
+                cache_dir=str(pick("cache_dir", _default_cache_dir(env)))
+                if _flag(pick("cache"), "KICK_JUDGE_CACHE", default=True) else None,
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, JudgeConfigError):
