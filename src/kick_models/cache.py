@@ -44,7 +44,9 @@ _MODEL_FILE_NAMES = ("config.json",)
 
 # CompressionConfig fields that only matter for some methods; everything else always matters.
 _QUANT_FIELDS = ("group_size", "sym", "act_order")
-_CALIB_FIELDS = ("calib", "nsamples", "seqlen", "seed", "propagate")
+# The calibration settings: they decide the calibration token ids (with the method, which picks the
+# default source), and with ``propagate`` they matter only to configs that calibrate.
+CALIBRATION_FIELDS = ("calib", "nsamples", "seqlen", "seed")
 _OWL_FIELDS = ("owl_m", "owl_lambda")
 
 
@@ -152,7 +154,7 @@ def relevant_config(config: Any) -> dict[str, Any]:
     if needs_calib is None:
         needs_calib = quantizes or method in ("wanda", "sparsegpt")
     if not needs_calib:
-        drop.update(_CALIB_FIELDS)
+        drop.update((*CALIBRATION_FIELDS, "propagate"))
     if d.get("sparsity_profile", "uniform") == "uniform":
         drop.update(_OWL_FIELDS)
     if d.get("pattern", "unstructured") != "unstructured":
@@ -177,18 +179,21 @@ def package_versions() -> dict[str, str]:
 
 def key_parts(*, pretrained: str, config: Any, calib_info: Mapping[str, Any] | None,
               revision: str | None = None, model: nn.Module | None = None,
-              cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+              cache_dir: str | os.PathLike | None = None, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the compressed weights depend on, as a JSON-able dict (feed it to :func:`cache_key`).
 
-    ``calib_info`` is the dict returned by ``calibration_ids`` (dataset, nsamples, seqlen, seed,
-    token_sha256); it is ignored for configs that need no calibration.
+    The one key builder: ``compress_with_cache`` (kick-hf, kick-compress) uses it too. ``calib_info``
+    is the dict returned by ``calibration_ids`` (dataset, nsamples, seqlen, seed, token_sha256); it is
+    ignored for configs that need no calibration. ``identity``: a :func:`model_identity` already
+    computed by the caller (it hashes local folders, so it is not computed twice).
     """
-    memo = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if identity is None:
+        memo = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        identity = model_identity(pretrained, revision, model, memo if memo.is_dir() else None)
     needs_calib = getattr(config, "needs_calibration", True)
     return {
         "schema": KEY_SCHEMA,
-        "model": model_identity(pretrained, revision, model, memo if memo.is_dir() else None),
-        # the same layout as compress_with_cache builds, so both address the same entries
+        "model": dict(identity),
         "compression": relevant_config(config),
         "calibration": dict(sorted(calib_info.items())) if (calib_info and needs_calib) else None,
         "versions": package_versions(),
@@ -333,7 +338,7 @@ def _calibration_memo_key(pretrained: str, model_id: Mapping[str, Any], config: 
                           memo_dir: Path) -> str:
     """What the calibration token ids depend on: model + tokenizer files, calibration settings, source text."""
     parts: dict[str, Any] = {"model": dict(model_id), "spec": dict(spec), "versions": package_versions(),
-                             "calib": {k: v for k, v in config.to_dict().items() if k in ("calib", "nsamples", "seqlen", "seed", "method")}}
+                             "calib": {k: v for k, v in config.to_dict().items() if k in (*CALIBRATION_FIELDS, "method")}}
     local = Path(str(pretrained)).expanduser()
     if local.is_dir():  # tokenizer files are not in the weights fingerprint but change token ids
         tok_files = sorted(p for p in local.iterdir() if p.is_file() and ("token" in p.name or p.suffix == ".model"))
@@ -378,7 +383,7 @@ def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
             held["ids"], _ = calibrate()
         return compress(held.get("ids"))
 
-    parts = {"schema": KEY_SCHEMA, "model": identity, "compression": relevant_config(config),
-             "calibration": dict(sorted(info.items())) if info else None, "versions": package_versions()}
+    parts = key_parts(pretrained=pretrained, config=config, calib_info=info if needs_calib else None,
+                      identity=identity)
     summary, hit = load_or_compress(model, parts, run, cache_dir=root, enabled=True)
     return summary, hit, info

@@ -303,3 +303,19 @@ def test_compress_with_cache_skips_calibration_on_a_hit(tmp_path):
                               calibrate=lambda: (torch.zeros(1, 1), dict(CALIB)), compress=lambda ids: {},
                               enabled=False, cache_dir=tmp_path / "off")
     assert not (tmp_path / "off").exists()
+
+
+@pytest.mark.parametrize("args", [{"method": "wanda", "sparsity": 0.5}, {"method": "magnitude", "sparsity": 0.5}])
+def test_kick_hf_path_uses_the_tested_key(tmp_path, args):
+    """compress_with_cache (what kick-hf and kick-compress call) stores under key_parts' key, so the
+    key-sensitivity tests above cover the key kick-hf really uses."""
+    config = build_config(args)
+    model = Tiny()
+    summary, hit, _ = cache.compress_with_cache(
+        model, pretrained="org/tiny", revision="abc123", config=config,
+        calibrate=lambda: (torch.zeros(2, 4, dtype=torch.long), dict(CALIB)),
+        compress=lambda ids: magnitude_half(model), cache_dir=tmp_path)
+    expected = cache.key_parts(pretrained="org/tiny", revision="abc123", config=config, calib_info=CALIB,
+                               model=Tiny(), cache_dir=tmp_path)
+    assert not hit and summary["cache"]["key"] == cache.cache_key(expected)
+    assert (expected["calibration"] is None) == (not config.needs_calibration)
