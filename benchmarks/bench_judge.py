@@ -7,11 +7,15 @@ sequential (concurrency 1) vs the default bounded pool. Target: >= 6x faster.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeRequest
 from kick_tasks.judge.grading import grade_single
-from kick_tasks.judge.loopback import LoopbackJudgeServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loopback server is a test helper
+from kick_testlib.loopback import LoopbackJudgeServer  # noqa: E402
 from kick_tasks.judge.prompts import single_messages
 
 

@@ -135,13 +135,6 @@ def token_f1(prediction: str, answers: list[str]) -> float:
     return best
 
 
-def reference_contains(prediction: str, answers: list[str]) -> float:
-    """LLM-KICK's "exact_match", kept to show its bug: two-way substring containment, so an empty
-    (or article-only) prediction is contained in every alias and counts as correct."""
-    pred = normalize_answer(prediction)
-    return float(any(normalize_answer(a) in pred or pred in normalize_answer(a) for a in answers))
-
-
 def contains_paper(prediction: str, answers: list[str]) -> float:
     """The reference's two-way containment, except an empty or article-only prediction never counts."""
     pred = normalize_answer(prediction)

@@ -18,7 +18,6 @@ from kick_tasks.budget import count_tokens, metadata_max_length, metadata_tokeni
 log = logging.getLogger(__name__)
 
 LETTERS = ("A", "B", "C", "D")
-HEADER = "The following are multiple choice questions (with answers) about {}.\n\n"
 # A standalone capital A-D: " B", "B.", "(C)" count, the B of " Both" does not.
 _LETTER_RE = re.compile(r"\b([ABCD])\b")
 
@@ -45,11 +44,6 @@ def subject_category(subject: str) -> str:
         return cats["subcategory_to_category"][cats["subject_to_subcategory"][subject]]
     except KeyError:
         raise ValueError(f"unknown MMLU subject {subject!r}; expected one of {subjects()}") from None
-
-
-def subject_title(subject: str) -> str:
-    """``abstract_algebra`` -> ``abstract algebra`` (the name used in the prompt header)."""
-    return subject.replace("_", " ")
 
 
 def _rows_to_dataset(subject: str, rows: list[list[str]]) -> datasets.Dataset:
@@ -79,14 +73,6 @@ def parse_choice(continuation: str) -> str | None:
     """First standalone A-D letter of the generated text, or None (unparsed: empty, EOS, other text)."""
     match = _LETTER_RE.search(continuation)
     return match.group(1) if match else None
-
-
-def reference_parse_choice(prompt: str, continuation: str) -> str:
-    """LLM-KICK's parser, kept to show its bug: the last character of prompt + output.
-
-    With an EOS (decoded as nothing) the "answer" is the ``:`` of ``Answer:``.
-    """
-    return (prompt + continuation)[-1:]
 
 
 def process_results_gen(doc: dict, results: list[str]) -> dict[str, float]:

@@ -138,7 +138,6 @@ def test_model_args_string_matches_kick_hf_args():
 @pytest.mark.slow
 def test_kick_compress_export_scores_like_kick_hf(tiny_llama_dir, tmp_path):
     """The export of a kick-hf config, read by stock `hf`, gives kick-hf's own log-likelihoods."""
-    pytest.importorskip("kick_models.lm")
     out = tmp_path / "exp"
     common = ["--model", str(tiny_llama_dir), "--method", "magnitude", "--sparsity", "0.5", "--dtype", "float32"]
     assert export.main([*common, "--no_cache", "--out", str(out)]) == 0

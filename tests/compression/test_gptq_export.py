@@ -46,14 +46,12 @@ def test_pack_round_trips_through_gptqmodel(bits, group_size, sym):
 def test_checkpoint_loads_back_in_gptqmodel(tmp_path, smol_path):
     pytest.importorskip("gptqmodel")
     from gptqmodel import GPTQModel
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from kick_testlib.tiny_models import tiny_llama
+    from transformers import AutoTokenizer
 
     from kick_models.export_gptq import save_gptq_checkpoint
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(0, layers=2, vocab_size=256, tie_word_embeddings=False)
     results = {}
     for name, layer in model.named_modules():
         if isinstance(layer, torch.nn.Linear) and name.startswith("model.layers"):

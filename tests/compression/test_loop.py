@@ -100,7 +100,6 @@ def test_bad_inputs(tiny_llama):
 
 @pytest.mark.parametrize("args", [{"method": "gptq", "wbits": 4}, {"method": "wanda", "pattern": "2:4", "wbits": 4}])
 def test_quantization_goes_through_gptq_and_keeps_zeros(tiny_llama, args):
-    pytest.importorskip("kick_models.compression.gptq")
     model = tiny_llama()
     config = build_config({**args, "group_size": 32})
     summary = compress_model(model, config, ids())

@@ -10,7 +10,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from kick_tasks import task_yamls_dir
-from kick_tasks.judge.loopback import LoopbackJudgeServer
+from kick_testlib.loopback import LoopbackJudgeServer
 
 
 def smol_judge(model, tokenizer):

@@ -164,13 +164,9 @@ def test_config_file_yaml_and_toml_with_flag_override(tmp_path, capsys):
 @pytest.mark.parametrize("runner", ["inprocess"])
 def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner):
     """lm-eval with kick-hf on a tiny random Llama: results file, index, report (subprocess runner: the demo)."""
-    pytest.importorskip("kick_models.lm")
-    import importlib.util
+    from kick_testlib.tiny_models import save_tiny_llama
 
-    spec = importlib.util.spec_from_file_location("_tiny_llama", Path(__file__).parents[1] / "cache" / "conftest.py")
-    helper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helper)
-    helper.build_tiny_llama(tmp_path / "tiny")
+    save_tiny_llama(tmp_path / "tiny")
     for key, value in subprocess_env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("KICK_CACHE_DIR", str(tmp_path / "cache"))

@@ -8,7 +8,7 @@ from lm_eval.evaluator import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from kick_tasks import task_yamls_dir
-from kick_tasks.judge.loopback import LoopbackJudgeServer
+from kick_testlib.loopback import LoopbackJudgeServer
 
 
 class ScriptedLM(LM):

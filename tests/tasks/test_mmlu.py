@@ -8,6 +8,8 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 import kick_tasks
+from kick_testlib.reference import reference_parse_choice
+
 from kick_tasks import mmlu
 
 REPO = Path(__file__).resolve().parents[2]  # the source checkout: the generator is a maintainer script
@@ -134,10 +136,10 @@ def test_parse_choice(continuation, letter):
 def test_reference_parser_bug_eos_after_answer():
     prompt = "Q\nA. x\nB. y\nC. z\nD. w\nAnswer:"
     # the reference took the last character of prompt + output: an EOS leaves ":" as "the answer"
-    assert mmlu.reference_parse_choice(prompt, "") == ":"
+    assert reference_parse_choice(prompt, "") == ":"
     assert mmlu.parse_choice("") is None
     # and a token like " B\n" (or "B." followed by nothing) was scored wrong by the reference
-    assert mmlu.reference_parse_choice(prompt, " B\n") == "\n"
+    assert reference_parse_choice(prompt, " B\n") == "\n"
     assert mmlu.parse_choice(" B\n") == "B"
 
 

@@ -45,8 +45,3 @@ class InputStats:
             raise RuntimeError("no calibration tokens reached this layer")
         return self._xtx * (2.0 / self.tokens)
 
-
-def hessian(x: torch.Tensor) -> torch.Tensor:
-    """One-shot H = 2XᵀX/n for activations x [..., in] (reference for the streaming version)."""
-    x = x.reshape(-1, x.shape[-1]).double()
-    return (2.0 * x.T @ x / x.shape[0]).float()

@@ -68,19 +68,3 @@ def _brief(result: JudgeResult) -> dict:
     return {"status": result.status, "verdict": result.value, "reason": result.reason,
             "cached": result.cached}
 
-
-def pairwise_summary(records: list[dict]) -> dict:
-    """Rates over judged items plus counts of the items without an outcome."""
-    judged = [r for r in records if r["outcome"] is not None]
-    n = len(judged)
-
-    def rate(pred) -> float | None:
-        return sum(1 for r in judged if pred(r)) / n if n else None
-
-    return {"items": len(records), "judged": n,
-            "win_rate": rate(lambda r: r["outcome"] == "win"),
-            "tie_rate": rate(lambda r: r["outcome"] == "tie"),
-            "loss_rate": rate(lambda r: r["outcome"] == "loss"),
-            "inconsistency_rate": rate(lambda r: not r["consistent"]),
-            "unparsed": sum(1 for r in records if r["status"] == "unparsed"),
-            "failed": sum(1 for r in records if r["status"] == "failed")}

@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible chat-completions server on 127.0.0.1 for tests, benchmarks and demos.
+"""A small OpenAI-compatible chat-completions server on 127.0.0.1 for the tests and benchmarks (not shipped).
 
 It answers ``POST /v1/chat/completions`` with whatever ``responder(request_json) -> str`` returns,
 after an optional fixed latency, and can inject faults from a queue (HTTP status with headers,
