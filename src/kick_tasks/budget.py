@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 # Config attributes HFLM consults, in its order, for the model's context length.
 _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+LM_EVAL_MAX_GEN_TOKS = 256  # what lm-eval's HF model generates when a task's generation_kwargs do not say
 
 
 def _model_name(metadata: Mapping[str, Any]) -> str | None:
@@ -86,6 +87,21 @@ def metadata_max_length(metadata: Mapping[str, Any] | None) -> int | None:
         return length
     name = _model_name(metadata)
     return _config_context_length(name) if name else None
+
+
+def max_gen_toks(task_config: Any, default: int = LM_EVAL_MAX_GEN_TOKS) -> int:
+    """New tokens a generate_until task must leave room for: ``max_gen_toks`` of its
+    ``generation_kwargs`` as lm-eval resolved them (the YAML's, updated by ``--gen_kwargs``, which
+    ``simple_evaluate`` merges into the task config before any prompt is built); lm-eval's model
+    default when the task does not say."""
+    value = (getattr(task_config, "generation_kwargs", None) or {}).get("max_gen_toks", default)
+    try:
+        tokens = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"max_gen_toks must be a positive integer, got {value!r}") from None
+    if tokens <= 0:
+        raise ValueError(f"max_gen_toks must be a positive integer, got {value!r}")
+    return tokens
 
 
 def count_tokens(tokenizer, text: str) -> int:

@@ -13,7 +13,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import max_gen_toks, metadata_max_length, metadata_tokenizer
 from kick_tasks.normalize import exact_match as _normalized_equal
 from kick_tasks.normalize import first_line, normalize_answer
 
@@ -25,7 +25,6 @@ SOURCES = ("hub", "mini")
 CLOSED_INSTRUCTION = "Answer these questions:"
 OPEN_INSTRUCTION = "Based on these texts, answer these questions:"
 PAPER_EVIDENCE_CHARS = 3072  # the reference cut the evidence at 3,072 characters
-MAX_NEW_TOKENS = 32
 
 # ---------------------------------------------------------------- data
 
@@ -175,7 +174,8 @@ class OpenBookTask(ClosedBookTask):
     Metadata (``--metadata`` JSON, or ``--model_args``, which lm-eval merges in):
     ``icrqa_evidence_chars`` first cuts the evidence to that many characters (3072 reproduces the
     paper); ``icrqa_evidence_tokens`` then caps it in tokens. Without a token cap the budget is the
-    model's context (``max_length`` or its config) minus the question prompt and the 32 new tokens.
+    model's context (``max_length`` or its config) minus the question prompt and the new tokens
+    (``max_gen_toks`` as lm-eval resolved it: 32 from the YAML, or a ``--gen_kwargs`` override).
     Without a tokenizer the paper's 3,072-character cut is used.
     """
 
@@ -194,7 +194,7 @@ class OpenBookTask(ClosedBookTask):
             if max_length is None:
                 return evidence if chars is not None else evidence[:PAPER_EVIDENCE_CHARS]
             rest = len(tokenizer(open_book_prompt(doc, "x"))["input_ids"])
-            budget = max_length - MAX_NEW_TOKENS - rest - 2  # 2: token merges at the seam
+            budget = max_length - max_gen_toks(self.config) - rest - 2  # 2: token merges at the seam
         return truncate_to_tokens(tokenizer, evidence, int(budget))
 
     def doc_to_text(self, doc: dict, doc_to_text: Any = None) -> str:

@@ -13,7 +13,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_json, read_json_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import count_tokens, metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import count_tokens, max_gen_toks, metadata_max_length, metadata_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class KickMMLUTask(ConfigurableTask):
 
     def _reserved_tokens(self) -> int:
         if self.OUTPUT_TYPE == "generate_until":
-            return int((self.config.generation_kwargs or {}).get("max_gen_toks", 1))
+            return max_gen_toks(self.config)
         return 1  # the answer letter
 
     def fewshot_context(self, doc: dict, num_fewshot: int, **kwargs: Any):

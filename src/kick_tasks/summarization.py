@@ -15,7 +15,7 @@ from typing import Any
 
 from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import count_tokens, metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import count_tokens, max_gen_toks, metadata_max_length, metadata_tokenizer
 from kick_tasks.diversity import count_true, diversity_metrics, mean_defined
 from kick_tasks.judge.client import JudgeClient, JudgeRequest
 from kick_tasks.judge.grading import grade_single
@@ -101,7 +101,7 @@ class SummarizationTask(JudgedTask):
         meta = self.config.metadata or {}
         tokenizer, max_length = metadata_tokenizer(meta), metadata_max_length(meta)
         if tokenizer is not None and max_length:
-            max_gen = int((self.config.generation_kwargs or {}).get("max_gen_toks", 256))
+            max_gen = max_gen_toks(self.config)
             budget = max_length - max_gen - count_tokens(tokenizer, build_prompt("")) - _TEMPLATE_SLACK
             if budget <= 0:
                 raise ValueError(f"{self.config.task}: context {max_length} tokens leaves no room for an "

@@ -210,3 +210,22 @@ def test_hub_source_reads_the_rc_schema_in_dataset_order(monkeypatch):
     assert open_book.doc_to_target(docs[0]) == "Danube"
     assert icrqa.process_results(docs[1], [" Shakespeare\n"])["exact_match"] == 1.0
     assert icrqa.process_results(docs[0], [" the River Danube."])["exact_match"] == 1.0
+
+
+def test_evidence_budget_follows_the_effective_max_gen_toks(task_manager, mini, tiny_llama_dir):
+    """The room left for new tokens is the task's max_gen_toks as lm-eval resolves it: the YAML's 32,
+    or a --gen_kwargs override (simple_evaluate merges it into generation_kwargs before prompts)."""
+    from lm_eval.utils import simple_parse_args_string
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    task = _task(task_manager, "kick_icrqa_mini_open")
+    doc = mini[0]
+    task.config.metadata = {**task.config.metadata, "tokenizer": str(tiny_llama_dir), "max_length": 400}
+    assert task.config.generation_kwargs["max_gen_toks"] == 32
+    default = len(tokenizer(task.fewshot_context(doc, 0))["input_ids"])
+    assert 400 - 32 - 8 <= default <= 400 - 32  # the evidence fills the room, new tokens fit
+    task.set_config(key="generation_kwargs", value=simple_parse_args_string("max_gen_toks=200"), update=True)
+    overridden = len(tokenizer(task.fewshot_context(doc, 0))["input_ids"])
+    assert 400 - 200 - 8 <= overridden <= 400 - 200
+    assert task.fewshot_context(doc, 0).endswith(f"Q: {doc['question']}\nA:")
