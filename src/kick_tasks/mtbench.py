@@ -5,7 +5,8 @@ lm-eval's one-shot request model cannot express a second turn that depends on th
 `MTBenchTask` therefore generates turn 1 as an ordinary request and, once per task in
 ``apply_filters``, builds every turn-2 prompt from the turn-1 prompt + answer (through the same
 chat template, when one is applied) and calls the running model's ``generate_until`` for all of
-them in one batch. Also reports the "unique content" metrics (distinct-n, repetition, self-BLEU).
+them in one batch. The running model comes from ``kick_tasks.judge.lmeval.current_lm`` (an explicit
+registry filled around lm-eval's ``evaluate``; see that module for how and its limits). Also reports the "unique content" metrics (distinct-n, repetition, self-BLEU).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kick_tasks import data_dir
 from kick_tasks.chat import ChatAwareTask, plain_turn
 from kick_tasks.judge.client import JudgeClient, JudgeRequest
 from kick_tasks.judge.grading import grade_single
-from kick_tasks.judge.lmeval import current_lm
+from kick_tasks.judge.lmeval import current_lm, install_evaluate_hook
 from kick_tasks.judge.prompts import second_turn_messages, single_messages
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def load_mt_bench(**kwargs: Any):
 
 class MTBenchTask(ChatAwareTask):
     """kick_mtbench: two turns, the second conditioned on the model's own first answer; 1-10 per turn."""
+
+    def __init__(self, config: dict | None = None, **kwargs: Any):
+        install_evaluate_hook()  # the second turn needs the running model (kick_tasks.judge.lmeval)
+        super().__init__(config=config, **kwargs)
 
     def question(self, doc):
         return doc["turns"][0]
@@ -58,8 +63,8 @@ class MTBenchTask(ChatAwareTask):
         if lm is None:
             raise RuntimeError(
                 f"{self.config.task}: the second turn needs the model that answered the first, but no "
-                "running lm_eval evaluate() call was found; run this task through lm_eval / "
-                "simple_evaluate / evaluate")
+                "running evaluation recorded it; run this task through lm_eval / simple_evaluate, or "
+                "wrap a direct evaluate() call in kick_tasks.judge.lmeval.running_model(lm)")
         requests = [Instance(request_type="generate_until", doc=inst.doc,
                              arguments=(self._turn2_context(inst, out["text"]), inst.args[1]),
                              idx=1, metadata=(self.config.task, inst.doc_id, 1))

@@ -108,3 +108,23 @@ def test_no_judge_configured_runs_and_says_so(monkeypatch, caplog):
     res, _ = run("kick_instruct", ScriptedLM(), limit=2)
     assert "judge scores skipped" in caplog.text
     assert "judge_score,none" not in res and "distinct_2,none" in res
+
+
+def test_mtbench_reaches_the_model_through_the_explicit_registry(judge_env):
+    """The second turn's model comes from kick's registry (filled around lm-eval's evaluate), not from
+    the call stack: a direct call of the unwrapped evaluate() fails clearly unless wrapped."""
+    import lm_eval.evaluator as evaluator
+    from lm_eval.tasks import get_task_dict
+
+    from kick_tasks.judge.lmeval import current_lm, running_model
+
+    tasks = get_task_dict(["kick_mtbench"], task_manager())  # building the task installs the hook
+    assert getattr(evaluator.evaluate, "_kick_running_model", False)
+    unwrapped = evaluator.evaluate.__wrapped__
+    with pytest.raises(RuntimeError, match="running_model"):
+        unwrapped(ScriptedLM(), tasks, limit=1, bootstrap_iters=0)
+    lm = ScriptedLM()
+    with running_model(lm):
+        assert current_lm() is lm
+        unwrapped(lm, get_task_dict(["kick_mtbench"], task_manager()), limit=1, bootstrap_iters=0)
+    assert current_lm() is None and len(lm.prompts) == 2 and "answer 1 is here" in lm.prompts[1]

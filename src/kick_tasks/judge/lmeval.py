@@ -7,12 +7,27 @@ documents, so a judge call there would block once per item. `JudgedTask` instead
 to `JudgeClient.run` at once (bounded concurrency, cache, retries), and hands each document
 ``{"text": ..., "judge": <record or None>, ...}`` as its filtered response. Without a judge
 configured it logs that judge scores are skipped and the automatic metrics still run.
+
+**The running model (MT-Bench turn 2).** lm-eval 0.4.13 gives a task no handle on the model: its
+hooks (``build_all_requests``, ``apply_filters``, ``process_results``) receive requests, documents
+and, with ``--apply_chat_template``, the model's template function, never the model itself. kick
+therefore keeps its own registry, :func:`current_lm`, a context variable set by
+:func:`running_model`. :func:`install_evaluate_hook` (called when a task that needs it is built,
+which lm-eval does inside ``simple_evaluate`` before it evaluates) wraps
+``lm_eval.evaluator.evaluate`` so that every evaluation runs inside ``running_model(lm)`` — for any
+model type (``hf``, ``kick-hf``, ``vllm``, a custom ``LM``), from the ``lm_eval`` CLI, ``kick-eval``
+or ``simple_evaluate``. Limit: code that bound ``evaluate`` before the task was built (``from
+lm_eval.evaluator import evaluate`` and then calling it on a ready task dict) bypasses the wrapper;
+wrap that call in ``with running_model(lm):``. Nothing walks the call stack.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
@@ -22,25 +37,40 @@ from kick_tasks.judge.client import JudgeClient, JudgeConfig
 log = logging.getLogger(__name__)
 
 
+_RUNNING_LM: ContextVar[Any] = ContextVar("kick_running_lm", default=None)
+
+
 def current_lm():
-    """The LM object of the running ``lm_eval.evaluator.evaluate`` call, found on the call stack.
+    """The model of the evaluation now running (see :func:`running_model`), or None outside one."""
+    return _RUNNING_LM.get()
 
-    lm-eval 0.4.13 gives tasks no handle on the model; ``evaluate(lm, ...)`` keeps it in its
-    local ``lm`` while it applies filters, so we look for that frame. Returns None elsewhere.
-    """
-    from lm_eval.api.model import LM
 
-    frame = inspect.currentframe()
+@contextlib.contextmanager
+def running_model(lm) -> Iterator[Any]:
+    """Make ``lm`` the :func:`current_lm` for the duration of the block (nested blocks restore)."""
+    token = _RUNNING_LM.set(lm)
     try:
-        while frame is not None:
-            candidate = frame.f_locals.get("lm")
-            if isinstance(candidate, LM) or (candidate is not None
-                                             and callable(getattr(candidate, "generate_until", None))):
-                return candidate
-            frame = frame.f_back
-        return None
+        yield lm
     finally:
-        del frame
+        _RUNNING_LM.reset(token)
+
+
+def install_evaluate_hook() -> None:
+    """Wrap ``lm_eval.evaluator.evaluate`` (once) so that it runs inside ``running_model(lm)``."""
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.evaluate
+    if getattr(original, "_kick_running_model", False):
+        return
+
+    @functools.wraps(original)
+    def evaluate(*args: Any, **kwargs: Any):
+        lm = kwargs["lm"] if "lm" in kwargs else (args[0] if args else None)
+        with running_model(lm):
+            return original(*args, **kwargs)
+
+    evaluate._kick_running_model = True  # type: ignore[attr-defined]
+    evaluator.evaluate = evaluate
 
 
 class JudgedTask(ConfigurableTask):
