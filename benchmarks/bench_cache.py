@@ -1,7 +1,8 @@
 """Benchmark: a second evaluation of the same config must spend ≤ 5% of the first's compression time.
 
 Runs what ``kick-hf`` runs at load time — calibration windows, cache key, ``load_or_compress`` —
-twice on the embedded SmolLM2 (through ``compress_with_cache``, the call kick-hf makes) with a fresh cache folder: the first call compresses (miss), the
+twice on the embedded SmolLM2 (through ``compress_with_cache``, the call kick-hf makes) with a fresh
+cache folder: the first call compresses (miss), the
 second loads the stored weights into a freshly loaded model (hit). Prints one JSON line.
 
     python benchmarks/bench_cache.py --method wanda --nsamples 16 --seqlen 256

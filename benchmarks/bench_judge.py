@@ -15,8 +15,8 @@ from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeRequest
 from kick_tasks.judge.grading import grade_single
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loopback server is a test helper
-from kick_testlib.loopback import LoopbackJudgeServer  # noqa: E402
 from kick_tasks.judge.prompts import single_messages
+from kick_testlib.loopback import LoopbackJudgeServer  # noqa: E402
 
 
 def timed_run(base_url: str, items: int, concurrency: int) -> tuple[float, int]:

@@ -103,7 +103,8 @@ def main(argv=None) -> int:
 
     model_path = embedded_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    config = build_config({"method": "wanda", "sparsity": 0.5, "calib": "bundled", "nsamples": args.nsamples, "seqlen": args.seqlen})
+    config = build_config({"method": "wanda", "sparsity": 0.5, "calib": "bundled",
+                           "nsamples": args.nsamples, "seqlen": args.seqlen})
     ids, info = calibration_ids(tokenizer, config, embedded_model=True, max_length=None)
     held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
     settings = [s for s in SETTINGS if not args.only or f"{s[0]}@{s[1]}" in args.only]

@@ -228,8 +228,10 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
     if not 0.0 <= c.owl_lambda < 1.0:
         raise _fail("owl_lambda", c.owl_lambda, "a number in [0, 1)")
     if c.method == "none" and (c.sparsity > 0 or c.pattern is not None or c.wbits < 16):
-        raise _fail("method", "none", "magnitude | wanda | sparsegpt (to prune) or gptq (to quantize) when sparsity, pattern or wbits is given")
+        raise _fail("method", "none",
+                    "magnitude | wanda | sparsegpt (to prune) or gptq (to quantize) when sparsity, pattern or wbits is given")
     if c.method == "gptq" and (c.sparsity > 0 or c.pattern is not None):
-        raise _fail("method", "gptq", "magnitude | wanda | sparsegpt with wbits=N to prune and quantize; gptq alone takes no sparsity or pattern")
+        raise _fail("method", "gptq",
+                    "magnitude | wanda | sparsegpt with wbits=N to prune and quantize; gptq alone takes no sparsity or pattern")
     if c.sparsity_profile == "owl" and c.pattern is not None:
         raise _fail("sparsity_profile", "owl", "uniform with an N:M pattern (OWL sets per-layer unstructured ratios)")

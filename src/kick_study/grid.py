@@ -116,7 +116,8 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
                 if b < 16:
                     yield "gptq", 0.0, "unstructured", b
             continue
-        for b in (bits if as_bool(settings.get("prune_and_quantize"), key="prune_and_quantize", lenient=True, default=False) else [16]):
+        crossed = as_bool(settings.get("prune_and_quantize"), key="prune_and_quantize", lenient=True, default=False)
+        for b in (bits if crossed else [16]):
             for pattern in patterns:
                 if pattern is None:
                     for s in as_list(settings["sparsities"]):

@@ -129,7 +129,8 @@ def load_runs(results_dir: str | Path) -> list[Run]:
     """Every results file under ``results_dir`` (newest wins when a setting was run twice)."""
     root = Path(results_dir).expanduser()
     if not root.is_dir():
-        raise ReportError(f"kick-report: {str(root)!r} is not a folder; pass the --out folder of kick-sweep or lm_eval --output_path")
+        raise ReportError(
+            f"kick-report: {str(root)!r} is not a folder; pass the --out folder of kick-sweep or lm_eval --output_path")
     runs: dict[tuple, Run] = {}
     for path in sorted(root.rglob("results_*.json")):
         try:

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_args", help="extra kick-hf model_args for every cell, e.g. nsamples=32,seqlen=512")
     p.add_argument("--cache_dir", help="compressed-weight cache folder (default $KICK_CACHE_DIR or ~/.cache/kick)")
     p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
-    p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
+    p.add_argument("--wikitext", choices=["auto", "true", "false"],
+                   help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
     p.add_argument("--runner", choices=["subprocess", "inprocess"], help="subprocess isolates cells (default)")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")

@@ -6,7 +6,8 @@ lm-eval's one-shot request model cannot express a second turn that depends on th
 ``apply_filters``, builds every turn-2 prompt from the turn-1 prompt + answer (through the same
 chat template, when one is applied) and calls the running model's ``generate_until`` for all of
 them in one batch. The running model comes from ``kick_tasks.judge.lmeval.current_lm`` (an explicit
-registry filled around lm-eval's ``evaluate``; see that module for how and its limits). Also reports the "unique content" metrics (distinct-n, repetition, self-BLEU).
+registry filled around lm-eval's ``evaluate``; see that module for how and its limits). Also reports
+the "unique content" metrics (distinct-n, repetition, self-BLEU).
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_disabled_cache_always_compresses(tmp_path):
     calls: list = []
     for _ in range(2):
         model = Tiny()
-        _, hit = cache.load_or_compress(model, parts(), lambda: magnitude_half(model, calls),
+        _, hit = cache.load_or_compress(model, parts(), lambda m=model: magnitude_half(m, calls),
                                         cache_dir=tmp_path, enabled=False)
         assert not hit
     assert len(calls) == 2 and not list(tmp_path.iterdir())

@@ -46,10 +46,10 @@ def test_pack_round_trips_through_gptqmodel(bits, group_size, sym):
 def test_checkpoint_loads_back_in_gptqmodel(tmp_path, smol_path):
     pytest.importorskip("gptqmodel")
     from gptqmodel import GPTQModel
-    from kick_testlib.tiny_models import tiny_llama
     from transformers import AutoTokenizer
 
     from kick_models.export_gptq import save_gptq_checkpoint
+    from kick_testlib.tiny_models import tiny_llama
 
     model = tiny_llama(0, layers=2, vocab_size=256, tie_word_embeddings=False)
     results = {}

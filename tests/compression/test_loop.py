@@ -17,7 +17,8 @@ def test_identity_loop_reproduces_hidden_states(tiny_llama):
     model = tiny_llama()
     calib = ids()
     captured = []
-    handle = model.model.layers[-1].register_forward_hook(lambda m, a, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    handle = model.model.layers[-1].register_forward_hook(
+        lambda m, a, out: captured.append(out[0] if isinstance(out, tuple) else out))
     with torch.no_grad():
         model(calib, use_cache=False)
     handle.remove()

@@ -4,10 +4,9 @@ import torch
 from kick_models.compression.magnitude import prune_magnitude
 from kick_models.compression.masks import prune_count
 from kick_models.compression.sparsegpt import prune_sparsegpt
-from kick_testlib.reference import hessian
-
 from kick_models.compression.stats import InputStats
 from kick_models.compression.wanda import prune_wanda
+from kick_testlib.reference import hessian
 
 
 @pytest.fixture(scope="module")

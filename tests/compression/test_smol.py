@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from kick_models.compression import compress_model
 from kick_common.bundled import heldout_text
+from kick_models.compression import compress_model
 from kick_models.compression.calibration import calibration_ids
 from kick_models.compression.perplexity import perplexity
 from kick_models.config import build_config

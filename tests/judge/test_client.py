@@ -7,11 +7,10 @@ import time
 import pytest
 
 from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeConfigError, JudgeRequest
-from kick_testlib.loopback import Fault, LoopbackJudgeServer
-from kick_testlib.reference import pairwise_summary
-
 from kick_tasks.judge.grading import PairwiseItem, grade_pairwise, grade_single
 from kick_tasks.judge.prompts import single_messages
+from kick_testlib.loopback import Fault, LoopbackJudgeServer
+from kick_testlib.reference import pairwise_summary
 
 
 def prefers_longer(body):

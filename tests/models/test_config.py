@@ -67,7 +67,8 @@ def test_unknown_model_arg_is_refused():
 
 
 def test_hflm_args_pass_through():
-    config, kick, hflm = split_model_args({"method": "magnitude", "sparsity": 0.2, "dtype": "float32", "batch_size": 4, "no_cache": True})
+    config, kick, hflm = split_model_args({"method": "magnitude", "sparsity": 0.2, "dtype": "float32", "batch_size": 4,
+                                           "no_cache": True})
     assert config.sparsity == 0.2 and kick == {"no_cache": True} and hflm == {"dtype": "float32", "batch_size": 4}
 
 

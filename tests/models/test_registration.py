@@ -34,7 +34,8 @@ def _python(code, env):
 
 
 def test_other_python_processes_are_untouched(subprocess_env):
-    probe = "import sys, json; print(json.dumps([m for m in ('lm_eval', 'torch', 'kick_models') if m in sys.modules] + [type(f).__name__ for f in sys.meta_path if 'After' in type(f).__name__]))"
+    probe = ("import sys, json; print(json.dumps([m for m in ('lm_eval', 'torch', 'kick_models') if m in sys.modules]"
+             " + [type(f).__name__ for f in sys.meta_path if 'After' in type(f).__name__]))")
     assert json.loads(_python(probe, subprocess_env)) == []
 
 

@@ -83,7 +83,8 @@ def write_grid(root: Path) -> Path:
         if i % 2 == 0 and method != "none":
             from kick_models.config import build_config
 
-            kick = {"model": "org/tiny", "compression": build_config({k: v for k, v in args.items() if k != "pretrained"}).to_dict(),
+            compression = build_config({k: v for k, v in args.items() if k != "pretrained"}).to_dict()
+            kick = {"model": "org/tiny", "compression": compression,
                     "result": {"achieved_sparsity": sparsity}}
         model_args = args if i != 3 else ",".join(f"{k}={v}" for k, v in args.items())
         results_file(root / f"cell{i}", model_args, scores, kick=kick, groups=MMLU_GROUPS)

@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from kick_tasks.diversity import (count_true, distinct_n, diversity_metrics, mean_defined,
-                                  repetition_rate, self_bleu, words)
+from kick_tasks.diversity import count_true, distinct_n, diversity_metrics, mean_defined, repetition_rate, self_bleu, words
 
 
 def test_words_lowercase_no_punctuation():

@@ -94,4 +94,5 @@ def test_chat_scoring_ignores_later_sentences():
     doc = {"question": "q", "answers": ["ghana"]}
     assert freebase_qa.process_results_chat(doc, ["Sure! Ghana."]) == {"exact_match": 1, "contains": 1}
     assert freebase_qa.process_results_chat(doc, ["It is Togo. Ghana is its neighbour."]) == {"exact_match": 0, "contains": 0}
-    assert freebase_qa.doc_to_text_chat({"question": "Who?"}) == "Answer this question with just the answer, in a few words.\nQuestion: Who?"
+    assert freebase_qa.doc_to_text_chat({"question": "Who?"}) == (
+        "Answer this question with just the answer, in a few words.\nQuestion: Who?")

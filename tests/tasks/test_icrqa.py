@@ -5,10 +5,9 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 import kick_tasks
-from kick_testlib.reference import reference_contains
-
 from kick_tasks import icrqa
 from kick_tasks.normalize import normalize_answer
+from kick_testlib.reference import reference_contains
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 import kick_tasks
-from kick_testlib.reference import reference_parse_choice
-
 from kick_tasks import mmlu
+from kick_testlib.reference import reference_parse_choice
 
 REPO = Path(__file__).resolve().parents[2]  # the source checkout: the generator is a maintainer script
 

@@ -7,8 +7,8 @@ from lm_eval.evaluator import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from kick_tasks import task_yamls_dir
-from kick_testlib.loopback import LoopbackJudgeServer
 from kick_tasks.summarization import INSTRUCTION, load_cnndm, parse_story, rouge_scores
+from kick_testlib.loopback import LoopbackJudgeServer
 
 STORY = """(CNN) -- First paragraph
 wrapped here.

@@ -67,7 +67,8 @@ def _file_source(path_text: str) -> tuple[str, list[str] | str]:
     """A .jsonl file gives documents (a "text" field per line); any other file is one text."""
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise CalibrationError(f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
+        raise CalibrationError(
+            f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         docs = []
@@ -94,7 +95,8 @@ def _encode(tokenizer, text: str) -> list[int]:
 def windows_from_text(ids: list[int], nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
     """WikiText way: ``nsamples`` random windows of ``seqlen`` tokens from one long token stream."""
     if len(ids) < seqlen:
-        raise CalibrationError(f"seqlen={seqlen} is longer than the whole calibration text ({len(ids)} tokens); use a smaller seqlen")
+        raise CalibrationError(
+            f"seqlen={seqlen} is longer than the whole calibration text ({len(ids)} tokens); use a smaller seqlen")
     ids_t = torch.tensor(ids, dtype=torch.long)
     starts = [rng.randint(0, len(ids) - seqlen) for _ in range(nsamples)]
     return torch.stack([ids_t[s : s + seqlen] for s in starts])
@@ -146,6 +148,7 @@ def calibration_ids(tokenizer, config, *, embedded_model: bool, max_length: int 
             ids = windows_from_documents(tokenizer, source, config.nsamples, seqlen, rng)
         else:
             ids = windows_from_text(_encode(tokenizer, source), config.nsamples, seqlen, rng)
-    info = {"dataset": name, "nsamples": int(ids.shape[0]), "seqlen": int(ids.shape[1]), "seed": config.seed, "token_sha256": token_sha256(ids)}
+    info = {"dataset": name, "nsamples": int(ids.shape[0]), "seqlen": int(ids.shape[1]), "seed": config.seed,
+            "token_sha256": token_sha256(ids)}
     log.info("calibration: %s, %d x %d tokens, seed %d", name, ids.shape[0], ids.shape[1], config.seed)
     return ids, info

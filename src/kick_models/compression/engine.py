@@ -150,7 +150,7 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
     if calib_ids is None:
         for block in blocks:
             with onloaded(block, device):
-                ratios.append(outlier_ratio([l.weight.data.abs() for l in block_linears(block).values()],
+                ratios.append(outlier_ratio([layer.weight.data.abs() for layer in block_linears(block).values()],
                                             config.owl_m))
         return ratios
 

@@ -300,7 +300,7 @@ def _gather_stats(block, linears, batches, order: list[str], *, norms, hessian, 
     outputs: list[torch.Tensor] | None = [] if full else None
     try:
         with torch.no_grad():
-            for i, b in enumerate(batches):
+            for b in batches:
                 seen.clear()
                 try:
                     out = _block_output(block(b.hidden, *b.args, **b.kwargs))

@@ -20,5 +20,6 @@ def owl_sparsities(ratios: list[float], sparsity: float, lam: float) -> list[flo
     scaled = (r - r.min()) / spread * (2 * lam) if spread > 0 else torch.zeros_like(r)
     out = sparsity - (scaled - scaled.mean())
     if out.min() < 0 or out.max() >= 1:
-        raise ValueError(f"owl_lambda={lam} moves block sparsities outside [0, 1) at sparsity={sparsity}; use a smaller owl_lambda")
+        raise ValueError(
+            f"owl_lambda={lam} moves block sparsities outside [0, 1) at sparsity={sparsity}; use a smaller owl_lambda")
     return out.tolist()

@@ -19,7 +19,8 @@ def perplexity(model, ids: torch.Tensor, seqlen: int, batch_size: int = 4) -> fl
         for chunk in windows.split(batch_size):
             chunk = chunk.to(device)
             logits = model(chunk, use_cache=False).logits[:, :-1].float()  # [b, seq-1, vocab]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1),
+                                                     reduction="sum")
             nll += loss.item()
             count += chunk[:, 1:].numel()
     return math.exp(nll / count)
