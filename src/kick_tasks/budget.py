@@ -78,13 +78,7 @@ def metadata_max_length(metadata: Mapping[str, Any] | None) -> int | None:
     metadata = metadata or {}
     value = metadata.get("max_length")
     if value is not None:
-        try:
-            length = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"max_length must be a positive integer, got {value!r}") from None
-        if length <= 0:
-            raise ValueError(f"max_length must be a positive integer, got {value!r}")
-        return length
+        return _positive_int("max_length", value)
     name = _model_name(metadata)
     return _config_context_length(name) if name else None
 
@@ -95,13 +89,17 @@ def max_gen_toks(task_config: Any, default: int = LM_EVAL_MAX_GEN_TOKS) -> int:
     ``simple_evaluate`` merges into the task config before any prompt is built); lm-eval's model
     default when the task does not say."""
     value = (getattr(task_config, "generation_kwargs", None) or {}).get("max_gen_toks", default)
+    return _positive_int("max_gen_toks", value)
+
+
+def _positive_int(key: str, value: Any) -> int:
     try:
-        tokens = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"max_gen_toks must be a positive integer, got {value!r}") from None
-    if tokens <= 0:
-        raise ValueError(f"max_gen_toks must be a positive integer, got {value!r}")
-    return tokens
+        number = 0
+    if number <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return number
 
 
 def count_tokens(tokenizer, text: str) -> int:
