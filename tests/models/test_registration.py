@@ -50,6 +50,7 @@ def test_python_api_registers_model_and_keeps_builtins(subprocess_env):
     assert _python(lazy, subprocess_env) == "False False"
 
 
+@pytest.mark.slow  # indexes every lm-eval task (15-30 s)
 def test_task_manager_helper_includes_kick_tasks():
     from kick_models import task_manager
 
