@@ -9,6 +9,9 @@ from __future__ import annotations
 
 Messages = list[dict[str, str]]
 
+# Recorded in results next to the judge's name; bump it whenever any wording below changes.
+PROMPT_VERSION = "kick-judge-2"
+
 PAIRWISE_SYSTEM = (
     "You are a careful, impartial reviewer of AI assistant answers. You will see one user "
     "question and two answers, labelled A and B. Decide which answer serves the user better, "
