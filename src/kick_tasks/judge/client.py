@@ -34,12 +34,13 @@ from tqdm.auto import tqdm
 from kick_common.args import ArgsError, as_bool
 from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
-from kick_tasks.judge.parsing import Parsed, parse_score, parse_verdict
+from kick_tasks.judge.parsing import Parsed, parse_criteria, parse_review, parse_score, parse_verdict
 from kick_tasks.judge.prompts import PROMPT_VERSION, with_reminder
 
 log = logging.getLogger(__name__)
 
-PARSERS: dict[str, Callable[[str], Parsed]] = {"verdict": parse_verdict, "score": parse_score}
+PARSERS: dict[str, Callable[[str], Parsed]] = {"verdict": parse_verdict, "score": parse_score,
+                                                "criteria": parse_criteria, "review": parse_review}
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _FORBIDDEN_METADATA = ("judge_api_key", "api_key", "openai_api_key")
 
@@ -158,7 +159,7 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One judge question: chat messages, the reply kind ('verdict' or 'score'), the judged answers."""
+    """One judge question: chat messages, the reply kind (a `PARSERS` key), the judged answers."""
 
     messages: list[dict]
     kind: str
@@ -174,7 +175,7 @@ class JudgeResult:
     """``status``: 'ok' (``value`` set), 'unparsed' (reply unreadable twice) or 'failed' (no reply)."""
 
     status: str
-    value: float | str | None = None
+    value: float | str | dict | list | None = None
     reason: str = ""
     reply: str | None = None
     cached: bool = False
