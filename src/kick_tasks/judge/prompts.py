@@ -131,8 +131,8 @@ def summary_messages(article: str, summary: str, key_points: str) -> Messages:
     """Rate a candidate news summary 1-10 on coherence, consistency, fluency and relevance."""
     parts = [_block("Article", article), _block("Editors' key points", key_points),
              _block("Candidate summary", summary),
-             "Rate the candidate summary. End with the four lines Coherence: [[N]], Consistency: "
-             "[[N]], Fluency: [[N]] and Relevance: [[N]], each N from 1 to 10."]
+             ("Rate the candidate summary. End with the four lines Coherence: [[N]], Consistency: "
+              "[[N]], Fluency: [[N]] and Relevance: [[N]], each N from 1 to 10.")]
     return [{"role": "system", "content": SUMMARY_SYSTEM},
             {"role": "user", "content": "\n\n".join(parts)}]
 
