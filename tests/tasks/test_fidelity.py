@@ -59,3 +59,35 @@ def test_mmlu_question_is_used_as_written(tm):
     for doc in docs[:5]:
         assert task.doc_to_text(doc).startswith(doc["question"] + "\nA. ")
     assert task.VERSION == 2.0
+
+
+def test_instruct_reports_the_papers_1_to_10_rating_per_category(tm, monkeypatch, tmp_path):
+    """LLM-KICK's judge rates the model's answer next to GPT-3.5's; kick does so in both orders."""
+    from kick_tasks.judge.loopback import LoopbackJudgeServer
+
+    def judge(body):
+        text = body["messages"][-1]["content"]
+        a = text.split("<<Answer A>>\n")[1].split("\n<</Answer A>>")[0]
+        model_first = a == "A short answer."
+        # the model's answer gets 4 when shown first and 6 when shown second; GPT-3.5's gets 8
+        return "Scores: [[4, 8]]\n[[B]]" if model_first else "Scores: [[8, 6]]\n[[A]]"
+
+    task = tm.load(["kick_instruct"])["tasks"]["kick_instruct"]
+    docs = list(task.test_docs())
+    coding = [i for i, d in enumerate(docs) if d["category"] == "coding"][:2]
+    generic = [i for i, d in enumerate(docs) if d["category"] == "generic"][:1]
+    with LoopbackJudgeServer(judge) as server:
+        monkeypatch.setenv("KICK_JUDGE_MODEL", "loopback-judge")
+        monkeypatch.setenv("KICK_JUDGE_BASE_URL", server.base_url)
+        monkeypatch.setenv("KICK_JUDGE_CACHE_DIR", str(tmp_path))
+        out = simple_evaluate(model=ConstantLM("A short answer."), tasks=["kick_instruct"],
+                              task_manager=tm, samples={"kick_instruct": coding + generic},
+                              bootstrap_iters=0)
+    res = out["results"]["kick_instruct"]
+    assert res["judge_rating,none"] == 5.0 and res["judge_rating_reference,none"] == 8.0
+    assert res["judge_rating_coding,none"] == 5.0 and res["judge_rating_generic,none"] == 5.0
+    assert res["judge_loss_rate,none"] == 1.0                     # the verdicts still count
+    coding_prompts = [r["messages"][-1]["content"] for r in server.requests
+                      if "programming question" in r["messages"][-1]["content"]]
+    assert len(coding_prompts) == 4 and len(server.requests) == 6   # 3 items x 2 orders, no extra calls
+    assert task.VERSION == 2.0
