@@ -91,3 +91,77 @@ def test_instruct_reports_the_papers_1_to_10_rating_per_category(tm, monkeypatch
                       if "programming question" in r["messages"][-1]["content"]]
     assert len(coding_prompts) == 4 and len(server.requests) == 6   # 3 items x 2 orders, no extra calls
     assert task.VERSION == 2.0
+
+
+# ------------------------------------------------------------------ TriviaQA evidence budgets
+
+
+def _open_task(tm_meta):
+    tm = TaskManager(include_path=str(task_yamls_dir()), include_defaults=False, metadata=tm_meta)
+    return tm.load(["kick_icrqa_mini_open"])["tasks"]["kick_icrqa_mini_open"]
+
+
+def test_open_book_fits_the_context_under_a_chat_template(smol_path):
+    """lm-eval renders the chat template around the prompt; the evidence budget must count it,
+    or lm-eval cuts the prompt from the left (and the template header with it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_path)
+    task = _open_task({"pretrained": str(smol_path), "max_length": 256})
+
+    def render(history, add_generation_prompt=True):   # what HFLM.apply_chat_template does
+        return tokenizer.apply_chat_template(history, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+
+    task.build_all_requests(limit=3, rank=0, world_size=1, apply_chat_template=True,
+                            chat_template=render)
+    for inst in task.instances:
+        rendered = inst.args[0]
+        assert rendered.startswith("<|im_start|>system")
+        assert len(tokenizer(rendered)["input_ids"]) <= 256 - 32
+
+
+def test_open_book_budget_uses_the_evaluated_models_tokenizer(smol_path):
+    """No pretrained=/tokenizer= in the metadata (an API model): the running model's tokenizer and
+    context decide; a model without a Hugging Face tokenizer gets the paper's cut and a warning."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_path)
+
+    class TokenizedLM(ConstantLM):
+        max_length = 200
+
+        def __init__(self, tok):
+            super().__init__("Paris")
+            self.tokenizer = tok
+
+    tm = TaskManager(include_path=str(task_yamls_dir()), include_defaults=False)
+    lm = TokenizedLM(tokenizer)
+    simple_evaluate(model=lm, tasks=["kick_icrqa_mini_open"], task_manager=tm, limit=2, bootstrap_iters=0)
+    assert all(len(tokenizer(p)["input_ids"]) <= 200 - 32 for p in lm.prompts)
+    assert all(p.endswith("\nA:") for p in lm.prompts)
+
+    plain = ConstantLM("Paris")
+    simple_evaluate(model=plain, tasks=["kick_icrqa_mini_open"], task_manager=tm, limit=2, bootstrap_iters=0)
+    from kick_tasks.icrqa import PAPER_EVIDENCE_CHARS, evidence_text, load_mini
+
+    docs = load_mini()["validation"]
+    for prompt, doc in zip(plain.prompts, docs, strict=False):
+        assert prompt.split("\n\nBased on these texts")[0] == evidence_text(doc)[:PAPER_EVIDENCE_CHARS].strip()
+
+
+def test_evidence_chars_reproduces_the_reference_cut():
+    """The reference glues the first Wikipedia page and the first web result as they are, cuts
+    3,072 characters, adds a blank line and the question, and strips the whole prompt."""
+    from kick_tasks.icrqa import open_book_prompt, reference_evidence
+
+    wiki, web = "  Wiki page text.\n\n" + "w" * 40, "\nWeb result " + "x" * 50
+    doc = {"question": "Who?", "entity_pages": {"wiki_context": [wiki, "other"]},
+           "search_results": {"search_context": [web]}}
+    end = "Based on these texts, answer these questions:\n\nQ: Who?\nA:"
+    for chars in (10, 62, 3072):
+        expected = f"{(wiki + web)[:chars]}\n\n{end}".strip()
+        task = _open_task({"icrqa_evidence_chars": chars})
+        assert task.doc_to_text(doc) == expected
+    assert reference_evidence(doc) == wiki + web
+    assert open_book_prompt(doc, (wiki + web)[:62]).startswith("Wiki page text.\n\nwww")
