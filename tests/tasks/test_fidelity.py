@@ -165,3 +165,36 @@ def test_evidence_chars_reproduces_the_reference_cut():
         assert task.doc_to_text(doc) == expected
     assert reference_evidence(doc) == wiki + web
     assert open_book_prompt(doc, (wiki + web)[:62]).startswith("Wiki page text.\n\nwww")
+
+
+# ------------------------------------------------------------------ FreebaseQA
+
+
+class StoppingLM(ConstantLM):
+    """Applies the request's ``until`` the way lm-eval's HF model does (cut at the first stop)."""
+
+    def generate_until(self, requests, disable_tqdm=False):
+        out = []
+        for r in requests:
+            self.prompts.append(r.args[0])
+            text = self.reply
+            for stop in r.args[1].get("until") or []:
+                text = text.split(stop)[0]
+            out.append(text)
+        return out
+
+
+def test_freebase_generation_opening_with_a_newline_is_scored(tm):
+    task = tm.load(["kick_freebase"])["tasks"]["kick_freebase"]
+    answer = task.test_docs()[0]["answers"][0]
+    out = simple_evaluate(model=StoppingLM(f"\n{answer}\nPlease give answer to this question: x"),
+                          tasks=["kick_freebase"], task_manager=tm, limit=1, bootstrap_iters=0)
+    res = out["results"]["kick_freebase"]
+    assert res["exact_match,none"] == 1.0 and res["contains,none"] == 1.0
+    assert task.VERSION == 2.0
+
+
+def test_freebase_reference_prompt_keeps_the_trailing_space(tm):
+    task = tm.load(["kick_freebase_reference"])["tasks"]["kick_freebase_reference"]
+    doc = task.test_docs()[0]
+    assert task.doc_to_text(doc) == f"Please give answer to this question: {doc['question']}\nThe answer is "
