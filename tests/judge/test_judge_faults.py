@@ -62,6 +62,14 @@ def any_reply(body):
     return "[[A]]" if "<<Answer A>>" in text else "[[7]]"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_endpoint_checks(monkeypatch):
+    """Each test checks its own server: a later server may reuse an earlier one's port."""
+    from kick_tasks.judge import client
+
+    monkeypatch.setattr(client, "_checked", {})
+
+
 @pytest.fixture
 def judge_env(monkeypatch, tmp_path):
     def start(responder=any_reply, models=("loopback-judge",)):
