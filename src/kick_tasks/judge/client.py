@@ -335,6 +335,8 @@ class JudgeClient:
                 self._retrying(lambda: self._post_once(
                     [{"role": "user", "content": "Reply with the single word OK."}], max_tokens=1))
                 return "completion"
+        except _Fatal as err:
+            raise JudgeConfigError(str(err)) from None
         except RuntimeError as err:
             raise JudgeConfigError(
                 f"judge endpoint {self.config.endpoint} is not reachable ({err}); start it, fix "
