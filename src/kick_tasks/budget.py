@@ -28,6 +28,14 @@ def _model_name(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
+def follow_running_model() -> None:
+    """Called when a fitting task is built: lets `_running_lm_attr` see the model lm-eval evaluates
+    (installs kick's ``evaluate`` wrapper, :func:`kick_tasks.judge.lmeval.install_evaluate_hook`)."""
+    from kick_tasks.judge.lmeval import install_evaluate_hook
+
+    install_evaluate_hook()
+
+
 def _running_lm_attr(name: str):
     """``tokenizer`` / ``max_length`` of the model being evaluated, or None outside ``evaluate``."""
     from kick_tasks.judge.lmeval import current_lm

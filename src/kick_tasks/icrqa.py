@@ -15,6 +15,7 @@ from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
 from kick_tasks.budget import (
     chat_overhead,
+    follow_running_model,
     max_gen_toks,
     metadata_max_length,
     metadata_tokenizer,
@@ -176,6 +177,7 @@ class ClosedBookTask(ConfigurableTask):
         config = dict(config or {})
         config.pop("class", None)
         self._chat: dict = {}
+        follow_running_model()
         super().__init__(config=config)
 
     # lm-eval passes the chat settings here; the open book's evidence budget counts the template.

@@ -23,6 +23,7 @@ from kick_tasks import data_dir
 from kick_tasks.budget import (
     chat_overhead,
     count_tokens,
+    follow_running_model,
     max_gen_toks,
     metadata_max_length,
     metadata_tokenizer,
@@ -118,6 +119,7 @@ class SummarizationTask(JudgedTask):
     def __init__(self, config: dict | None = None, **kwargs: Any):
         self._fit: tuple | None = None  # (tokenizer, article token budget); set by build_all_requests
         self.truncated: set[str] = set()
+        follow_running_model()
         super().__init__(config=config, **kwargs)
 
     def prompt_style(self) -> str:

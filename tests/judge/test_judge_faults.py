@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from kick_testlib.loopback import Fault, LoopbackJudgeServer
 from lm_eval.api.model import LM
 from lm_eval.evaluator import simple_evaluate
 from lm_eval.tasks import TaskManager
@@ -19,7 +20,6 @@ from kick_tasks.judge.client import (
     check_endpoint,
 )
 from kick_tasks.judge.grading import grade_single
-from kick_tasks.judge.loopback import Fault, LoopbackJudgeServer
 from kick_tasks.judge.prompts import single_messages
 
 

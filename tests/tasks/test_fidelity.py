@@ -52,7 +52,7 @@ def test_mmlu_gen_groups_report_unparsed(tm):
 
 def test_instruct_reports_the_papers_1_to_10_rating_per_category(tm, monkeypatch, tmp_path):
     """LLM-KICK's judge rates the model's answer next to GPT-3.5's; kick does so in both orders."""
-    from kick_tasks.judge.loopback import LoopbackJudgeServer
+    from kick_testlib.loopback import LoopbackJudgeServer
 
     def judge(body):
         text = body["messages"][-1]["content"]

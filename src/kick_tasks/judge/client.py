@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from kick_common.args import ArgsError, as_bool
 from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
-from kick_tasks.judge.parsing import Parsed, parse_criteria, parse_review, parse_score, parse_verdict
+from kick_tasks.judge.parsing import (
+    Parsed,
+    parse_criteria,
+    parse_review,
+    parse_score,
+    parse_verdict,
+)
 from kick_tasks.judge.prompts import PROMPT_VERSION, with_reminder
 
 log = logging.getLogger(__name__)
