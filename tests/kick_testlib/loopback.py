@@ -116,7 +116,7 @@ class LoopbackJudgeServer:
                     return
                 server._handle(self)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if not self.path.rstrip("/").endswith("/models"):
                     LoopbackJudgeServer._send(self, 404, b'{"error": "not found"}')
                     return
