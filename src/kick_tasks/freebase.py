@@ -1,4 +1,12 @@
-"""FreebaseQA closed-book factoid QA (LLM-KICK's first knowledge test): data, prompt and scoring."""
+"""FreebaseQA closed-book factoid QA (LLM-KICK's first knowledge test): data, prompt and scoring.
+
+The reference's prompt ends "The answer is " with a trailing space. ``kick_freebase`` leaves the
+space out, as lm-eval's prompts do: a trailing space becomes a token of its own in BPE and
+SentencePiece vocabularies, and the model must then continue with a space-less word piece it
+rarely saw there. ``kick_freebase_reference`` keeps the space for exact reproduction. Neither
+stops at the first newline: a generation that opens with a line break would come back empty,
+so up to 32 tokens are generated and the first non-empty line is scored.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from kick_tasks import data_dir
 from kick_tasks.normalize import contains, exact_match, first_line
 
 PROMPT = "Please give answer to this question: {question}\nThe answer is"
+REFERENCE_PROMPT = PROMPT + " "  # LLM-KICK's exact prompt, trailing space included
 CHAT_PROMPT = "Answer this question with just the answer, in a few words.\nQuestion: {question}"
 _SENTENCE_END = re.compile(r"([.!?])(?:\s+|$)")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt", "ft", "no", "co", "inc", "ltd", "u.s", "u.k"}
@@ -42,6 +51,10 @@ def load_freebaseqa(**kwargs: Any):
 
 def doc_to_text(doc: dict) -> str:
     return PROMPT.format(question=doc["question"])
+
+
+def doc_to_text_reference(doc: dict) -> str:
+    return REFERENCE_PROMPT.format(question=doc["question"])
 
 
 def extract_answer(generation: str) -> str:

@@ -13,7 +13,13 @@ from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import max_gen_toks, metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import (
+    chat_overhead,
+    follow_running_model,
+    max_gen_toks,
+    metadata_max_length,
+    metadata_tokenizer,
+)
 from kick_tasks.normalize import exact_match as _normalized_equal
 from kick_tasks.normalize import first_line, normalize_answer
 
@@ -40,7 +46,7 @@ def load_hub() -> datasets.DatasetDict:
     always takes the same first N questions, as the reference's ``range(num_examples)`` did."""
     try:
         split = datasets.load_dataset(HUB_PATH, HUB_CONFIG, split=HUB_SPLIT)
-    except Exception as err:  # noqa: BLE001 - every failure gets the same actionable message
+    except Exception as err:
         raise RuntimeError(
             f"kick_icrqa: cannot load {HUB_PATH!r} (config {HUB_CONFIG!r}, split {HUB_SPLIT!r}) from the "
             f"Hugging Face Hub: {type(err).__name__}: {err}. It needs internet access (about 2.7 GB on first "
@@ -82,6 +88,14 @@ def evidence_text(doc: dict) -> str:
     if web:
         parts.append(web[0])
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
+
+
+def reference_evidence(doc: dict) -> str:
+    """The reference's evidence string: first Wikipedia page and first web result glued as they
+    are (no separator, nothing stripped); its 3,072-character cut is taken from this."""
+    wiki = (doc.get("entity_pages") or {}).get("wiki_context") or []
+    web = (doc.get("search_results") or {}).get("search_context") or []
+    return (wiki[0] if wiki else "") + (web[0] if web else "")
 
 
 def closed_book_prompt(doc: dict) -> str:
@@ -162,7 +176,15 @@ class ClosedBookTask(ConfigurableTask):
     def __init__(self, config: dict | None = None) -> None:
         config = dict(config or {})
         config.pop("class", None)
+        self._chat: dict = {}
+        follow_running_model()
         super().__init__(config=config)
+
+    # lm-eval passes the chat settings here; the open book's evidence budget counts the template.
+    def build_all_requests(self, *args, **kwargs):
+        self._chat = {k: kwargs.get(k) for k in ("apply_chat_template", "chat_template",
+                                                  "system_instruction")}
+        return super().build_all_requests(*args, **kwargs)
 
     def doc_to_text(self, doc: dict, doc_to_text: Any = None) -> str:
         return closed_book_prompt(doc)
@@ -172,19 +194,23 @@ class OpenBookTask(ClosedBookTask):
     """Open book: evidence, then the question; the evidence is cut so the prompt fits the model.
 
     Metadata (``--metadata`` JSON, or ``--model_args``, which lm-eval merges in):
-    ``icrqa_evidence_chars`` first cuts the evidence to that many characters (3072 reproduces the
-    paper); ``icrqa_evidence_tokens`` then caps it in tokens. Without a token cap the budget is the
-    model's context (``max_length`` or its config) minus the question prompt and the new tokens
-    (``max_gen_toks`` as lm-eval resolved it: 32 from the YAML, or a ``--gen_kwargs`` override).
-    Without a tokenizer the paper's 3,072-character cut is used.
+    ``icrqa_evidence_chars`` cuts the reference's evidence string (pages glued, unstripped: see
+    `reference_evidence`) to that many characters, so 3072 reproduces the paper's prompt exactly;
+    ``icrqa_evidence_tokens`` then caps it in tokens. Without a token cap the budget is the model's
+    context (``max_length``, the evaluated model's, or its config) minus the question prompt, the
+    chat template's tokens (under ``--apply_chat_template``) and the new tokens (``max_gen_toks``
+    as lm-eval resolved it: 32 from the YAML, or a ``--gen_kwargs`` override), so lm-eval never
+    has to cut the prompt from the left. Without a tokenizer the paper's 3,072-character cut is
+    used.
     """
 
     def _evidence(self, doc: dict) -> str:
         meta = self.config.metadata or {}
-        evidence = evidence_text(doc)
         chars = meta.get("icrqa_evidence_chars")
         if chars is not None:
-            evidence = evidence[: int(chars)]
+            evidence = reference_evidence(doc)[: int(chars)]
+        else:
+            evidence = evidence_text(doc)
         tokenizer = metadata_tokenizer(meta)
         if tokenizer is None:
             return evidence if chars is not None else evidence[:PAPER_EVIDENCE_CHARS]
@@ -193,7 +219,8 @@ class OpenBookTask(ClosedBookTask):
             max_length = metadata_max_length(meta)
             if max_length is None:
                 return evidence if chars is not None else evidence[:PAPER_EVIDENCE_CHARS]
-            rest = len(tokenizer(open_book_prompt(doc, "x"))["input_ids"])
+            frame = open_book_prompt(doc, "x")
+            rest = len(tokenizer(frame)["input_ids"]) + chat_overhead(tokenizer, self._chat, frame)
             budget = max_length - max_gen_toks(self.config) - rest - 2  # 2: token merges at the seam
         return truncate_to_tokens(tokenizer, evidence, int(budget))
 

@@ -13,7 +13,13 @@ from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_json, read_json_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import count_tokens, max_gen_toks, metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import (
+    count_tokens,
+    follow_running_model,
+    max_gen_toks,
+    metadata_max_length,
+    metadata_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,7 @@ class KickMMLUTask(ConfigurableTask):
     def __init__(self, config: dict | None = None) -> None:
         config = dict(config or {})
         config.pop("class", None)
+        follow_running_model()
         super().__init__(config=config)
         self.shots_dropped = 0
 

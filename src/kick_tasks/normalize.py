@@ -13,8 +13,10 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 def normalize_answer(text: str) -> str:
     """Lower-case; underscores and punctuation become spaces; drop articles; collapse whitespace.
 
-    These are the TriviaQA evaluation script's rules (punctuation is replaced, not deleted, so
-    "u.s.a." and "u s a" agree). Unicode is NFKC-normalised first.
+    These are the TriviaQA evaluation script's rules (punctuation, with ‘ ’ ´ ` added to ASCII's,
+    is replaced, not deleted, so "u.s.a." and "u s a" agree), plus two additions: Unicode is
+    NFKC-normalised first (ligatures, full-width forms, non-breaking spaces), and the curly
+    double quotes “ ” count as punctuation too. Both only make equal what was meant equal.
     """
     text = unicodedata.normalize("NFKC", text).lower().replace("_", " ")
     text = "".join(" " if ch in _PUNCT else ch for ch in text)

@@ -1,10 +1,15 @@
 """In-context summarization of the 90 CNN/DailyMail stories LLM-KICK selected (small / mid / large).
 
+The prompt is the reference's: "Summarize the given story|news in less than 150 words while
+preserving high coherence, consistency, fluency, and relevance." (story for the small group,
+news for mid and large), a blank line, then the text (``summarization_prompt: kick`` in the
+metadata selects kick's own wording with ``Article:`` / ``Summary:`` scaffolding instead).
 Fixes over the reference: the ``@highlight`` bullets are cut from the input and become the
 reference summary; paragraphs and highlights are joined with proper spacing; a story that does
-not fit the model's context is truncated by tokens (keeping the instruction) and flagged,
-instead of silently overflowing. Metrics: ROUGE-1/2/L against the highlights, summary length,
-distinct-n / repetition, and a 1-10 judge score when a judge is configured.
+not fit the model's context (chat template counted) is truncated by tokens, keeping the
+instruction, and flagged, instead of silently overflowing. Metrics: ROUGE-1/2/L against the
+highlights, summary length, distinct-n / repetition, and, with a judge configured, the
+reference's four criteria (coherence, consistency, fluency, relevance; 1-10 each) and their mean.
 """
 
 from __future__ import annotations
@@ -15,23 +20,36 @@ from typing import Any
 
 from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
-from kick_tasks.budget import count_tokens, max_gen_toks, metadata_max_length, metadata_tokenizer
+from kick_tasks.budget import (
+    chat_overhead,
+    count_tokens,
+    follow_running_model,
+    max_gen_toks,
+    metadata_max_length,
+    metadata_tokenizer,
+)
 from kick_tasks.diversity import count_true, diversity_metrics, mean_defined
 from kick_tasks.judge.client import JudgeClient, JudgeRequest
-from kick_tasks.judge.grading import grade_single
+from kick_tasks.judge.grading import grade_criteria
 from kick_tasks.judge.lmeval import JudgedTask, judge_metrics
+from kick_tasks.judge.parsing import CRITERIA
 from kick_tasks.judge.prompts import summary_messages
 
 log = logging.getLogger(__name__)
 
 GROUPS = ("small", "mid", "large")
+# LLM-KICK's instruction; the reference says "story" for its small group and "news" otherwise.
+REFERENCE_INSTRUCTION = ("Summarize the given {kind} in less than 150 words while preserving high "
+                         "coherence, consistency, fluency, and relevance.")
+# kick's own wording (``summarization_prompt: kick``), the default of task version 1.
 INSTRUCTION = (
     "Summarize the news article below in fewer than 150 words. The summary must stay faithful "
     "to the article (no invented facts), keep its most important points, read as one coherent "
     "piece, and be written in fluent, well-formed sentences."
 )
-# Chat templates and BOS add tokens the bare prompt does not count; keep this much slack.
-_TEMPLATE_SLACK = 64
+PROMPT_STYLES = ("reference", "kick")
+# Token merges at the seam between instruction and article; a few tokens of slack.
+_SEAM_SLACK = 4
 
 
 def parse_story(text: str) -> tuple[str, list[str]]:
@@ -71,8 +89,14 @@ def load_cnndm(**kwargs: Any):
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
 
-def build_prompt(article: str) -> str:
-    return f"{INSTRUCTION}\n\nArticle:\n{article}\n\nSummary:"
+def build_prompt(article: str, group: str = "mid", style: str = "reference") -> str:
+    """The prompt for one story: the reference's instruction (or kick's wording), then the text."""
+    if style == "kick":
+        return f"{INSTRUCTION}\n\nArticle:\n{article}\n\nSummary:"
+    if style != "reference":
+        raise ValueError(f"summarization_prompt must be one of {PROMPT_STYLES}, got {style!r}")
+    kind = "story" if group == "small" else "news"
+    return f"{REFERENCE_INSTRUCTION.format(kind=kind)}\n\n{article}"
 
 
 def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
@@ -95,14 +119,26 @@ class SummarizationTask(JudgedTask):
     def __init__(self, config: dict | None = None, **kwargs: Any):
         self._fit: tuple | None = None  # (tokenizer, article token budget); set by build_all_requests
         self.truncated: set[str] = set()
+        follow_running_model()
         super().__init__(config=config, **kwargs)
+
+    def prompt_style(self) -> str:
+        style = str((self.config.metadata or {}).get("summarization_prompt", "reference"))
+        if style not in PROMPT_STYLES:
+            raise ValueError(f"{self.config.task}: metadata summarization_prompt={style!r}; "
+                             f"accepted: {', '.join(PROMPT_STYLES)}")
+        return style
 
     def build_all_requests(self, *args, **kwargs):
         meta = self.config.metadata or {}
+        style = self.prompt_style()
+        chat = {k: kwargs.get(k) for k in ("apply_chat_template", "chat_template", "system_instruction")}
         tokenizer, max_length = metadata_tokenizer(meta), metadata_max_length(meta)
         if tokenizer is not None and max_length:
             max_gen = max_gen_toks(self.config)
-            budget = max_length - max_gen - count_tokens(tokenizer, build_prompt("")) - _TEMPLATE_SLACK
+            frame = max(count_tokens(tokenizer, build_prompt("", g, style)) for g in GROUPS)
+            overhead = chat_overhead(tokenizer, chat, build_prompt("", "small", style))
+            budget = max_length - max_gen - frame - overhead - _SEAM_SLACK
             if budget <= 0:
                 raise ValueError(f"{self.config.task}: context {max_length} tokens leaves no room for an "
                                  f"article after {max_gen} new tokens; lower max_gen_toks")
@@ -121,12 +157,12 @@ class SummarizationTask(JudgedTask):
             if len(ids) > budget:
                 article = tokenizer.decode(ids[:budget], skip_special_tokens=True).rstrip() + " [...]"
                 self.truncated.add(doc["id"])
-        return build_prompt(article)
+        return build_prompt(article, doc["group"], self.prompt_style())
 
     def judge_batch(self, client: JudgeClient, docs: list[dict], outputs: list[dict]) -> list[dict]:
-        requests = [JudgeRequest(summary_messages(d["article"], o["text"], d["reference"]), "score",
+        requests = [JudgeRequest(summary_messages(d["article"], o["text"], d["reference"]), "criteria",
                                  (o["text"],)) for d, o in zip(docs, outputs, strict=True)]
-        return grade_single(client, requests, desc=f"judge {self.config.task}")
+        return grade_criteria(client, requests, desc=f"judge {self.config.task}")
 
     def process_results(self, doc, results):
         out = results[0]
@@ -134,7 +170,11 @@ class SummarizationTask(JudgedTask):
         metrics = {**rouge_scores(text, doc["reference"]), **diversity_metrics(text),
                    "truncated": doc["id"] in self.truncated}
         metrics["summary_words"] = metrics.pop("words")
-        metrics.update(judge_metrics(out.get("judge")))
+        record = out.get("judge")
+        metrics.update(judge_metrics(record))
+        if record is not None:
+            scores = record.get("scores") or {}
+            metrics.update({f"judge_{c}": scores.get(c) for c in CRITERIA})
         return metrics
 
     def aggregation(self):
@@ -142,11 +182,13 @@ class SummarizationTask(JudgedTask):
 
         agg = {m: mean for m in ("rouge1", "rouge2", "rougeL", "summary_words")}
         agg.update({m: mean_defined for m in ("distinct_1", "distinct_2", "distinct_3",
-                                              "repetition_4", "judge_score")})
+                                              "repetition_4", "judge_score",
+                                              *(f"judge_{c}" for c in CRITERIA))})
         agg.update({m: count_true for m in ("truncated", "judge_unparsed", "judge_failed")})
         return agg
 
     def higher_is_better(self):
         return {"rouge1": True, "rouge2": True, "rougeL": True, "summary_words": True,
                 "distinct_1": True, "distinct_2": True, "distinct_3": True, "repetition_4": False,
-                "judge_score": True, "truncated": False, "judge_unparsed": False, "judge_failed": False}
+                "judge_score": True, "truncated": False, "judge_unparsed": False, "judge_failed": False,
+                **{f"judge_{c}": True for c in CRITERIA}}

@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat-completions server on 127.0.0.1 for the tests and benchmarks (not shipped).
 
-It answers ``POST /v1/chat/completions`` with whatever ``responder(request_json) -> str`` returns,
+It answers ``POST /v1/chat/completions`` with whatever ``responder(request_json) -> str`` returns
+(and ``GET /v1/models`` with ``models``, counted in ``model_listings``, not in ``requests``),
 after an optional fixed latency, and can inject faults from a queue (HTTP status with headers,
 a stall longer than the client's timeout, a malformed body). It records every request and the
 peak number of requests in flight, so tests can check what the client really sent.
@@ -30,9 +31,12 @@ class Fault:
 class LoopbackJudgeServer:
     """``with LoopbackJudgeServer(responder) as server: server.base_url`` -> ``http://127.0.0.1:<port>/v1``."""
 
-    def __init__(self, responder: Callable[[dict], str], latency: float = 0.0):
+    def __init__(self, responder: Callable[[dict], str], latency: float = 0.0,
+                 models: tuple[str, ...] = ()):
         self.responder = responder
         self.latency = latency
+        self.models = models  # ids answered by GET /v1/models (kept apart from `requests`)
+        self.model_listings = 0
         self.faults: deque[Fault] = deque()
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -80,6 +84,18 @@ class LoopbackJudgeServer:
             with self._lock:
                 self.in_flight -= 1
 
+    def _list_models(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.model_listings += 1
+            fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.kind == "stall":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "status":
+            self._send(handler, fault.status, b'{"error": {"message": "injected"}}', fault.headers)
+            return
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "loopback"} for m in self.models]
+        self._send(handler, 200, json.dumps({"object": "list", "data": data}).encode())
+
     @staticmethod
     def _send(handler, status: int, payload: bytes, headers: dict | None = None) -> None:
         handler.send_response(status)
@@ -99,6 +115,15 @@ class LoopbackJudgeServer:
                     LoopbackJudgeServer._send(self, 404, b'{"error": "not found"}')
                     return
                 server._handle(self)
+
+            def do_GET(self):
+                if not self.path.rstrip("/").endswith("/models"):
+                    LoopbackJudgeServer._send(self, 404, b'{"error": "not found"}')
+                    return
+                try:
+                    server._list_models(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, *args):
                 pass

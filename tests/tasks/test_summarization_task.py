@@ -61,7 +61,10 @@ def test_no_highlight_leak_and_reference_is_highlights(tm, dataset):
             assert "  " not in doc["article"]
 
 
-def test_prompt_snapshot(tm):
+def test_prompt_snapshot():
+    # kick's own wording, the default before task version 2
+    tm = TaskManager(include_path=str(task_yamls_dir()), include_defaults=False,
+                     metadata={"summarization_prompt": "kick"})
     task = tm.load(["kick_summarization_small"])["tasks"]["kick_summarization_small"]
     doc = task.test_docs()[0]
     prompt = task.doc_to_text(doc)
@@ -81,7 +84,8 @@ def test_rouge_known_values():
 @pytest.mark.slow
 def test_long_stories_are_truncated_by_tokens_and_flagged(smol_path):
     tm = TaskManager(include_path=str(task_yamls_dir()), include_defaults=False,
-                     metadata={"pretrained": str(smol_path), "max_length": 900})
+                     metadata={"pretrained": str(smol_path), "max_length": 900,
+                               "summarization_prompt": "kick"})
     task = tm.load(["kick_summarization_large"])["tasks"]["kick_summarization_large"]
     task.build_all_requests(limit=3, rank=0, world_size=1)
     tokenizer, budget = task._fit
@@ -100,7 +104,7 @@ def test_summarization_end_to_end_with_judge(tm, monkeypatch, tmp_path):
         """Summarizes with the article's first sentence."""
 
         def generate_until(self, requests, disable_tqdm=False):
-            return [r.args[0].split("Article:\n", 1)[1].split(".")[0] + "." for r in requests]
+            return [r.args[0].split("\n\n", 1)[1].split(".")[0] + "." for r in requests]
 
         def loglikelihood(self, requests, disable_tqdm=False):
             raise NotImplementedError
@@ -108,7 +112,8 @@ def test_summarization_end_to_end_with_judge(tm, monkeypatch, tmp_path):
         def loglikelihood_rolling(self, requests, disable_tqdm=False):
             raise NotImplementedError
 
-    with LoopbackJudgeServer(lambda body: "Faithful but thin. [[4]]") as server:
+    four = "Faithful but thin.\nCoherence: [[4]]\nConsistency: [[4]]\nFluency: [[4]]\nRelevance: [[4]]"
+    with LoopbackJudgeServer(lambda body: four) as server:
         monkeypatch.setenv("KICK_JUDGE_MODEL", "loopback-judge")
         monkeypatch.setenv("KICK_JUDGE_BASE_URL", server.base_url)
         monkeypatch.setenv("KICK_JUDGE_CACHE_DIR", str(tmp_path))
@@ -121,3 +126,58 @@ def test_summarization_end_to_end_with_judge(tm, monkeypatch, tmp_path):
     prompts = [r["messages"][-1]["content"] for r in server.requests]
     assert len(prompts) == 2 and all("@highlight" not in p for p in prompts)
     assert all("<<Editors' key points>>" in p for p in prompts)
+
+
+def test_reference_prompt_is_the_default(tm):
+    """LLM-KICK's instruction ("story" for small, "news" for mid/large), a blank line, the text."""
+    tasks = tm.load(["kick_summarization"])["tasks"]
+    for name, kind in (("kick_summarization_small", "story"), ("kick_summarization_mid", "news"),
+                       ("kick_summarization_large", "news")):
+        task = tasks[name]
+        doc = task.test_docs()[0]
+        assert task.doc_to_text(doc) == (
+            f"Summarize the given {kind} in less than 150 words while preserving high coherence, "
+            f"consistency, fluency, and relevance.\n\n{doc['article']}")
+        assert task.VERSION == 2.0
+
+
+def test_unknown_prompt_style_is_refused():
+    tm = TaskManager(include_path=str(task_yamls_dir()), include_defaults=False,
+                     metadata={"summarization_prompt": "fancy"})
+    with pytest.raises(ValueError, match="summarization_prompt='fancy'.*reference, kick"):
+        task = tm.load(["kick_summarization_small"])["tasks"]["kick_summarization_small"]
+        task.build_all_requests(limit=1, rank=0, world_size=1)
+
+
+def test_four_criteria_reported_per_task_and_group(tm, monkeypatch, tmp_path):
+    from lm_eval.api.model import LM
+
+    class FirstSentenceLM(LM):
+        def generate_until(self, requests, disable_tqdm=False):
+            return [r.args[0].split("\n\n", 1)[1].split(".")[0] + "." for r in requests]
+
+        def loglikelihood(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    def judge(body):
+        text = body["messages"][-1]["content"]
+        assert "<<Editors' key points>>" in text and "Coherence: [[N]]" in text
+        return "Coherence: [[8]]\nConsistency: [[6]]\nFluency: [[9]]\nRelevance: [[5]]"
+
+    with LoopbackJudgeServer(judge) as server:
+        monkeypatch.setenv("KICK_JUDGE_MODEL", "loopback-judge")
+        monkeypatch.setenv("KICK_JUDGE_BASE_URL", server.base_url)
+        monkeypatch.setenv("KICK_JUDGE_CACHE_DIR", str(tmp_path))
+        out = simple_evaluate(model=FirstSentenceLM(), tasks=["kick_summarization"], task_manager=tm,
+                              limit=1, bootstrap_iters=0)
+    for name in ("kick_summarization_small", "kick_summarization_mid", "kick_summarization_large"):
+        res = out["results"][name]
+        assert (res["judge_coherence,none"], res["judge_consistency,none"], res["judge_fluency,none"],
+                res["judge_relevance,none"]) == (8.0, 6.0, 9.0, 5.0)
+        assert res["judge_score,none"] == 7.0
+    group = out["groups"]["kick_summarization"]
+    assert group["judge_score,none"] == 7.0 and group["judge_relevance,none"] == 5.0
+    assert 0 < group["rouge1,none"] <= 1 and group["rougeL,none"] > 0

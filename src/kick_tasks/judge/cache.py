@@ -2,8 +2,9 @@
 
 One small JSON file per verdict under ``<root>/<key[:2]>/<key>.json``, written atomically
 (temporary file + ``os.replace``), so a crash leaves either the old state or the full record.
-The key is ``sha256(judge model, prompt hash, answers hash)``; the prompt hash covers the full
-rendered messages (template wording included) and the request settings.
+The key is ``sha256(endpoint, judge model, prompt hash, answers hash)``; the prompt hash covers
+the full rendered messages (template wording included) and the request settings. Only parsed
+verdicts are stored, so an unreadable reply is asked again on the next run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ def sha256_json(obj: Any) -> str:
 
 
 def verdict_key(model: str, messages: list[dict], answers: list[str] | tuple[str, ...],
-                settings: dict | None = None) -> str:
-    """Cache key of one judge request: (judge model, prompt hash, answers hash)."""
+                settings: dict | None = None, endpoint: str = "") -> str:
+    """Cache key of one judge request: (endpoint, judge model, prompt hash, answers hash).
+
+    The endpoint (base URL without credentials) is part of it: two servers that serve a model
+    under the same name may still be different models.
+    """
     prompt_hash = sha256_json({"messages": messages, "settings": settings or {}})
     answers_hash = sha256_json(list(answers))
-    return sha256_json([model, prompt_hash, answers_hash])
+    return sha256_json([endpoint.rstrip("/"), model, prompt_hash, answers_hash])
 
 
 class VerdictCache:

@@ -6,10 +6,17 @@ we could not read) or ``failed`` (the endpoint never gave a usable reply within 
 Retries use exponential backoff with jitter on 408/429/5xx, timeouts, refused connections and
 malformed bodies, and honour ``Retry-After``. The API key is read from the environment only and
 never logged, cached or written into results.
+
+`check_endpoint` asks the endpoint once per process, before any generation, whether it accepts
+the credentials and serves the model (a free ``GET /models``, or a one-token completion where
+that is missing), so a refused key fails in seconds instead of after hours of generation.
+A client made with ``fail_soft=True`` (what the lm-eval tasks use) turns a refusal that still
+happens mid-run into ``failed`` results for the rest of the batch instead of raising.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -19,19 +26,27 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from kick_common.args import ArgsError, as_bool
 from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
-from kick_tasks.judge.parsing import Parsed, parse_score, parse_verdict
-from kick_tasks.judge.prompts import with_reminder
+from kick_tasks.judge.parsing import (
+    Parsed,
+    parse_criteria,
+    parse_review,
+    parse_score,
+    parse_verdict,
+)
+from kick_tasks.judge.prompts import PROMPT_VERSION, with_reminder
 
 log = logging.getLogger(__name__)
 
-PARSERS: dict[str, Callable[[str], Parsed]] = {"verdict": parse_verdict, "score": parse_score}
+PARSERS: dict[str, Callable[[str], Parsed]] = {"verdict": parse_verdict, "score": parse_score,
+                                                "criteria": parse_criteria, "review": parse_review}
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _FORBIDDEN_METADATA = ("judge_api_key", "api_key", "openai_api_key")
 
@@ -124,9 +139,25 @@ class JudgeConfig:
                 raise
             raise JudgeConfigError(f"bad judge setting: {err}") from err
 
+    @property
+    def endpoint(self) -> str:
+        """The base URL without user/password and without a trailing slash (cache keys, results)."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the base URL, credentials removed."""
+        return self.endpoint.split("://", 1)[1].split("/", 1)[0]
+
     def to_dict(self) -> dict:
-        """JSON-able settings for results files (never the key)."""
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+        """JSON-able settings for results files (never the key, nor credentials in the URL)."""
+        return {"model": self.model, "base_url": self.endpoint, "base_url_host": self.host,
+                "prompt_version": PROMPT_VERSION, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "concurrency": self.concurrency,
                 "timeout": self.timeout, "max_retries": self.max_retries,
                 "api_key_set": bool(self.api_key)}
@@ -134,7 +165,7 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One judge question: chat messages, the reply kind ('verdict' or 'score'), the judged answers."""
+    """One judge question: chat messages, the reply kind (a `PARSERS` key), the judged answers."""
 
     messages: list[dict]
     kind: str
@@ -150,7 +181,7 @@ class JudgeResult:
     """``status``: 'ok' (``value`` set), 'unparsed' (reply unreadable twice) or 'failed' (no reply)."""
 
     status: str
-    value: float | str | None = None
+    value: float | str | dict | list | None = None
     reason: str = ""
     reply: str | None = None
     cached: bool = False
@@ -165,6 +196,10 @@ class _Retryable(Exception):
 
 class _Fatal(JudgeConfigError):
     """The endpoint answered in a way no retry can fix (bad credentials, bad request)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -200,14 +235,17 @@ class JudgeStats:
 class JudgeClient:
     """Batched, cached, retrying judge over the ``openai`` client (one thread per in-flight request)."""
 
-    def __init__(self, config: JudgeConfig, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, config: JudgeConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 fail_soft: bool = False):
         self.config = config
         self.cache = VerdictCache(config.cache_dir) if config.cache_dir else None
         self.stats = JudgeStats()
+        self.fail_soft = fail_soft
+        self.fatal: str | None = None  # set by the first refusal under fail_soft; later requests skip
         self._lock = threading.Lock()
         self._sleep = sleep
         self._rng = random.Random()
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = config.endpoint + "/chat/completions"
         import openai  # imported here: lm_eval processes that never judge do not pay for it
 
         # Retries are ours (counted, Retry-After honoured, jittered backoff), so the client's are off.
@@ -220,30 +258,36 @@ class JudgeClient:
             setattr(self.stats, name, getattr(self.stats, name) + n)
 
     # --------------------------------------------------------------- transport
-    def _post_once(self, messages: list[dict]) -> str:
-        """One chat-completions call through the ``openai`` client; errors sorted into retry / fatal."""
+    def _call(self, url: str, fn: Callable[[], Any]) -> Any:
+        """Run one ``openai`` client call; its errors sorted into `_Retryable` / `_Fatal`."""
         import openai
 
-        self._count("http_requests")
         try:
-            completion = self._api.chat.completions.create(
-                model=self.config.model, messages=messages, temperature=self.config.temperature,
-                max_tokens=self.config.max_tokens, n=1)
+            return fn()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
-            raise _Fatal(f"judge endpoint {self._url} refused the credentials "
+            raise _Fatal(f"judge endpoint {url} refused the credentials "
                          f"(HTTP {err.status_code}); check KICK_JUDGE_API_KEY") from None
         except openai.APIStatusError as err:
             code = err.status_code
             if code in RETRY_STATUS or code >= 500:
                 retry_after = _retry_after_seconds(err.response.headers.get("retry-after"))
                 raise _Retryable(f"HTTP {code}", retry_after) from None
-            raise _Fatal(f"judge endpoint {self._url} answered HTTP {code}: "
-                         f"{err.response.text[:200]!r}") from None
+            hint = (f"; is KICK_JUDGE_MODEL={self.config.model!r} served there and the base URL "
+                    "right (it usually ends in /v1)?" if code == 404 else "")
+            raise _Fatal(f"judge endpoint {url} answered HTTP {code}: "
+                         f"{err.response.text[:200]!r}{hint}", status=code) from None
         except openai.APIConnectionError as err:  # includes APITimeoutError
             cause = err.__cause__ or err
             raise _Retryable(f"transport error: {type(cause).__name__}: {cause}") from None
         except (openai.APIResponseValidationError, ValueError) as err:
             raise _Retryable(f"malformed response body ({type(err).__name__})") from None
+
+    def _post_once(self, messages: list[dict], max_tokens: int | None = None) -> str:
+        """One chat-completions call through the ``openai`` client; errors sorted into retry / fatal."""
+        self._count("http_requests")
+        completion = self._call(self._url, lambda: self._api.chat.completions.create(
+            model=self.config.model, messages=messages, temperature=self.config.temperature,
+            max_tokens=max_tokens or self.config.max_tokens, n=1))
         try:
             content = completion.choices[0].message.content
         except (AttributeError, IndexError, TypeError):
@@ -254,10 +298,13 @@ class JudgeClient:
 
     def complete(self, messages: list[dict]) -> str:
         """The judge's reply text, retrying transient failures; raises RuntimeError when out of tries."""
+        return self._retrying(lambda: self._post_once(messages))
+
+    def _retrying(self, attempt_once: Callable[[], Any]) -> Any:
         last = "no attempt"
         for attempt in range(self.config.max_retries + 1):
             try:
-                return self._post_once(messages)
+                return attempt_once()
             except _Retryable as err:
                 last = str(err)
                 if attempt == self.config.max_retries:
@@ -272,18 +319,75 @@ class JudgeClient:
         raise RuntimeError(f"judge gave no usable reply after {self.config.max_retries + 1} "
                            f"attempts; last error: {last}")
 
+    def check(self) -> str:
+        """Raise `JudgeConfigError` unless the endpoint takes our key (and serves the model).
+
+        Asks ``GET /models`` (free); where an endpoint has no listing (404/405/501) one
+        completion of one token is sent instead. Returns ``"models"`` or ``"completion"``.
+        """
+        import openai
+
+        def list_models():
+            try:
+                return self._api.models.list()
+            except openai.APIStatusError as err:
+                if err.status_code in (404, 405, 501):
+                    return None
+                raise
+
+        try:
+            listing = self._retrying(lambda: self._call(self.config.endpoint + "/models", list_models))
+            if listing is None:
+                self._retrying(lambda: self._post_once(
+                    [{"role": "user", "content": "Reply with the single word OK."}], max_tokens=1))
+                return "completion"
+        except _Fatal as err:
+            raise JudgeConfigError(str(err)) from None
+        except RuntimeError as err:
+            raise JudgeConfigError(
+                f"judge endpoint {self.config.endpoint} is not reachable ({err}); start it, fix "
+                "KICK_JUDGE_BASE_URL, or set KICK_JUDGE_DISABLE=1 to run without judge scores") from None
+        served = [getattr(m, "id", None) for m in getattr(listing, "data", None) or []]
+        if served and self.config.model not in served:
+            log.warning("judge endpoint %s does not list model %r (it lists %s); requests may fail",
+                        self.config.endpoint, self.config.model, served[:10])
+        return "models"
+
     # --------------------------------------------------------------- one request
     def _settings(self) -> dict:
         return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
 
+    def _key(self, request: JudgeRequest) -> str:
+        return verdict_key(self.config.model, request.messages, request.answers, self._settings(),
+                           endpoint=self.config.endpoint)
+
     def judge_one(self, request: JudgeRequest) -> JudgeResult:
-        key = verdict_key(self.config.model, request.messages, request.answers, self._settings())
+        key = self._key(request)
         if self.cache is not None:
             record = self.cache.get(key)
-            if record is not None and record.get("status") in ("ok", "unparsed"):
+            # Only parsed verdicts are reused: an unreadable reply may be a passing fault, so a
+            # rerun asks again (records written by older versions with status 'unparsed' too).
+            if record is not None and record.get("status") == "ok":
                 self._count("cache_hits")
-                self._count(record["status"])
+                self._count("ok")
                 return JudgeResult(**{**record, "cached": True})
+        if self.fatal is not None:
+            self._count("failed")
+            return JudgeResult("failed", reason=f"not sent: {self.fatal}")
+        try:
+            return self._ask(request, key)
+        except _Fatal as err:
+            if not self.fail_soft:
+                raise
+            with self._lock:
+                first = self.fatal is None
+                self.fatal = self.fatal or str(err)
+            if first:
+                log.error("%s; the remaining judge requests are counted as judge_failed", err)
+            self._count("failed")
+            return JudgeResult("failed", reason=str(err))
+
+    def _ask(self, request: JudgeRequest, key: str) -> JudgeResult:
         parse = PARSERS[request.kind]
         try:
             reply = self.complete(request.messages)
@@ -302,7 +406,7 @@ class JudgeClient:
         result = JudgeResult("ok" if parsed.ok else "unparsed", parsed.value, parsed.reason,
                              reply, reformatted=reformatted)
         self._count(result.status)
-        if self.cache is not None:
+        if self.cache is not None and result.status == "ok":
             self.cache.put(key, {"status": result.status, "value": result.value,
                                  "reason": result.reason, "reply": result.reply,
                                  "reformatted": result.reformatted})
@@ -317,10 +421,8 @@ class JudgeClient:
         """
         if not requests:
             return []
-        settings = self._settings()
         first_of: dict[str, int] = {}
-        source = [first_of.setdefault(verdict_key(self.config.model, r.messages, r.answers, settings), i)
-                  for i, r in enumerate(requests)]
+        source = [first_of.setdefault(self._key(r), i) for i, r in enumerate(requests)]
         copies = Counter(source)
         answered: dict[int, JudgeResult] = {}
         with ThreadPoolExecutor(max_workers=self.config.concurrency,
@@ -337,3 +439,16 @@ class JudgeClient:
                 raise
         return [answered[j] for j in source]
 
+
+
+_checked: dict[tuple[str, str, str], str] = {}
+_check_lock = threading.Lock()
+
+
+def check_endpoint(config: JudgeConfig) -> str:
+    """`JudgeClient.check` once per process for each (model, endpoint, key); raises `JudgeConfigError`."""
+    ident = (config.model, config.endpoint, hashlib.sha256((config.api_key or "").encode()).hexdigest())
+    with _check_lock:
+        if ident not in _checked:
+            _checked[ident] = JudgeClient(config).check()
+        return _checked[ident]

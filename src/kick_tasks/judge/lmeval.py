@@ -5,8 +5,16 @@ documents, so a judge call there would block once per item. `JudgedTask` instead
 ``apply_filters`` (called once per task, after all generation): it runs the optional
 `after_generation` step (MT-Bench's second turn), then sends every judge request of the task
 to `JudgeClient.run` at once (bounded concurrency, cache, retries), and hands each document
-``{"text": ..., "judge": <record or None>, ...}`` as its filtered response. Without a judge
-configured it logs that judge scores are skipped and the automatic metrics still run.
+``{"text": ..., "judge": <record or None>, ...}`` as its filtered response (a dict that prints
+as JSON, so lm-eval's samples files hold JSON, not a Python repr). Without a judge configured it
+logs that judge scores are skipped and the automatic metrics still run.
+
+With a judge configured, ``build_all_requests`` (before any generation) checks the endpoint once
+per process (`check_endpoint`) and stops the run with a clear error if it refuses us. A refusal
+later on does not raise: the remaining items are counted as ``judge_failed`` and lm-eval still
+writes results and samples. Which judge answered (model, endpoint host, prompt version) and the
+request / retry / cache-hit / unparsed / failed counts go into the task's ``metadata.kick_judge``,
+which lm-eval writes into the results file under ``configs``.
 
 **The running model (MT-Bench turn 2).** lm-eval 0.4.13 gives a task no handle on the model: its
 hooks (``build_all_requests``, ``apply_filters``, ``process_results``) receive requests, documents
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -32,7 +41,12 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
-from kick_tasks.judge.client import JudgeClient, JudgeConfig
+from kick_tasks.judge.client import (
+    JudgeClient,
+    JudgeConfig,
+    JudgeConfigError,
+    check_endpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +71,7 @@ def running_model(lm) -> Iterator[Any]:
 
 def install_evaluate_hook() -> None:
     """Wrap ``lm_eval.evaluator.evaluate`` (once) so that it runs inside ``running_model(lm)``."""
-    import lm_eval.evaluator as evaluator
+    from lm_eval import evaluator
 
     original = evaluator.evaluate
     if getattr(original, "_kick_running_model", False):
@@ -88,10 +102,25 @@ class JudgedTask(ConfigurableTask):
         super().__init__(config=config, **kwargs)
 
     # lm-eval passes the chat settings here; MT-Bench's second turn must be formatted the same way.
+    # It is also the last hook before generation: the judge endpoint is checked here.
     def build_all_requests(self, *args, **kwargs):
         self._chat = {k: kwargs.get(k) for k in ("apply_chat_template", "chat_template",
                                                   "system_instruction")}
+        self.preflight()
         return super().build_all_requests(*args, **kwargs)
+
+    def preflight(self) -> None:
+        """Check the configured judge before any generation; raise `JudgeConfigError` if it refuses us."""
+        config = self.judge_config()
+        if config is None:
+            return
+        try:
+            how = check_endpoint(config)
+        except JudgeConfigError as err:
+            log.error("%s: %s", self.config.task, err)
+            raise
+        log.info("%s: judge %s at %s accepted the credentials (checked by %s)", self.config.task,
+                 config.model, config.host, how)
 
     def judge_config(self) -> JudgeConfig | None:
         return JudgeConfig.from_env(self.config.metadata or {})
@@ -117,16 +146,30 @@ class JudgedTask(ConfigurableTask):
                             "metrics only", self.config.task)
                 records = [None] * len(outputs)
             else:
-                client = JudgeClient(config)
+                client = JudgeClient(config, fail_soft=True)
                 records = self.judge_batch(client, [i.doc for i in instances], outputs)
-                self.judge_stats = {"judge": config.to_dict(), **client.stats.as_dict()}
-                log.info("%s: judge %s", self.config.task, self.judge_stats)
-                if client.stats.unparsed or client.stats.failed:
-                    log.warning("%s: %d judge replies unparsed and %d requests failed; they are "
-                                "reported as judge_unparsed / judge_failed, not dropped",
-                                self.config.task, client.stats.unparsed, client.stats.failed)
+                self._record_judge(config, client)
             for inst, out, rec in zip(instances, outputs, records, strict=True):
-                inst.filtered_resps[key] = {**out, "judge": rec}
+                inst.filtered_resps[key] = JudgedResponse({**out, "judge": rec})
+
+    def _record_judge(self, config: JudgeConfig, client: JudgeClient) -> None:
+        """Judge identity and counters into ``metadata.kick_judge`` (lands in the results file)."""
+        self.judge_stats = {**config.to_dict(), **client.stats.as_dict(), "refused": client.fatal}
+        if self.config.metadata is None:
+            self.config.metadata = {}
+        self.config.metadata["kick_judge"] = self.judge_stats
+        log.info("%s: judge %s", self.config.task, self.judge_stats)
+        if client.stats.unparsed or client.stats.failed:
+            log.warning("%s: %d judge replies unparsed and %d requests failed; they are "
+                        "reported as judge_unparsed / judge_failed, not dropped",
+                        self.config.task, client.stats.unparsed, client.stats.failed)
+
+
+class JudgedResponse(dict):
+    """A task's filtered response; ``str()`` is JSON because lm-eval writes samples with ``str()``."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, ensure_ascii=False, default=str)
 
 
 def _as_text(resp: Any) -> str:
