@@ -14,10 +14,14 @@ README gives the measured gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,6 +82,42 @@ def dense_reference(model, windows: torch.Tensor, k: int = TOP_K, batch_size: in
         logps.append(top.values.cpu())
         nll -= logp.gather(-1, target[:, None]).sum().item()
     return Reference(torch.cat(ids), torch.cat(logps), nll, time.perf_counter() - start)
+
+
+def save_reference(reference: Reference, path: Path) -> None:
+    """Write ``reference`` as safetensors (atomically: a temp file renamed into place)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file({"top_ids": reference.top_ids.contiguous(), "top_logp": reference.top_logp.contiguous()}, str(tmp),
+                  metadata={"nll": repr(reference.nll), "seconds": repr(reference.seconds)})
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def load_reference(path: Path) -> Reference | None:
+    """A reference written by :func:`save_reference`, or None when absent or unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+            return Reference(handle.get_tensor("top_ids"), handle.get_tensor("top_logp"), float(meta["nll"]), 0.0)
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
+
+
+def reference_key(identity: dict, windows: torch.Tensor, k: int = TOP_K) -> str:
+    """What a dense reference depends on: the base model's identity, the exact token ids and k."""
+    from kick_models.cache import cache_key, package_versions
+    from kick_models.compression.calibration import token_sha256
+
+    return cache_key({"model": identity, "tokens": token_sha256(windows), "shape": list(windows.shape), "k": k,
+                      "versions": package_versions()})
 
 
 def topk_kl(ref_logp: torch.Tensor, cand_logp_at_ref: torch.Tensor) -> torch.Tensor:

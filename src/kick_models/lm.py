@@ -203,9 +203,22 @@ class KickHFLM(HFLM):
         return fidelity_windows(self.tokenizer, max_length=self.max_length)
 
     def _kick_reference(self, windows):
-        from kick_models.fidelity import dense_reference
+        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
+        from the cache, where the first cell of a base model leaves it for the others."""
+        from kick_models.fidelity import dense_reference, load_reference, reference_key, save_reference
 
-        return dense_reference(self.model, windows)
+        if not self._kick_cache_enabled():
+            return dense_reference(self.model, windows)
+        from kick_models.cache import ensure_writable, model_identity
+
+        root = ensure_writable(self._kick_options.get("cache_dir"))
+        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
+        path = root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+        reference = load_reference(path)
+        if reference is None:
+            reference = dense_reference(self.model, windows)
+            save_reference(reference, path)
+        return reference
 
     def _kick_measure(self, windows, reference) -> dict[str, Any]:
         from kick_models.fidelity import compare
