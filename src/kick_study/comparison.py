@@ -160,7 +160,7 @@ def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.R
     name, metric_filter = (view.metric.split(",", 1) + ["none"])[:2]
     dense_run = next((r for r in model_runs if r.setting.is_dense), None)
     out = TaskComparison(view.model, view.task, view.metric, view.scaled, view.higher_better, view.dense)
-    out.width = tol.width(view.dense) if view.dense is not None else None
+    out.width = tol.width(view.dense, view.scaled) if view.dense is not None else None
     dense_items = run_items(dense_run, view.task, metric_filter) if dense_run is not None else None
     if dense_items:
         out.n = len(dense_items)

@@ -159,18 +159,24 @@ def choice_kl(dense_logliks: np.ndarray | Sequence, compressed_logliks: np.ndarr
 # --------------------------------------------------------------------------- verdicts
 @dataclass(frozen=True)
 class Tolerance:
-    """How much worse than dense still counts as matching: ``rel`` × |dense|, or ``abs_points`` if set."""
+    """How much worse than dense still matches: max(``abs_points``, ``rel`` × |dense|).
 
+    The default is LLM-KICK's ε₀ = 5% of dense, relative; ``abs_points`` (in displayed points,
+    ignored for unscaled metrics such as perplexity) is the absolute option.
+    """
+
+    abs_points: float = 0.0
     rel: float = REL_TOLERANCE
-    abs_points: float | None = None
 
-    def width(self, dense: float) -> float:
-        return self.abs_points if self.abs_points is not None else self.rel * abs(dense)
+    def width(self, dense: float, scaled: bool = True) -> float:
+        return max(self.abs_points if scaled else 0.0, self.rel * abs(dense))
 
     def describe(self) -> str:
-        if self.abs_points is not None:
-            return f"{self.abs_points:g} points"
-        return f"ε₀ = {self.rel * 100:g}% of dense"
+        parts = [f"{self.rel * 100:g}% of dense"] if self.rel else []
+        if self.abs_points:
+            parts.append(f"{self.abs_points:g} points")
+        text = " or ".join(parts) or "0"
+        return f"max({text})" if len(parts) > 1 else text
 
 
 def verdict(diff: Interval, width: float, higher_better: bool = True) -> str:

@@ -114,7 +114,9 @@ def test_verdict_states_and_the_five_percent_boundary():
     assert not paired.is_better(Interval(1.0, -1.0, 3.0), width)
     # lower is better (perplexity-like): an increase is the bad direction
     assert paired.verdict(Interval(5.0, 3.0, 7.0), width, higher_better=False) == WORSE
-    assert Tolerance(abs_points=1.0).width(40.0) == 1.0
+    assert Tolerance(abs_points=1.0, rel=0.0).width(40.0) == 1.0
+    assert Tolerance(abs_points=1.0).width(40.0) == pytest.approx(2.0)  # the larger of the two
+    assert Tolerance().width(20.0, scaled=False) == pytest.approx(1.0)
 
 
 def test_largest_matching_walks_verdicts():
