@@ -47,7 +47,7 @@ class Reference:
 def fidelity_windows(tokenizer, tokens: int = FIDELITY_TOKENS, seqlen: int = FIDELITY_SEQLEN,
                      max_length: int | None = None) -> torch.Tensor:
     """[tokens // seqlen, seqlen] ids: the first ``tokens`` tokens of the bundled held-out articles, in order."""
-    from kick_models.compression.calibration import bundled_documents
+    from kick_common.bundled import bundled_documents
 
     seqlen = min(seqlen, max_length) if max_length else seqlen
     ids: list[int] = []

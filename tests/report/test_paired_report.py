@@ -10,8 +10,8 @@ import pytest
 
 from kick_study import comparison, paired
 from kick_study.paired import Tolerance
-from kick_tasks.report import tables
-from kick_tasks.report.runs import Setting, load_runs
+from kick_study import tables
+from kick_study.runs import Setting, load_runs
 
 STAMP = "2026-01-01T00-00-00.000001"
 # dense / compressed outcomes of 8 generated answers (exact_match) and 6 four-option questions (acc)
