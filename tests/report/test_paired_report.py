@@ -161,3 +161,71 @@ def test_fidelity_rows_pool_windows_and_seeds(paired_dir):
     magnitude = next(r for r in rows if r.setting.method == "magnitude")
     assert magnitude.kl is None and "not measured" in magnitude.missing
     assert math.isclose(wanda.ppl_compressed, 12.0)
+
+
+def _row(markdown: str, *labels: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if tuple(cells[: len(labels)]) == labels:
+            return cells[len(labels):]
+    raise AssertionError(f"no row {labels!r} in\n{markdown}")
+
+
+def test_report_shows_intervals_verdicts_paired_columns_and_reasons(paired_dir):
+    from kick_study import cli
+
+    report_path = cli.build_report(paired_dir)
+    report = report_path.read_text()
+    runs = load_runs(paired_dir)
+    wanda = _cell(_compare(paired_dir, "kick_freebaseqa"), "wanda")
+    table = report[report.index("### Task: kick_freebaseqa"):]
+    assert _row(table, "wanda")[-1] == f"43.8 ± {wanda.diff.half_width:.1f} {wanda.verdict}"
+    assert _row(table, "magnitude")[-1] == "50.0"  # no samples: the point value only
+    paired_row = _row(table, "wanda", "50%")
+    assert paired_row[:3] == ["2", "8", "43.8 ± 8.8"]
+    assert paired_row[4] == wanda.verdict and paired_row[6] == "4 / 1"
+    assert paired_row[7] == f"{paired.mcnemar_exact(4, 1):.3g}" and paired_row[8] == "69%"
+    assert "magnitude 50%: no per-item samples" in table and "sparsegpt 50%: item sets differ" in table
+    mmlu = report[report.index("### Task: kick_mmlu"):]
+    assert _row(mmlu, "wanda", "50%")[-1] == f"{paired.choice_kl(MC_DENSE, MC_WANDA).mean():.3g}"
+    fid = report[report.index("### Fidelity to dense"):]
+    assert _row(fid, "dense", "0%")[1].startswith("0.0000 [0.0000, 0.0000]")
+    assert _row(fid, "wanda", "50%")[0] == "2" and "10.00 → 12.00 ± 0.00" in _row(fid, "wanda", "50%")[3]
+    assert "magnitude 50%: not measured" in fid
+    assert "## Cost of the paired statistics" in report
+    images = [line[line.index("(") + 1:-1] for line in report.splitlines() if line.startswith("![")]
+    assert any("retention" in i for i in images) and any("fidelity" in i for i in images)
+    for rel in images:
+        assert (report_path.parent / rel).read_bytes()[:4] == b"\x89PNG"
+    assert len(runs) == 5
+
+
+def test_score_plot_has_error_bars_and_n(paired_dir, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from kick_study import plots
+
+    captured = {}
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (captured.setdefault("fig", fig), real_close(fig)))
+    runs = load_runs(paired_dir)
+    view = next(v for v in tables.build_views(runs) if v.task == "kick_freebaseqa")
+    comp = comparison.compare_view(view, runs, Tolerance())
+    plots.plot_view(view, paired_dir / "p", Tolerance(), comp)
+    ax = captured["fig"].axes[0]
+    assert "n = 8 items" in ax.get_title()
+    assert len(ax.containers) == 1  # wanda (paired) has error bars; magnitude/sparsegpt lines have none
+    wanda = _cell(comp, "wanda")
+    (segments,) = [c for c in ax.collections if hasattr(c, "get_segments")][:1]
+    (seg,) = segments.get_segments()
+    assert seg[0][1] == pytest.approx(62.5 + wanda.diff.low) and seg[1][1] == pytest.approx(62.5 + wanda.diff.high)
+
+
+def test_report_without_dense_says_why(paired_dir):
+    from kick_study import cli
+
+    for path in (paired_dir / "dense").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    report = cli.build_report(paired_dir, plots=False).read_text()
+    assert "no dense run of this model" in report
