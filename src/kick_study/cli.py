@@ -128,7 +128,8 @@ def _cost_section(paired_s: float, n_cells: int, fid_rows: list, cell_seconds: l
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None, tol: Tolerance = Tolerance(),
-                 metric_overrides: dict[str, str] | None = None, plots: bool = True, judge=None) -> Path:
+                 metric_overrides: dict[str, str] | None = None, plots: bool = True, judge=None,
+                 judge_tasks: Sequence[str] | None = None) -> Path:
     """Write ``report.md`` (and ``plots/*.png`` beside it) for every lm-eval run under ``results_dir``.
 
     ``judge`` (a :class:`~kick_tasks.judge.client.JudgeClient`) adds pairwise grading of every
@@ -166,7 +167,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
         if judge is not None:
             from kick_study.judged import judge_section
 
-            lines += judge_section(judge, model, runs, model_scores)
+            lines += judge_section(judge, model, runs, model_scores, judge_tasks)
     for title, table in category_breakdown(runs, metric_overrides):
         lines += [f"### {title}", "", table, ""]
     if n_pairs:
@@ -204,13 +205,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the old rule was --abs_tol 1 --rel_tol 0.02)")
     p.add_argument("--metric", action="append", help="TASK=METRIC to report a task by another metric (repeatable)")
     p.add_argument("--no_plots", action="store_true", help="tables only")
+    p.add_argument("--judge", action="store_true",
+                   help="grade each compressed cell's generated answers pairwise against dense's (both orders) with "
+                        "the judge set by KICK_JUDGE_MODEL / KICK_JUDGE_BASE_URL / KICK_JUDGE_API_KEY")
+    p.add_argument("--judge_tasks", help="comma-separated tasks to judge against dense (default: kick_instruct, "
+                                         "kick_summarization*, kick_mtbench*)")
     args = p.parse_args(argv)
     if args.abs_tol < 0 or args.rel_tol < 0:
         sys.stderr.write(f"kick-report: tolerances must be >= 0 (got abs_tol={args.abs_tol}, rel_tol={args.rel_tol})\n")
         return 2
+    judge = None
+    if args.judge:
+        from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeConfigError
+
+        try:
+            config = JudgeConfig.from_env()
+        except JudgeConfigError as err:
+            sys.stderr.write(f"kick-report: --judge: {err}\n")
+            return 2
+        if config is None:
+            sys.stderr.write("kick-report: --judge needs a judge: set KICK_JUDGE_MODEL (and KICK_JUDGE_BASE_URL, "
+                             "KICK_JUDGE_API_KEY for the endpoint)\n")
+            return 2
+        judge = JudgeClient(config)
+    tasks = [t.strip() for t in (args.judge_tasks or "").split(",") if t.strip()] or None
     try:
         path = build_report(args.results_dir, args.out, Tolerance(abs_points=args.abs_tol, rel=args.rel_tol),
-                            _metric_overrides(args.metric), plots=not args.no_plots)
+                            _metric_overrides(args.metric), plots=not args.no_plots, judge=judge, judge_tasks=tasks)
     except ReportError as err:
         sys.stderr.write(f"{err}\n")
         return 2
