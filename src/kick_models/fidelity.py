@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 FIDELITY_TOKENS = 2048  # total tokens, cut into windows of FIDELITY_SEQLEN
 FIDELITY_SEQLEN = 256
-TOP_K = 64
+TOP_K = 256
 BATCH_SIZE = 2
 
 
