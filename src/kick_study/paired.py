@@ -41,7 +41,7 @@ class Interval:
     def half_width(self) -> float:
         return (self.high - self.low) / 2.0
 
-    def scaled(self, factor: float) -> "Interval":
+    def scaled(self, factor: float) -> Interval:
         return Interval(self.estimate * factor, self.low * factor, self.high * factor)
 
 

@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from kick_study import comparison, paired
+from kick_study import comparison, paired, tables
 from kick_study.paired import Tolerance
-from kick_study import tables
 from kick_study.runs import Setting, load_runs
 
 STAMP = "2026-01-01T00-00-00.000001"

@@ -65,7 +65,7 @@ def test_mcnemar_exact_against_binomial_definition():
     assert paired.mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
     b, c = 7, 19
     n = b + c
-    expected = min(1.0, 2 * sum(comb(n, k) for k in range(0, b + 1)) / 2 ** n)
+    expected = min(1.0, 2 * sum(comb(n, k) for k in range(b + 1)) / 2 ** n)
     assert paired.mcnemar_exact(b, c) == pytest.approx(expected)
     assert paired.mcnemar_exact(5, 5) == pytest.approx(1.0)
     assert paired.mcnemar_exact(0, 0) == 1.0
@@ -124,7 +124,7 @@ def test_largest_matching_walks_verdicts():
     assert lm == paired.LargestMatching(0.3, None)
     lm = paired.largest_matching([(0.1, MATCHES), (0.3, INCONCLUSIVE), (0.5, MATCHES)])
     assert lm == paired.LargestMatching(0.1, 0.3)
-    pct = lambda s: f"{s * 100:g}%"  # noqa: E731
+    pct = lambda s: f"{s * 100:g}%"
     assert lm.describe(pct) == "≥ 10% (inconclusive at 30%)"
     assert paired.largest_matching([(0.3, INCONCLUSIVE)]).describe(pct) == "none (inconclusive at 30%)"
     assert paired.largest_matching([(0.3, WORSE)]).describe(pct) == "none"
