@@ -32,6 +32,21 @@ class JudgedCell:
     reason: str | None = None
 
 
+def outcome_rates(records: Sequence[dict]) -> dict:
+    """Win / tie / loss / inconsistent shares over the judged items, and counts of those without an outcome."""
+    judged = [r for r in records if r["outcome"] is not None]
+
+    def share(pred) -> float | None:
+        return sum(1 for r in judged if pred(r)) / len(judged) if judged else None
+
+    return {"items": len(records), "judged": len(judged),
+            "win_rate": share(lambda r: r["outcome"] == "win"), "tie_rate": share(lambda r: r["outcome"] == "tie"),
+            "loss_rate": share(lambda r: r["outcome"] == "loss"),
+            "inconsistency_rate": share(lambda r: not r["consistent"]),
+            "unparsed": sum(1 for r in records if r["status"] == "unparsed"),
+            "failed": sum(1 for r in records if r["status"] == "failed")}
+
+
 def judged_tasks(views: Sequence, wanted: Sequence[str] | None = None) -> list:
     """The views to judge: ``wanted`` task names, else the judged generative families."""
     if wanted:
@@ -41,7 +56,7 @@ def judged_tasks(views: Sequence, wanted: Sequence[str] | None = None) -> list:
 
 def judge_view(client, view, runs: Sequence) -> list[JudgedCell]:
     """Grade every compressed cell of ``view`` against the dense run's answers, prompt by prompt."""
-    from kick_tasks.judge.grading import PairwiseItem, grade_pairwise, pairwise_summary
+    from kick_tasks.judge.grading import PairwiseItem, grade_pairwise
 
     model_runs = [r for r in runs if r.model == view.model and view.task in r.results]
     metric_filter = (view.metric.split(",", 1) + ["none"])[1]
@@ -69,7 +84,7 @@ def judge_view(client, view, runs: Sequence) -> list[JudgedCell]:
         if records is None:
             out.append(JudgedCell(setting, sparsity, None, None, out_reason))
             continue
-        summary = pairwise_summary(records)
+        summary = outcome_rates(records)
         points = [_POINTS[r["outcome"]] for r in records if r["outcome"] is not None]
         score = paired.bootstrap_mean(points) if points else None
         out.append(JudgedCell(setting, sparsity, summary, score))

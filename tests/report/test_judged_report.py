@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kick_study import cli
-from kick_tasks.judge.loopback import LoopbackJudgeServer
+from kick_testlib.loopback import LoopbackJudgeServer
 
 STAMP = "2026-01-01T00-00-00.000001"
 DENSE = ["a long and careful answer one", "a long and careful answer two", "same", "short"]
