@@ -81,7 +81,9 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
 
 def plot_retention(view: TaskView, comp, out_dir: Path) -> Path | None:
     """Retention of dense-correct items (with 95% intervals) and flip counts against sparsity."""
-    lines = {s: [c for c in cells if c.retention is not None and c.flips is not None] for s, cells in _lines(comp).items()}
+    by_setting = _lines(comp)
+    order = [c.setting for c in view.curves if c.setting in by_setting]  # same colours as the score plot
+    lines = {s: [c for c in by_setting[s] if c.retention is not None and c.flips is not None] for s in order}
     lines = {s: cells for s, cells in lines.items() if cells}
     if not lines:
         return None
