@@ -17,7 +17,7 @@ from kick_models.config import CALIB_NAMES, COMPRESSION_KEYS, CompressionConfig,
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -65,7 +65,7 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 f"accepted: {' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file"
             )
     kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
-    for key in ("no_cache", "keep_grids"):
+    for key in ("no_cache", "keep_grids", "fidelity"):
         if key in kick:
             try:
                 kick[key] = as_bool(kick[key], key=key)
@@ -131,6 +131,9 @@ class KickHFLM(HFLM):
         """
         config = self.kick_config
         if config.is_noop:
+            if self._kick_fidelity_enabled():
+                windows = self._kick_fidelity_windows()
+                self._kick_summary["fidelity"] = self._kick_measure(windows, self._kick_reference(windows))
             return
         from kick_models.cache import compress_with_cache
         from kick_models.compression import compress_model
@@ -146,6 +149,16 @@ class KickHFLM(HFLM):
             log.info("kick-hf: some decoder blocks are offloaded (device_map with cpu/disk entries); "
                      "compressing block by block in place, without the compressed-model cache")
 
+        def compress(ids):
+            """Compress in place; with fidelity on, bracket it with the dense reference and the comparison."""
+            if not self._kick_fidelity_enabled():
+                return compress_model(self.model, config, ids, device=device, quant_grids=grids)
+            windows = self._kick_fidelity_windows()
+            reference = self._kick_reference(windows)
+            summary = dict(compress_model(self.model, config, ids, device=device, quant_grids=grids))
+            summary["fidelity"] = self._kick_measure(windows, reference)
+            return summary
+
         def calibrate():
             return calibration_ids(self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length)
 
@@ -155,7 +168,7 @@ class KickHFLM(HFLM):
             revision=getattr(self, "revision", None),
             config=config,
             calibrate=calibrate if config.needs_calibration else None,
-            compress=lambda ids: compress_model(self.model, config, ids, device=device, quant_grids=grids),
+            compress=compress,
             calib_spec={
                 "embedded": self._kick_embedded,
                 "max_length": self.max_length,
@@ -179,6 +192,42 @@ class KickHFLM(HFLM):
             "loaded from cache" if cached else "compressed",
             summary["cache"]["seconds"] if cached else summary["seconds"],
         )
+
+    # ------------------------------------------------------------------ fidelity
+    def _kick_fidelity_enabled(self) -> bool:
+        return bool(self._kick_options.get("fidelity", True))
+
+    def _kick_fidelity_windows(self):
+        from kick_models.fidelity import fidelity_windows
+
+        return fidelity_windows(self.tokenizer, max_length=self.max_length)
+
+    def _kick_reference(self, windows):
+        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
+        from the cache, where the first cell of a base model leaves it for the others."""
+        from kick_models.fidelity import dense_reference, load_reference, reference_key, save_reference
+
+        if not self._kick_cache_enabled():
+            return dense_reference(self.model, windows)
+        from kick_models.cache import ensure_writable, model_identity
+
+        root = ensure_writable(self._kick_options.get("cache_dir"))
+        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
+        path = root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+        reference = load_reference(path)
+        if reference is None:
+            reference = dense_reference(self.model, windows)
+            save_reference(reference, path)
+        return reference
+
+    def _kick_measure(self, windows, reference) -> dict[str, Any]:
+        from kick_models.fidelity import compare
+
+        fidelity = compare(self.model, reference, windows)
+        log.info("kick-hf: KL(dense||compressed)=%.4g nats/token, top-1 agreement %.3f, perplexity %.2f -> %.2f "
+                 "(%d held-out tokens, %.1fs)", fidelity["kl_mean"], fidelity["top1_agreement"],
+                 fidelity["ppl_dense"], fidelity["ppl_compressed"], fidelity["tokens"], fidelity["seconds"])
+        return fidelity
 
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:

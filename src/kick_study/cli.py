@@ -1,4 +1,4 @@
-"""``kick-report RESULTS_DIR``: the LLM-KICK picture as Markdown — tables, plots, perplexity contrast."""
+"""``kick-report RESULTS_DIR``: the LLM-KICK picture as Markdown — verdicts with intervals, paired tables, plots."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
-from kick_study.plots import plot_view
+from kick_study import paired
+from kick_study.comparison import compare_view, fidelity_rows
+from kick_study.paired import Tolerance
+from kick_study.plots import plot_fidelity, plot_retention, plot_view
 from kick_study.runs import ReportError, load_runs
 from kick_study.tables import (
-    Tolerance,
     build_views,
     category_breakdown,
+    fidelity_table,
     markdown_table,
     matching_table,
+    paired_table,
 )
 
 log = logging.getLogger(__name__)
@@ -35,9 +40,101 @@ def _failed_cells(results_dir: Path) -> list[dict]:
     return [c for c in cells.values() if c.get("status") == "failed"]
 
 
+def _cell_seconds(results_dir: Path) -> list[float]:
+    index = results_dir / "index.json"
+    try:
+        cells = json.loads(index.read_text(encoding="utf-8")).get("cells", {})
+    except (OSError, ValueError):
+        return []
+    return [float(c["seconds"]) for c in cells.values() if c.get("status") == "ok" and c.get("seconds")]
+
+
+def _method_note(tol: Tolerance) -> list[str]:
+    return [
+        f"A compressed model *matches* dense when it loses no more than {tol.describe()} (LLM-KICK's ε₀ by default; "
+        "relative only for perplexity). With per-item samples the decision is made on the 95% interval of the "
+        "paired difference compressed − dense: **matches** — the whole interval lies no further below dense than "
+        "the tolerance (an interval wholly above dense + tolerance is also *matches*, marked *better*); "
+        "**worse** — the whole interval lies beyond it; **inconclusive** — it straddles the tolerance's edge, so "
+        "these items cannot tell.",
+        "",
+        f"Intervals: percentile bootstrap, {paired.RESAMPLES} resamples, seed {paired.BOOTSTRAP_SEED}; documents "
+        "are resampled with replacement and a document's dense and compressed scores move together. With several "
+        "calibration seeds the bootstrap first resamples seeds, then documents, so seed-to-seed variance widens "
+        "the interval. Retention = share of dense-correct items still correct; flips count items that changed "
+        "between right and wrong (summed over seeds); McNemar p is the exact two-sided binomial test on those "
+        "flips; agreement = same answer as dense (multiple choice: same highest-likelihood option; generation: "
+        "same normalised first line); choice KL = mean KL(dense ‖ compressed) between the softmaxes of the "
+        "options' log-likelihoods.",
+        "",
+    ]
+
+
+def _notes(notes: list[str]) -> list[str]:
+    if not notes:
+        return []
+    return ["Empty paired columns:", "", *[f"- {n}" for n in notes], ""]
+
+
+def _task_section(view, comp, tol, report: Path, plots: bool) -> list[str]:
+    lines = [f"### Task: {view.task} — {view.metric_name}", "", markdown_table(view, comp), ""]
+    if comp is not None and comp.cells:
+        head = (f"Paired with dense on the same {comp.n} items" if comp.n else "Paired statistics")
+        width = f"; tolerance ± {comp.width:.3g}" if comp.width is not None else ""
+        table, notes = paired_table(comp)
+        lines += [f"{head}{width} ({'points' if comp.scaled else 'metric units'}):", "", table, "", *_notes(notes)]
+    if plots and view.curves:
+        path = plot_view(view, report.parent / PLOTS_DIR, tol, comp)
+        lines += [f"![{view.task}]({path.relative_to(report.parent).as_posix()})", ""]
+        extra = plot_retention(view, comp, report.parent / PLOTS_DIR) if comp is not None else None
+        if extra is not None:
+            lines += [f"![{view.task} retention and flips]({extra.relative_to(report.parent).as_posix()})", ""]
+    return lines
+
+
+def _fidelity_section(model: str, runs, ppl_views, report: Path, plots: bool) -> tuple[list[str], list]:
+    rows = fidelity_rows(runs, model)
+    if not rows or all(r.kl is None for r in rows):
+        return [], rows
+    table, notes = fidelity_table(rows)
+    lines = ["### Fidelity to dense on held-out text (kick-hf)", "",
+             "Mean KL(dense ‖ compressed) of the next-token distribution and the share of positions whose most "
+             "likely next token is unchanged, measured by kick-hf on fixed bundled held-out text (dense top-k "
+             "log-probabilities + one bucket for the rest of the vocabulary: a lower bound of the full KL). "
+             "Intervals resample the text's windows (and seeds).", "", table, ""]
+    if notes:
+        lines += ["Not measured:", "", *[f"- {n}" for n in notes], ""]
+    if plots:
+        path = plot_fidelity(model, rows, next(iter(ppl_views), None), report.parent / PLOTS_DIR)
+        if path is not None:
+            lines += [f"![fidelity]({path.relative_to(report.parent).as_posix()})", ""]
+    return lines, rows
+
+
+def _cost_section(paired_s: float, n_cells: int, fid_rows: list, cell_seconds: list[float]) -> list[str]:
+    lines = ["## Cost of the paired statistics and of the fidelity measurement", "",
+             f"- paired statistics (pairing, bootstrap, flips, KL) for {n_cells} (task, cell) pairs: {paired_s:.2f} s "
+             "in this report"]
+    measured = [r.seconds for r in fid_rows if r.kl is not None and r.seconds is not None and not r.setting.is_dense]
+    if measured:
+        mean = sum(measured) / len(measured)
+        share = ""
+        if cell_seconds:
+            cell = sum(cell_seconds) / len(cell_seconds)
+            share = f" = {100 * mean / cell:.1f}% of the mean cell ({cell:.1f} s, from index.json)"
+        lines.append(f"- fidelity measurement in kick-hf: {mean:.2f} s per compressed cell{share}; a cache hit "
+                     "reports the stored values and costs nothing")
+    return [*lines, ""]
+
+
 def build_report(results_dir: str | Path, out: str | Path | None = None, tol: Tolerance = Tolerance(),
-                 metric_overrides: dict[str, str] | None = None, plots: bool = True) -> Path:
-    """Write ``report.md`` (and ``plots/*.png`` beside it) for every lm-eval run under ``results_dir``."""
+                 metric_overrides: dict[str, str] | None = None, plots: bool = True, judge=None,
+                 judge_tasks: Sequence[str] | None = None) -> Path:
+    """Write ``report.md`` (and ``plots/*.png`` beside it) for every lm-eval run under ``results_dir``.
+
+    ``judge`` (a :class:`~kick_tasks.judge.client.JudgeClient`) adds pairwise grading of every
+    compressed cell's generated answers against dense's.
+    """
     root = Path(results_dir).expanduser()
     runs = load_runs(root)
     report = Path(out).expanduser() if out else root / REPORT_FILE
@@ -45,24 +142,36 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
     ppl = [v for v in views if not v.higher_better]
+    start = time.perf_counter()
+    comparisons = {(v.model, v.task): compare_view(v, runs, tol) for v in scores}
+    paired_s = time.perf_counter() - start
+    n_pairs = sum(len(c.cells) for c in comparisons.values())
 
-    lines = ["# LLM-KICK report", "",
-             f"{len(runs)} lm-eval runs from `{root}`. A compressed model *matches* dense when it is no worse "
-             f"than dense by more than max({tol.abs_points:g} points, {tol.rel * 100:g}% of dense) "
-             "(relative only for perplexity).", ""]
+    lines = ["# LLM-KICK report", "", f"{len(runs)} lm-eval runs from `{root}`.", "", *_method_note(tol)]
+    fid_all: list = []
     for model in sorted({v.model for v in views}):
         model_scores = [v for v in scores if v.model == model]
         model_ppl = [v for v in ppl if v.model == model]
         lines += [f"## {model}", "", "### Largest sparsity still matching dense", "",
-                  matching_table(model_scores + model_ppl, tol), ""]
-        for view in model_scores + model_ppl:
-            kind = "Perplexity contrast" if view in model_ppl else "Task"
-            lines += [f"### {kind}: {view.task} — {view.metric_name}", "", markdown_table(view), ""]
+                  matching_table(model_scores + model_ppl, tol, comparisons), ""]
+        for view in model_scores:
+            lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
+        fid_lines, fid_rows = _fidelity_section(model, runs, model_ppl, report, plots)
+        lines += fid_lines
+        fid_all += fid_rows
+        for view in model_ppl:
+            lines += [f"### Perplexity contrast: {view.task} — {view.metric_name}", "", markdown_table(view), ""]
             if plots and view.curves:
                 path = plot_view(view, report.parent / PLOTS_DIR, tol)
                 lines += [f"![{view.task}]({path.relative_to(report.parent).as_posix()})", ""]
+        if judge is not None:
+            from kick_study.judged import judge_section
+
+            lines += judge_section(judge, model, runs, model_scores, judge_tasks)
     for title, table in category_breakdown(runs, metric_overrides):
         lines += [f"### {title}", "", table, ""]
+    if n_pairs:
+        lines += _cost_section(paired_s, n_pairs, fid_all, _cell_seconds(root))
     failed = _failed_cells(root)
     if failed:
         lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
@@ -89,17 +198,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kick-report", description=__doc__.split("\n")[0])
     p.add_argument("results_dir", help="folder holding lm-eval results_*.json files (e.g. kick-sweep --out)")
     p.add_argument("--out", help=f"Markdown file to write (default RESULTS_DIR/{REPORT_FILE}); plots go beside it")
-    p.add_argument("--abs_tol", type=float, default=1.0, help="matching tolerance in points (default 1)")
-    p.add_argument("--rel_tol", type=float, default=0.02, help="relative matching tolerance (default 0.02 = 2%%)")
+    p.add_argument("--rel_tol", type=float, default=paired.REL_TOLERANCE,
+                   help="relative matching tolerance, LLM-KICK's ε₀ (default 0.05 = 5%% of dense)")
+    p.add_argument("--abs_tol", type=float, default=0.0,
+                   help="absolute matching tolerance in points; the larger of the two applies (default 0; "
+                        "the old rule was --abs_tol 1 --rel_tol 0.02)")
     p.add_argument("--metric", action="append", help="TASK=METRIC to report a task by another metric (repeatable)")
     p.add_argument("--no_plots", action="store_true", help="tables only")
+    p.add_argument("--judge", action="store_true",
+                   help="grade each compressed cell's generated answers pairwise against dense's (both orders) with "
+                        "the judge set by KICK_JUDGE_MODEL / KICK_JUDGE_BASE_URL / KICK_JUDGE_API_KEY")
+    p.add_argument("--judge_tasks", help="comma-separated tasks to judge against dense (default: kick_instruct, "
+                                         "kick_summarization*, kick_mtbench*)")
     args = p.parse_args(argv)
     if args.abs_tol < 0 or args.rel_tol < 0:
         sys.stderr.write(f"kick-report: tolerances must be >= 0 (got abs_tol={args.abs_tol}, rel_tol={args.rel_tol})\n")
         return 2
+    judge = None
+    if args.judge:
+        from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeConfigError
+
+        try:
+            config = JudgeConfig.from_env()
+        except JudgeConfigError as err:
+            sys.stderr.write(f"kick-report: --judge: {err}\n")
+            return 2
+        if config is None:
+            sys.stderr.write("kick-report: --judge needs a judge: set KICK_JUDGE_MODEL (and KICK_JUDGE_BASE_URL, "
+                             "KICK_JUDGE_API_KEY for the endpoint)\n")
+            return 2
+        judge = JudgeClient(config)
+    tasks = [t.strip() for t in (args.judge_tasks or "").split(",") if t.strip()] or None
     try:
-        path = build_report(args.results_dir, args.out, Tolerance(args.abs_tol, args.rel_tol),
-                            _metric_overrides(args.metric), plots=not args.no_plots)
+        path = build_report(args.results_dir, args.out, Tolerance(abs_points=args.abs_tol, rel=args.rel_tol),
+                            _metric_overrides(args.metric), plots=not args.no_plots, judge=judge, judge_tasks=tasks)
     except ReportError as err:
         sys.stderr.write(f"{err}\n")
         return 2

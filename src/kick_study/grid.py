@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "runner": "subprocess",
     "cache_dir": None,
     "include_path": None,
+    "seeds": [],
 }
 
 
@@ -63,11 +64,14 @@ class Cell:
     limit: float | None = None
     batch_size: Any = 1
     device: str | None = None
+    seed: int | None = None  # calibration seed, for the methods that calibrate
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("=")[-1].rstrip("/").split("/")[-1])[:40] or "model"
         spec = f"{self.method}-{self.pattern.replace(':', 'of')}-s{self.sparsity:.2f}-w{self.wbits}"
+        if self.seed is not None:
+            spec += f"-seed{self.seed}"
         digest = hashlib.sha256(
             json.dumps([self.model_args, sorted(self.tasks), self.limit], sort_keys=True).encode()
         ).hexdigest()[:8]
@@ -141,6 +145,9 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
         grid = list(_compression_settings(settings))
     except ValueError as err:  # ConfigError from a pattern, or a non-number sparsity / bits
         raise SweepError(f"kick-sweep: bad grid setting: {err}") from None
+    seeds = parse_seeds(settings.get("seeds"))
+    if seeds and "seed" in extra:
+        raise SweepError("kick-sweep: seed is set both in model_args and as seeds; accepted: one of the two")
     cells, seen = [], set()
     for model in models:
         for method, sparsity, pattern, wbits in grid:
@@ -152,18 +159,36 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
             if wbits < 16:
                 comp["wbits"] = wbits
             try:
-                build_config({**{k: v for k, v in extra.items() if k in _compression_keys()}, **comp})
+                config = build_config({**{k: v for k, v in extra.items() if k in _compression_keys()}, **comp})
             except ConfigError as err:
                 raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
-            args = format_kv({**comp, **{k: v for k, v in extra.items() if k not in comp}})
-            cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
-                        tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
-                        limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
-                        device=settings.get("device"))
-            if cell.cell_id not in seen:
-                seen.add(cell.cell_id)
-                cells.append(cell)
+            # the seed only changes the calibration draw: dense and magnitude run once
+            for seed in (seeds if seeds and config.needs_calibration else [None]):
+                with_seed = comp if seed is None else {**comp, "seed": seed}
+                args = format_kv({**with_seed, **{k: v for k, v in extra.items() if k not in with_seed}})
+                cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
+                            tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
+                            limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
+                            device=settings.get("device"), seed=seed)
+                if cell.cell_id not in seen:
+                    seen.add(cell.cell_id)
+                    cells.append(cell)
     return cells
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """``seeds``: calibration seeds, e.g. ``[0, 1, 2]`` or ``"0,1,2"`` (LLM-KICK averages three runs)."""
+    seeds = []
+    for item in as_list(value):
+        try:
+            seed = int(str(item).strip())
+        except ValueError:
+            seed = -1
+        if seed < 0 or str(item).strip().lstrip("+") != str(seed):
+            raise SweepError(f"kick-sweep: seeds item {item!r} is not a non-negative integer; accepted: e.g. seeds: [0, 1, 2]")
+        if seed not in seeds:
+            seeds.append(seed)
+    return seeds
 
 
 def _compression_keys() -> tuple[str, ...]:

@@ -35,7 +35,14 @@ def load_index(out_dir: Path) -> dict[str, Any]:
 
 
 def is_done(entry: Mapping[str, Any] | None, out_dir: Path) -> bool:
-    return bool(entry) and entry.get("status") == "ok" and (out_dir / entry.get("results_file", "")).is_file()
+    """Finished with its results file and the per-item samples beside it (a cell from a sweep that did
+    not log samples runs again, so the report can pair it with dense)."""
+    from kick_study.samples import samples_files
+
+    if not entry or entry.get("status") != "ok":
+        return False
+    results = out_dir / entry.get("results_file", "")
+    return results.is_file() and bool(samples_files(results))
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""PNG plots of score against sparsity: one line per method, dense as a line with its matching band."""
+"""PNG plots: score against sparsity with paired 95% intervals, retention/flips per task, and held-out
+KL / top-1 agreement next to perplexity. Every figure names its n."""
 
 from __future__ import annotations
 
@@ -8,41 +9,144 @@ from pathlib import Path
 from kick_study.tables import TaskView, Tolerance
 
 
-def plot_file_name(view: TaskView) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(view.model).name or view.model}__{view.task}")
+def plot_file_name(view: TaskView, suffix: str = "") -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(view.model).name or view.model}__{view.task}{suffix}")
     return f"{slug.strip('-')}.png"
 
 
-def plot_view(view: TaskView, out_dir: Path, tol: Tolerance) -> Path:
-    """Write one plot for ``view`` into ``out_dir`` and return its path."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    return plt
+
+
+def _save(fig, plt, out_dir: Path, name: str) -> Path:
     try:
-        band = view.band(tol)
-        if view.dense is not None and band is not None:
-            ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g})")
-            ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label="matches dense")
-        for curve in view.curves:
-            xs = [s * 100 for s, _ in curve.points]
-            ys = [v for _, v in curve.points]
-            if view.dense is not None and curve.setting.pattern == "unstructured" and curve.setting.method != "gptq":
-                xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
-            ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
-        if not view.higher_better:
-            ax.set_yscale("log")
-        ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel(view.metric_name)
-        ax.set_title(f"{view.task} — {Path(view.model).name or view.model}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
         fig.tight_layout()
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / plot_file_name(view)
+        path = out_dir / name
         fig.savefig(path)
     finally:
         plt.close(fig)
     return path
+
+
+def _lines(comp):
+    """setting → its cells sorted by sparsity."""
+    out: dict = {}
+    for cell in sorted(comp.cells, key=lambda c: c.sparsity):
+        out.setdefault(cell.setting, []).append(cell)
+    return out
+
+
+def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
+    """Score against sparsity, one line per setting; with a paired comparison every point carries its
+    95% interval (dense + the interval of the difference) and the title its n."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    cells = {} if comp is None else {(c.setting, c.sparsity): c for c in comp.cells}
+    band = view.band(tol)
+    if view.dense is not None and band is not None:
+        ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g})")
+        ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label=f"within {tol.describe()}")
+    intervals = False
+    for curve in view.curves:
+        xs = [s * 100 for s, _ in curve.points]
+        ys = [v for _, v in curve.points]
+        found = [cells.get((curve.setting, s)) for s, _ in curve.points]
+        if view.dense is not None and all(c is not None and c.diff is not None for c in found):
+            intervals = True
+            low = [y - (view.dense + c.diff.low) for y, c in zip(ys, found)]
+            high = [(view.dense + c.diff.high) - y for y, c in zip(ys, found)]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
+            continue
+        if view.dense is not None and curve.setting.pattern == "unstructured" and curve.setting.method != "gptq":
+            xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
+        ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
+    if not view.higher_better:
+        ax.set_yscale("log")
+    n = getattr(comp, "n", None)
+    note = (f"n = {n} items, 95% paired intervals" if intervals and n
+            else "no per-item samples: points without intervals" if view.higher_better else "point values")
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel(view.metric_name)
+    ax.set_title(f"{view.task} — {Path(view.model).name or view.model}\n({note})", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, out_dir, plot_file_name(view))
+
+
+def plot_retention(view: TaskView, comp, out_dir: Path) -> Path | None:
+    """Retention of dense-correct items (with 95% intervals) and flip counts against sparsity."""
+    by_setting = _lines(comp)
+    order = [c.setting for c in view.curves if c.setting in by_setting]  # same colours as the score plot
+    lines = {s: [c for c in by_setting[s] if c.retention is not None and c.flips is not None] for s in order}
+    lines = {s: cells for s, cells in lines.items() if cells}
+    if not lines:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=110)
+    for setting, cells in lines.items():
+        xs = [c.sparsity * 100 for c in cells]
+        ys = [c.retention.estimate * 100 for c in cells]
+        low = [(c.retention.estimate - c.retention.low) * 100 for c in cells]
+        high = [(c.retention.high - c.retention.estimate) * 100 for c in cells]
+        left.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=setting.label)
+        line = right.plot(xs, [c.flips.right_to_wrong for c in cells], marker="v", label=f"{setting.label} right→wrong")
+        right.plot(xs, [c.flips.wrong_to_right for c in cells], marker="^", linestyle=":", color=line[0].get_color(),
+                   label=f"{setting.label} wrong→right")
+    dense_right = next(iter(lines.values()))[0].flips.dense_right // max(1, len(next(iter(lines.values()))[0].seeds))
+    left.set_title(f"retention of dense-correct items (n = {dense_right} of {comp.n})", fontsize=10)
+    left.set_xlabel("sparsity (%)")
+    left.set_ylabel("still correct (%)")
+    left.set_ylim(-5, 105)
+    right.set_title(f"answer flips vs dense (n = {comp.n} items, summed over seeds)", fontsize=10)
+    right.set_xlabel("sparsity (%)")
+    right.set_ylabel("items")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{view.task} — {Path(view.model).name or view.model}", fontsize=11)
+    return _save(fig, plt, out_dir, plot_file_name(view, "__retention"))
+
+
+def plot_fidelity(model: str, rows, ppl_view: TaskView | None, out_dir: Path) -> Path | None:
+    """Held-out KL(dense ‖ compressed) and top-1 agreement (95% intervals over windows and seeds) beside perplexity."""
+    measured = [r for r in rows if r.kl is not None and not r.setting.is_dense]
+    if not measured:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.0), dpi=110)
+    lines: dict = {}
+    for r in sorted(measured, key=lambda r: r.sparsity):
+        lines.setdefault(r.setting, []).append(r)
+    for setting, cells in lines.items():
+        xs = [r.sparsity * 100 for r in cells]
+        for ax, get, scale in ((axes[0], lambda r: r.kl, 1.0), (axes[1], lambda r: r.top1, 100.0)):
+            ys = [get(r).estimate * scale for r in cells]
+            low = [(get(r).estimate - get(r).low) * scale for r in cells]
+            high = [(get(r).high - get(r).estimate) * scale for r in cells]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=setting.label)
+    first = measured[0]
+    axes[0].set_title(f"KL(dense ‖ compressed), nats/token\n(n = {first.tokens} tokens in {first.windows} windows, "
+                      f"top-{first.top_k} + rest)", fontsize=9)
+    axes[1].set_title("same most likely next token as dense (%)\n(95% intervals over windows and seeds)", fontsize=9)
+    if ppl_view is not None:
+        if ppl_view.dense is not None:
+            axes[2].axhline(ppl_view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({ppl_view.dense:.3g})")
+        for curve in ppl_view.curves:
+            axes[2].plot([s * 100 for s, _ in curve.points], [v for _, v in curve.points], marker="o", label=curve.setting.label)
+        axes[2].set_yscale("log")
+        axes[2].set_title(f"{ppl_view.task} {ppl_view.metric_name}\n(point values)", fontsize=9)
+    else:
+        axes[2].set_axis_off()
+    for ax in axes[: 3 if ppl_view is not None else 2]:
+        ax.set_xlabel("sparsity (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"distribution-level fidelity to dense — {Path(model).name or model}", fontsize=11)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(model).name or model}__fidelity").strip("-")
+    return _save(fig, plt, out_dir, f"{slug}.png")

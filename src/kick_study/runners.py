@@ -1,5 +1,6 @@
 """How a sweep cell runs: ``python -m lm_eval`` in a subprocess (isolated memory, crashes confined to
-the cell) or ``lm_eval.simple_evaluate`` in this process; both return the cell's results file."""
+the cell) or ``lm_eval.simple_evaluate`` in this process; both log every item's samples beside the
+results file (the report pairs them with dense) and return the cell's results file."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
     def run(cell: Cell, cell_dir: Path) -> Path:
         cmd = [sys.executable, "-m", "lm_eval", "--model", "kick-hf", "--model_args", cell.model_args,
                "--tasks", ",".join(cell.tasks), "--output_path", str(cell_dir),
-               "--batch_size", str(cell.batch_size)]
+               "--batch_size", str(cell.batch_size), "--log_samples"]
         if cell.limit is not None:
             cmd += ["--limit", str(cell.limit)]
         if cell.device:
@@ -85,12 +86,15 @@ def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
         results = lm_eval.simple_evaluate(
             model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
             batch_size=cell.batch_size, device=cell.device, task_manager=cell_manager,
-            evaluation_tracker=tracker, log_samples=False,
+            evaluation_tracker=tracker, log_samples=True,
         )
         if results is None:
             raise CellFailed("lm_eval.simple_evaluate returned no results")
-        results.pop("samples", None)
-        tracker.save_results_aggregated(results=results, samples=None)
+        samples = results.pop("samples", None) or {}
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task_name in results.get("configs", {}):  # per-item records: what the report pairs with dense
+            if task_name in samples:
+                tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
         return _newest_results(cell_dir)
 
     return run

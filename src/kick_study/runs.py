@@ -18,6 +18,7 @@ from kick_common.args import parse_kv
 log = logging.getLogger(__name__)
 
 EXPORT_RECORD = "kick_compression.json"
+CALIBRATING = ("wanda", "sparsegpt", "gptq")  # methods whose weights depend on the calibration seed
 
 
 class ReportError(ValueError):
@@ -61,6 +62,7 @@ class Run:
     path: Path
     date: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # calibration seed; None for settings that calibrate on nothing
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,12 +105,14 @@ def parse_run(path: Path) -> Run:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ReportError(f"kick-report: {path} is not an lm-eval results file (no 'results' mapping)")
     model, comp = _compression_of(data)
+    result = (((data.get("config") or {}).get("kick") or {}).get("result") or {})
     method = str(comp.get("method", "none"))
     pattern = str(comp.get("pattern") or "unstructured")
     wbits = int(comp.get("wbits", 16))
     sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
+    seed = comp.get("seed") if method != "none" and (method in CALIBRATING or int(comp.get("wbits", 16)) < 16) else None
     results = dict(data["results"])
     for name, values in (data.get("groups") or {}).items():
         results.setdefault(name, values)
@@ -121,7 +125,8 @@ def parse_run(path: Path) -> Run:
         group_subtasks={k: list(v) for k, v in (data.get("group_subtasks") or {}).items()},
         path=path,
         date=float(data.get("date") or path.stat().st_mtime),
-        extra={"achieved_sparsity": ((data.get("config") or {}).get("kick") or {}).get("result", {}).get("achieved_sparsity")},
+        extra={"achieved_sparsity": result.get("achieved_sparsity"), "fidelity": result.get("fidelity")},
+        seed=int(seed) if seed is not None else None,
     )
 
 
@@ -138,7 +143,7 @@ def load_runs(results_dir: str | Path) -> list[Run]:
         except (OSError, ValueError) as err:
             log.warning("kick-report: skipping %s (%s)", path, err)
             continue
-        key = (run.model, run.setting, run.sparsity, tuple(sorted(run.results)))
+        key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
         if key not in runs or runs[key].date <= run.date:
             runs[key] = run
     if not runs:

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
     p.add_argument("--runner", choices=["subprocess", "inprocess"], help="subprocess isolates cells (default)")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
+    p.add_argument("--seeds", help="comma-separated calibration seeds, e.g. 0,1,2: one cell per seed for the methods "
+                                  "that calibrate (the report shows mean ± sd and folds seed variance into intervals)")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
@@ -63,7 +65,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         settings.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize"):
+                "prune_and_quantize", "seeds"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value

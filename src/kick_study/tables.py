@@ -1,11 +1,14 @@
 """Score-vs-sparsity curves, the "still matches dense" statistic, and their Markdown tables.
 
-Matching follows LLM-KICK: a compressed model matches when it is no worse than dense by more than
-a tolerance, ``max(abs_tol points, rel_tol × dense)`` (default 1 point or 2% relative). Metrics
-in [0, 1] where higher is better (accuracy, exact match) are shown in points (× 100);
-lower-is-better metrics (perplexity) keep their scale and use the relative tolerance only. The
-largest matching sparsity of a line is the largest sparsity up to which *every* point matches,
-so one lucky point after a collapse does not count.
+Matching follows LLM-KICK (§3, "Matching Compressed LLM"): a compressed model matches when it loses
+no more than a tolerance of dense's performance — by default ε₀ = 5% of dense, relative;
+``max(abs_tol points, rel_tol × dense)`` in general. With per-item samples the decision is made on
+the paired interval of the difference (see :mod:`kick_study.paired`): *matches*, *worse* or
+*inconclusive*; without them it falls back to the point estimates and says so. Metrics in [0, 1]
+where higher is better (accuracy, exact match) are shown in points (× 100); lower-is-better
+metrics (perplexity) keep their scale and use the relative tolerance only, on the point values.
+The largest matching sparsity of a line is the largest sparsity up to which *every* point
+matches, so one lucky point after a collapse does not count.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from kick_study.paired import MATCHES, LargestMatching, Tolerance, largest_matching
 from kick_study.runs import (
     Run,
     Setting,
@@ -21,16 +25,6 @@ from kick_study.runs import (
     score,
     top_level_tasks,
 )
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    abs_points: float = 1.0
-    rel: float = 0.02
-
-    def width(self, dense: float, scaled: bool) -> float:
-        """Half-width of the matching band around ``dense`` (in the displayed unit)."""
-        return max(self.abs_points if scaled else 0.0, self.rel * abs(dense))
 
 
 @dataclass
@@ -97,10 +91,13 @@ def build_views(runs: list[Run], metric_overrides: Mapping[str, str] | None = No
             scaled = _scaled([v for _, v in raw], hib)
             factor = 100.0 if scaled else 1.0
             dense = next((v * factor for r, v in raw if r.setting.is_dense), None)
-            by_setting: dict[Setting, list[tuple[float, float]]] = {}
+            seeds: dict[tuple[Setting, float], list[float]] = {}
             for r, v in raw:
                 if not r.setting.is_dense:
-                    by_setting.setdefault(r.setting, []).append((r.sparsity, v * factor))
+                    seeds.setdefault((r.setting, r.sparsity), []).append(v * factor)
+            by_setting: dict[Setting, list[tuple[float, float]]] = {}
+            for (setting, sparsity), values in seeds.items():  # several calibration seeds: their mean
+                by_setting.setdefault(setting, []).append((sparsity, sum(values) / len(values)))
             curves = [Curve(s, sorted(p)) for s, p in sorted(by_setting.items(), key=lambda kv: _order(kv[0]))]
             views.append(TaskView(model, task, metric, hib, scaled, dense, curves))
     return views
@@ -122,51 +119,149 @@ def _pct(sparsity: float) -> str:
     return f"{sparsity * 100:g}%"
 
 
-def markdown_table(view: TaskView) -> str:
-    """Rows: dense then each method/pattern/bits; columns: every sparsity seen for this task."""
+def _cell_index(comp) -> dict:
+    return {} if comp is None else {(c.setting, c.sparsity): c for c in comp.cells}
+
+
+def markdown_table(view: TaskView, comp=None) -> str:
+    """Rows: dense then each method/pattern/bits; columns: every sparsity seen for this task.
+
+    With a paired comparison (``comp``, a :class:`~kick_study.comparison.TaskComparison`) a
+    compressed cell reads ``value ± half-width verdict`` (the half-width of the 95% interval of its
+    difference from dense) and dense reads ``value ± half-width`` of its own 95% interval.
+    """
     columns = sorted({0.0} | {s for c in view.curves for s, _ in c.points})
     header = "| setting | " + " | ".join(_pct(s) for s in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
-    rows = [("dense", {0.0: view.dense} if view.dense is not None else {})]
-    rows += [(c.setting.label, dict(c.points)) for c in view.curves]
-    for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(values.get(s), view.scaled) for s in columns) + " |")
+    cells = _cell_index(comp)
+    dense_text = _fmt(view.dense, view.scaled)
+    if comp is not None and comp.dense_interval is not None and view.dense is not None:
+        dense_text += f" ± {_fmt(comp.dense_interval.half_width, view.scaled)}"
+    lines.append("| dense | " + " | ".join(dense_text if s == 0.0 else "—" for s in columns) + " |")
+    for curve in view.curves:
+        values = dict(curve.points)
+        shown = []
+        for s in columns:
+            text = _fmt(values.get(s), view.scaled)
+            cell = cells.get((curve.setting, s))
+            if s in values and cell is not None and cell.diff is not None:
+                text += f" ± {_fmt(cell.diff.half_width, view.scaled)} {cell.verdict}"
+            shown.append(text)
+        lines.append(f"| {curve.setting.label} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
-def matching_summary(views: Sequence[TaskView], tol: Tolerance) -> dict[str, dict[str, float | None]]:
-    """setting label → task → largest sparsity still matching dense (None: not even the first point)."""
-    out: dict[str, dict[str, float | None]] = {}
+def _fmt_interval(iv, scaled: bool, signed: bool = False) -> str:
+    if iv is None:
+        return "—"
+    def f(v: float) -> str:
+        if not signed:
+            return _fmt(v, scaled)
+        return f"{v:+.1f}" if scaled else f"{v:+.3g}"
+
+    return f"{f(iv.estimate)} [{f(iv.low)}, {f(iv.high)}]"
+
+
+def paired_table(comp) -> tuple[str, list[str]]:
+    """The per-cell paired statistics against dense, and one note per cell whose paired columns are empty."""
+    lines = ["| setting | sparsity | seeds | n | score (± sd over seeds) | Δ vs dense [95% CI] | verdict | "
+             "retention [95% CI] | flips right→wrong / wrong→right | McNemar p | agreement with dense | choice KL |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    cells = sorted(comp.cells, key=lambda c: (_order(c.setting), c.sparsity))
+    for c in cells:
+        seeds = len(c.seeds)
+        score_text = _fmt(c.score, comp.scaled) + (f" ± {_fmt(c.score_sd, comp.scaled)}" if c.score_sd is not None else "")
+        verdict = "—" if c.verdict is None else (f"{c.verdict} (better)" if c.better else c.verdict)
+        ret = "—" if c.retention is None else (
+            f"{c.retention.estimate * 100:.0f}% [{c.retention.low * 100:.0f}, {c.retention.high * 100:.0f}]")
+        flips = "—" if c.flips is None else f"{c.flips.right_to_wrong} / {c.flips.wrong_to_right}"
+        p = "—" if c.mcnemar_p is None else f"{c.mcnemar_p:.3g}"
+        agree = "—" if c.agreement is None else f"{c.agreement * 100:.0f}%"
+        kl = "—" if c.choice_kl is None else f"{c.choice_kl:.3g}"
+        lines.append(f"| {c.setting.label} | {_pct(c.sparsity)} | {seeds} | {c.n if c.n is not None else '—'} | "
+                     f"{score_text} | {_fmt_interval(c.diff, comp.scaled, signed=True)} | {verdict} | {ret} | {flips} | "
+                     f"{p} | {agree} | {kl} |")
+        if c.reason:
+            notes.append(f"{c.setting.label} {_pct(c.sparsity)}: {c.reason}")
+    return "\n".join(lines), notes
+
+
+def fidelity_table(rows) -> tuple[str, list[str]]:
+    """kick-hf's held-out KL(dense ‖ compressed), top-1 agreement and perplexities per cell."""
+    lines = ["| setting | sparsity | seeds | KL(dense ‖ compressed), nats/token [95% CI] | top-1 agreement [95% CI] | "
+             "perplexity dense → compressed (± sd over seeds) | measurement (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for r in rows:
+        label = "dense" if r.setting.is_dense else r.setting.label
+        if r.kl is None:
+            notes.append(f"{label} {_pct(r.sparsity)}: {r.missing}")
+            continue
+        kl = f"{r.kl.estimate:.4f} [{r.kl.low:.4f}, {r.kl.high:.4f}]"
+        top1 = f"{r.top1.estimate * 100:.1f}% [{r.top1.low * 100:.1f}, {r.top1.high * 100:.1f}]"
+        ppl = f"{r.ppl_dense:.2f} → {r.ppl_compressed:.2f}" + (f" ± {r.ppl_sd:.2f}" if r.ppl_sd is not None else "")
+        lines.append(f"| {label} | {_pct(r.sparsity)} | {r.seeds} | {kl} | {top1} | {ppl} | {r.seconds:.1f} |")
+    return "\n".join(lines), notes
+
+
+def _curve_state(view: TaskView, curve: Curve, comp) -> LargestMatching | None:
+    """The verdict-based statistic for one line, or None when some point has no paired verdict."""
+    cells = _cell_index(comp)
+    verdicts = []
+    for sparsity, _ in curve.points:
+        cell = cells.get((curve.setting, sparsity))
+        if cell is None or cell.verdict is None:
+            return None
+        verdicts.append((sparsity, cell.verdict))
+    return largest_matching(verdicts)
+
+
+def matching_summary(views: Sequence[TaskView], tol: Tolerance, comparisons: Mapping | None = None
+                     ) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """setting label → task → the largest sparsity still matching dense, as shown; and the tasks
+    decided on point estimates (no paired verdicts: no samples, or a lower-is-better metric)."""
+    out: dict[str, dict[str, str]] = {}
+    point_based: set[str] = set()
     for view in views:
         if view.dense is None:
             continue
         width = tol.width(view.dense, view.scaled)
+        comp = (comparisons or {}).get((view.model, view.task))
         for curve in view.curves:
-            out.setdefault(curve.setting.label, {})[view.task] = largest_matching_sparsity(
-                curve.points, view.dense, width, view.higher_better)
-    return out
+            gptq = curve.setting.label.startswith("gptq")  # quantization only: no sparsity axis
+            state = _curve_state(view, curve, comp) if view.higher_better else None
+            if state is not None:
+                if gptq:
+                    text = next(c.verdict for c in comp.cells if c.setting == curve.setting)
+                else:
+                    text = state.describe(_pct)
+            else:
+                point_based.add(view.task)
+                value = largest_matching_sparsity(curve.points, view.dense, width, view.higher_better)
+                text = ("matches" if value is not None else "no") if gptq else ("none" if value is None else _pct(value))
+            out.setdefault(curve.setting.label, {})[view.task] = text
+    return out, point_based
 
 
-def matching_table(views: Sequence[TaskView], tol: Tolerance) -> str:
+def matching_table(views: Sequence[TaskView], tol: Tolerance, comparisons: Mapping | None = None) -> str:
     """Rows: settings; columns: tasks; cells: the largest sparsity still matching dense."""
-    summary = matching_summary(views, tol)
+    summary, point_based = matching_summary(views, tol, comparisons)
     tasks = [v.task for v in views if v.dense is not None and v.curves]
     tasks = list(dict.fromkeys(tasks))
     if not summary or not tasks:
         return "_No compressed runs with a dense baseline to compare against._"
     lines = ["| setting | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
     for label, per_task in summary.items():
-        cells = []
-        for task in tasks:
-            if task not in per_task:
-                cells.append("—")
-            else:
-                value = per_task[task]
-                if label.startswith("gptq"):  # quantization only: no sparsity axis, just yes / no
-                    cells.append("matches" if value is not None else "no")
-                else:
-                    cells.append("none" if value is None else _pct(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(per_task.get(task, "—") for task in tasks) + " |")
+    decided = [t for t in tasks if t not in point_based]
+    if decided:
+        lines += ["", f"{', '.join(decided)}: decided on the paired 95% interval of the difference from dense "
+                  f"({MATCHES} = the whole interval within the tolerance); \"≥ X (inconclusive at Y)\" means every "
+                  "point up to X matches and the interval at Y straddles the tolerance — more items are needed."]
+    if point_based:
+        lines += ["", f"{', '.join(t for t in tasks if t in point_based)}: decided on point estimates "
+                  "(perplexity contrast, or runs without per-item samples) — no uncertainty is taken into account."]
     return "\n".join(lines)
 
 

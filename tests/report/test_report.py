@@ -41,7 +41,7 @@ def test_largest_matching_sparsity(points, dense, width, higher, expected):
 
 
 def test_tolerance_is_one_point_or_two_percent_whichever_is_larger():
-    tol = tables.Tolerance()
+    tol = tables.Tolerance(abs_points=1.0, rel=0.02)  # the rule before LLM-KICK's ε₀ became the default
     assert tol.width(40.0, scaled=True) == 1.0
     assert tol.width(80.0, scaled=True) == pytest.approx(1.6)
     assert tol.width(20.0, scaled=False) == pytest.approx(0.4)  # perplexity: relative only
@@ -59,8 +59,21 @@ def test_runs_are_parsed_from_model_info_and_model_args(grid_dir):
     assert len(runs) == 8
 
 
+def test_default_tolerance_is_five_percent_of_dense():
+    tol = tables.Tolerance()
+    assert tol.width(40.0, scaled=True) == pytest.approx(2.0)
+    assert tol.width(20.0, scaled=False) == pytest.approx(1.0)
+
+
+def test_default_matching_uses_five_percent(grid_dir):
+    report = cli.build_report(grid_dir, plots=False).read_text()
+    match = _section(report, "### Largest sparsity still matching dense")
+    assert _row(match, "wanda") == ["50%", "50%", "50%"]  # mmlu at 50%: 53.5 >= 55 - 2.75
+    assert "decided on point estimates" in match  # hand-made results carry no samples
+
+
 def test_report_tables_hold_the_right_numbers(grid_dir):
-    report = cli.build_report(grid_dir).read_text()
+    report = cli.build_report(grid_dir, tol=tables.Tolerance(abs_points=1.0, rel=0.02)).read_text()
     free = _section(report, "### Task: kick_freebaseqa")
     assert "exact_match (points)" in free
     assert _row(free, "dense") == ["40.0", "—", "—", "—"]           # columns 0%, 20%, 50%, 70%
@@ -112,7 +125,7 @@ def test_plot_draws_dense_line_band_and_one_line_per_setting(grid_dir, monkeypat
     monkeypatch.setattr(plt, "close", keep)
     views = tables.build_views(load_runs(grid_dir))
     view = next(v for v in views if v.task == "kick_freebaseqa")
-    plots.plot_view(view, grid_dir / "p", tables.Tolerance())
+    plots.plot_view(view, grid_dir / "p", tables.Tolerance(abs_points=1.0, rel=0.02))
     ax = captured["fig"].axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[0].startswith("dense") and sorted(labels[1:]) == sorted(["magnitude", "wanda", "wanda 2:4", "gptq w4"])

@@ -35,7 +35,12 @@ class FakeRunner:
         if cell.method in self.fail_on:
             raise runners.CellFailed("CUDA out of memory (pretend)")
         args = dict(part.split("=", 1) for part in cell.model_args.split(","))
-        return self.writer(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
+        path = self.writer(cell_dir, args, {t: {"acc": 0.5} for t in cell.tasks})
+        stamp = path.name[len("results_"):-len(".json")]
+        for task in cell.tasks:  # real runners log every item beside the results file
+            (path.parent / f"samples_{task}_{stamp}.jsonl").write_text(
+                json.dumps({"doc_id": 0, "doc_hash": "h", "filter": "none", "metrics": ["acc"], "acc": 0.5}) + "\n")
+        return path
 
 
 def test_grid_has_dense_first_nm_patterns_and_gptq_bits():
@@ -182,3 +187,32 @@ def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner)
 
     report = cli.build_report(out, plots=False).read_text()
     assert "Perplexity contrast: kick_ppl_heldout" in report and "| magnitude |" in report
+
+
+def test_seeds_give_one_cell_per_seed_for_calibrating_methods_only():
+    cells = grid.plan_cells(settings(methods=["magnitude", "wanda", "gptq"], sparsities=[0.5], patterns=["unstructured"],
+                                     bits=[4], seeds=[0, 1, 2]), ["t"])
+    specs = [(c.method, c.seed) for c in cells]
+    assert specs == [("none", None), ("magnitude", None), ("wanda", 0), ("wanda", 1), ("wanda", 2),
+                     ("gptq", 0), ("gptq", 1), ("gptq", 2)]
+    wanda = [c for c in cells if c.method == "wanda"]
+    assert [c.model_args for c in wanda] == [f"pretrained=org/tiny,method=wanda,sparsity=0.5,seed={s}" for s in (0, 1, 2)]
+    assert len({c.cell_id for c in cells}) == len(cells) and "seed1" in wanda[1].cell_id
+    assert grid.plan_cells(settings(seeds="3, 4"), ["t"])[-1].seed == 4
+
+
+@pytest.mark.parametrize("seeds, message", [(["x"], "seeds item 'x'"), ([-1], "seeds item -1"), ([1.5], "seeds item 1.5")])
+def test_bad_seeds_are_refused_before_anything_runs(seeds, message):
+    with pytest.raises(grid.SweepError, match=message):
+        grid.plan_cells(settings(seeds=seeds), ["t"])
+
+
+def test_done_cells_without_samples_run_again(tmp_path, results_writer):
+    cells = grid.plan_cells(settings(methods=["magnitude"], sparsities=[0.5], patterns=["unstructured"]), ["kick_freebaseqa"])
+    first = FakeRunner(results_writer)
+    sweep_index.run_sweep(cells, tmp_path, first, progress=False)
+    for path in tmp_path.rglob("samples_*.jsonl"):  # as an older sweep left them: results only
+        path.unlink()
+    second = FakeRunner(results_writer)
+    outcome = sweep_index.run_sweep(cells, tmp_path, second, progress=False)
+    assert outcome.ran == [c.cell_id for c in cells] and outcome.skipped == []

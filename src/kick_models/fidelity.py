@@ -1,0 +1,169 @@
+"""How far a compressed model's next-token distribution moved from its dense parent's, on fixed held-out text.
+
+Before compressing, kick-hf runs the dense model over ``FIDELITY_TOKENS`` tokens of the bundled
+held-out Wikipedia articles (never used for calibration) and keeps, per position, the top
+``TOP_K`` next-token log-probabilities and their token ids. After compressing it runs the same
+windows again and reports the mean KL(dense ‖ compressed), the share of positions whose most
+likely next token is unchanged (top-1 agreement), and the perplexity of both models.
+
+Only the top-k is kept (``TOP_K`` × 8 bytes per position instead of the whole vocabulary); the
+probability mass outside the dense top-k becomes one "rest" bucket in both distributions. KL over
+that coarser partition is a lower bound of the full-vocabulary KL (log-sum inequality); the
+README gives the measured gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+FIDELITY_TOKENS = 2048  # total tokens, cut into windows of FIDELITY_SEQLEN
+FIDELITY_SEQLEN = 256
+TOP_K = 256
+BATCH_SIZE = 2
+
+
+@dataclass
+class Reference:
+    """The dense model's top-k next-token log-probabilities on the fidelity windows."""
+
+    top_ids: torch.Tensor  # [P, k] int64, P = windows × (seqlen − 1) predicted positions
+    top_logp: torch.Tensor  # [P, k] float32, descending
+    nll: float  # summed NLL of the actual next tokens (for perplexity)
+    seconds: float
+
+
+def fidelity_windows(tokenizer, tokens: int = FIDELITY_TOKENS, seqlen: int = FIDELITY_SEQLEN,
+                     max_length: int | None = None) -> torch.Tensor:
+    """[tokens // seqlen, seqlen] ids: the first ``tokens`` tokens of the bundled held-out articles, in order."""
+    from kick_common.bundled import bundled_documents
+
+    seqlen = min(seqlen, max_length) if max_length else seqlen
+    ids: list[int] = []
+    for doc in bundled_documents("heldout"):
+        ids += tokenizer(doc + "\n\n", add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) >= tokens:
+            break
+    n = min(tokens, len(ids)) // seqlen
+    if n == 0:
+        raise ValueError(f"the held-out text has only {len(ids)} tokens; fewer than one window of {seqlen}")
+    return torch.tensor(ids[: n * seqlen], dtype=torch.long).reshape(n, seqlen)
+
+
+def _log_probs(model, windows: torch.Tensor, batch_size: int):
+    """Yield (log-probs [b·(seq−1), V] float32, next-token ids [b·(seq−1)]) batch by batch."""
+    device = model.get_input_embeddings().weight.device
+    with torch.no_grad():
+        for chunk in windows.split(batch_size):
+            chunk = chunk.to(device)
+            logits = model(chunk, use_cache=False).logits[:, :-1].float()  # [b, seq−1, V]
+            logp = torch.log_softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
+            yield logp, chunk[:, 1:].reshape(-1)
+
+
+def dense_reference(model, windows: torch.Tensor, k: int = TOP_K, batch_size: int = BATCH_SIZE) -> Reference:
+    """Run the (dense) model once over ``windows`` and keep its top-k next-token log-probabilities."""
+    start = time.perf_counter()
+    ids, logps, nll = [], [], 0.0
+    for logp, target in _log_probs(model, windows, batch_size):
+        top = torch.topk(logp, k=min(k, logp.shape[-1]), dim=-1)
+        ids.append(top.indices.cpu())
+        logps.append(top.values.cpu())
+        nll -= logp.gather(-1, target[:, None]).sum().item()
+    return Reference(torch.cat(ids), torch.cat(logps), nll, time.perf_counter() - start)
+
+
+def save_reference(reference: Reference, path: Path) -> None:
+    """Write ``reference`` as safetensors (atomically: a temp file renamed into place)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file({"top_ids": reference.top_ids.contiguous(), "top_logp": reference.top_logp.contiguous()}, str(tmp),
+                  metadata={"nll": repr(reference.nll), "seconds": repr(reference.seconds)})
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def load_reference(path: Path) -> Reference | None:
+    """A reference written by :func:`save_reference`, or None when absent or unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+            return Reference(handle.get_tensor("top_ids"), handle.get_tensor("top_logp"), float(meta["nll"]), 0.0)
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
+
+
+def reference_key(identity: dict, windows: torch.Tensor, k: int = TOP_K) -> str:
+    """What a dense reference depends on: the base model's identity, the exact token ids and k."""
+    from kick_models.cache import cache_key, package_versions
+    from kick_models.compression.calibration import token_sha256
+
+    return cache_key({"model": identity, "tokens": token_sha256(windows), "shape": list(windows.shape), "k": k,
+                      "versions": package_versions()})
+
+
+def topk_kl(ref_logp: torch.Tensor, cand_logp_at_ref: torch.Tensor) -> torch.Tensor:
+    """KL(P ‖ Q) per position over the dense top-k tokens plus one bucket for the rest of the vocabulary.
+
+    ``ref_logp`` [P, k] is dense's top-k log-probabilities, ``cand_logp_at_ref`` [P, k] the
+    compressed model's log-probabilities of the same tokens. Returns [P] in nats, float64.
+    """
+    p_log = ref_logp.double()
+    q_log = cand_logp_at_ref.double()
+    p_rest = (1.0 - p_log.exp().sum(-1)).clamp_min(0.0)
+    q_rest = (1.0 - q_log.exp().sum(-1)).clamp_min(1e-300)
+    head = (p_log.exp() * (p_log - q_log)).sum(-1)
+    rest = torch.where(p_rest > 0, p_rest * (p_rest.clamp_min(1e-300).log() - q_rest.log()), torch.zeros_like(p_rest))
+    return head + rest
+
+
+def compare(model, reference: Reference, windows: torch.Tensor, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+    """Mean KL(dense ‖ model), top-1 agreement and both perplexities on the reference's windows."""
+    start = time.perf_counter()
+    per_window = windows.shape[1] - 1
+    kl_windows: list[float] = []
+    top1_windows: list[float] = []
+    nll, count = 0.0, 0
+    for logp, target in _log_probs(model, windows, batch_size):
+        rows = slice(count, count + logp.shape[0])
+        ref_ids = reference.top_ids[rows].to(logp.device)
+        kl = topk_kl(reference.top_logp[rows].to(logp.device), logp.gather(-1, ref_ids))  # [b·(seq−1)]
+        same = (torch.topk(logp, 1, dim=-1).indices[:, 0] == ref_ids[:, 0]).double()
+        kl_windows += kl.reshape(-1, per_window).mean(-1).tolist()
+        top1_windows += same.reshape(-1, per_window).mean(-1).tolist()
+        nll -= logp.gather(-1, target[:, None]).sum().item()
+        count += logp.shape[0]
+    if count != reference.top_ids.shape[0]:
+        raise ValueError(f"reference has {reference.top_ids.shape[0]} positions, these windows {count}")
+    return {
+        "kl_mean": sum(kl_windows) / len(kl_windows),  # equal-length windows: the mean over all positions
+        "top1_agreement": sum(top1_windows) / len(top1_windows),
+        "kl_windows": kl_windows,  # per window, so a report can put an interval on the means
+        "top1_windows": top1_windows,
+        "ppl_dense": math.exp(reference.nll / count),
+        "ppl_compressed": math.exp(nll / count),
+        "positions": count,
+        "tokens": int(windows.numel()),
+        "seqlen": int(windows.shape[1]),
+        "top_k": int(reference.top_ids.shape[1]),
+        "text": "bundled held-out Wikipedia articles",
+        "seconds": round(reference.seconds + time.perf_counter() - start, 3),
+    }

@@ -1,0 +1,70 @@
+"""kick-hf's dense-vs-compressed fidelity on held-out text: top-k KL with a rest bucket, agreement, cache hits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kick_models import fidelity
+
+
+def test_topk_kl_with_rest_bucket_on_known_distributions():
+    p = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    q = torch.tensor([0.25, 0.25, 0.25, 0.25])
+    # k = 2: buckets (0.5, 0.3, rest 0.2) vs (0.25, 0.25, rest 0.5)
+    kl = fidelity.topk_kl(p[:2].log()[None], q[:2].log()[None])
+    expected = 0.5 * math.log(2.0) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
+    assert kl.item() == pytest.approx(expected)
+    full = float((p * (p / q).log()).sum())
+    assert kl.item() <= full + 1e-12  # the coarser partition is a lower bound (log-sum inequality)
+    kl_all = fidelity.topk_kl(p.log()[None], q.log()[None])  # k = vocabulary: exact KL
+    assert kl_all.item() == pytest.approx(full)
+    assert fidelity.topk_kl(p[:2].log()[None], p[:2].log()[None]).item() == 0.0
+
+
+def _lm(tiny_llama_dir, tmp_path, **args):
+    from kick_models.lm import KickHFLM
+
+    return KickHFLM(pretrained=str(tiny_llama_dir), dtype="float32", batch_size=1, cache_dir=str(tmp_path / "cache"), **args)
+
+
+def test_method_none_gives_kl_zero_and_agreement_one(tiny_llama_dir, tmp_path):
+    lm = _lm(tiny_llama_dir, tmp_path)
+    fid = lm.get_model_info()["kick"]["result"]["fidelity"]
+    assert fid["kl_mean"] == 0.0 and fid["top1_agreement"] == 1.0
+    assert fid["ppl_dense"] == fid["ppl_compressed"]
+    assert fid["tokens"] == fidelity.FIDELITY_TOKENS and fid["top_k"] == fidelity.TOP_K
+
+
+def test_compressed_fidelity_is_stored_with_the_cache_entry(tiny_llama_dir, tmp_path):
+    first = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5)
+    result = first.get_model_info()["kick"]["result"]
+    fid = result["fidelity"]
+    assert result["cache"]["hit"] is False
+    assert fid["kl_mean"] > 0.0 and fid["top1_agreement"] < 1.0
+    assert fid["ppl_compressed"] != fid["ppl_dense"]
+    # against a recomputation by hand: the KL of the compressed model vs a fresh dense reference
+    from transformers import AutoModelForCausalLM
+
+    dense = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32).eval()
+    windows = fidelity.fidelity_windows(first.tokenizer, max_length=first.max_length)
+    again = fidelity.compare(first.model, fidelity.dense_reference(dense, windows), windows)
+    assert again["kl_mean"] == pytest.approx(fid["kl_mean"], rel=1e-6)
+    assert again["ppl_dense"] == pytest.approx(fid["ppl_dense"], rel=1e-6)
+
+    (stored,) = (tmp_path / "cache" / "fidelity").glob("*.safetensors")  # the dense reference, for the next cells
+    assert torch.equal(fidelity.load_reference(stored).top_ids, fidelity.dense_reference(dense, windows).top_ids)
+    other = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.3)
+    assert 0.0 < other.get_model_info()["kick"]["result"]["fidelity"]["kl_mean"] < fid["kl_mean"]
+
+    hit = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5)
+    result = hit.get_model_info()["kick"]["result"]
+    assert result["cache"]["hit"] is True
+    assert result["fidelity"] == fid
+
+
+def test_fidelity_false_skips_the_measurement(tiny_llama_dir, tmp_path):
+    lm = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.3, fidelity=False, no_cache=True)
+    assert "fidelity" not in lm.get_model_info()["kick"]["result"]
