@@ -153,8 +153,8 @@ class KickHFLM(HFLM):
             self._compress()
 
     def _kick_setup(self, pretrained: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Every check that needs no weights (args, model folder, config, tokenizer, calibration file,
-        cache), in that order; returns the HFLM arguments."""
+        """Every check that needs no weights (args, cache folder, model folder, calibration file, then
+        the model's config and tokenizer), in that order; returns the HFLM arguments."""
         from kick_models import preflight
 
         config, kick, hflm_args = split_model_args(kwargs)
@@ -164,6 +164,11 @@ class KickHFLM(HFLM):
         for key, why in self._kick_ignored.items():
             log.warning("kick-hf: %s=%s is ignored: %s", key, why["value"], why["reason"])
         self._kick_embedded = pretrained is None
+        self._kick_pretrained = "embedded" if pretrained is None else pretrained
+        if not config.is_noop and self._kick_cache_enabled():
+            from kick_models.cache import ensure_writable
+
+            ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
         preflight.check_pretrained(pretrained)
         calib_source = preflight.check_calib_file_text(config)
         if pretrained is None:
@@ -178,10 +183,6 @@ class KickHFLM(HFLM):
         self._kick_calibration: dict[str, Any] | None = None
         # module name -> GPTQ grid, for a packed export; only with keep_grids=true (see _compress)
         self.kick_quant_grids: dict[str, Any] | None = None
-        if not config.is_noop and self._kick_cache_enabled():
-            from kick_models.cache import ensure_writable
-
-            ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
         if hflm_args.get("device") is None and not isinstance(pretrained, str):
             hflm_args.pop("device", None)
         elif hflm_args.get("device") is None:
