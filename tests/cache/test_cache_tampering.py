@@ -159,7 +159,7 @@ def test_a_read_only_cache_serves_its_hits(tmp_path, monkeypatch):
     calls: list = []
     first, _, _ = run(tmp_path, calls)
     _read_only(monkeypatch)
-    model, summary, hit = run(tmp_path, calls)
+    model, _, hit = run(tmp_path, calls)
     assert hit and len(calls) == 1 and torch.equal(model.block[0].weight, first.block[0].weight)
 
 
