@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from importlib import metadata
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch import nn
 
 from kick_common.atomic import staged_dir, write_json
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 KEY_SCHEMA = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
+LOCK_TIMEOUT_ENV = "KICK_CACHE_LOCK_TIMEOUT"
+STALE_GRACE_S = 3600.0  # temp files not tied to a key's lock are removed once this old
+_LOCK_NOTICE_S = 60.0  # while waiting for another process's lock, say so this often
+_STAGED = re.compile(r"^\.(?:tmp|trash)-([0-9a-f]{64})-[0-9a-f]{32}$")
 _CHUNK = 1 << 22
+_READ_ONLY_REPORTED: set[str] = set()  # read-only cache folders already warned about in this process
 
 # Files whose bytes define a local model: its config and its weights (tokenizer files do not
 # change compressed weights).
@@ -62,18 +69,45 @@ def default_cache_dir() -> Path:
 
 
 def ensure_writable(cache_dir: str | os.PathLike | None) -> Path:
-    """Create ``cache_dir`` if needed and prove it is writable, before any expensive work."""
+    """Create ``cache_dir`` if needed and check it can be used, before any expensive work.
+
+    A folder that exists but cannot be written (a shared read-only cache) is usable: its entries
+    are loaded, new ones are computed and kept in memory only (a warning says so). A folder that
+    cannot be created or read is a :class:`CacheError`.
+    """
     path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
             pass
     except OSError as err:
+        if path.is_dir() and os.access(path, os.R_OK | os.X_OK):
+            if str(path) in _READ_ONLY_REPORTED:
+                return path
+            _READ_ONLY_REPORTED.add(str(path))
+            log.warning("kick cache: %s is read-only (%s); entries already there are used, new ones are "
+                        "not stored", path, err.strerror or err)
+            return path
         raise CacheError(
             f"kick cache: directory {str(path)!r} is not writable ({err.strerror or err}); "
             f"set cache_dir=<writable dir> (or ${CACHE_ENV}), or pass no_cache=true"
         ) from err
     return path
+
+
+def lock_timeout_from_env(env: Mapping[str, str] | None = None) -> float:
+    """Seconds to wait for another process's lock: ``$KICK_CACHE_LOCK_TIMEOUT``, else -1 (forever)."""
+    env = os.environ if env is None else env
+    text = (env.get(LOCK_TIMEOUT_ENV) or "").strip()
+    if not text:
+        return -1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 or value == -1):
+        raise CacheError(f"kick cache: ${LOCK_TIMEOUT_ENV}={text!r}; accepted: seconds >= 0, or -1 to wait forever")
+    return value
 
 
 # --------------------------------------------------------------------------- keys
@@ -221,39 +255,104 @@ def _weights_subset(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: params[name].detach().to("cpu").contiguous() for name in compressed_linear_names(model)}
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
+class EntryInvalid(ValueError):
+    """A cache entry's files are intact but its weights cannot be used for this model."""
 
-    stored = load_file(str(path))
+
+def zero_count(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """``{"zeros": …, "total": …}`` over ``tensors``: the sparsity an entry really holds."""
+    zeros = sum(int((t == 0).sum()) for t in tensors.values())
+    return {"zeros": zeros, "total": sum(t.numel() for t in tensors.values())}
+
+
+def _check_weights(model: nn.Module, stored: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Refuse stored weights that do not fit ``model`` (names, shapes, dtypes) or are not finite;
+    returns their :func:`zero_count` (one pass over the weights)."""
     params = dict(model.named_parameters(remove_duplicate=False))
     expected = set(compressed_linear_names(model))
     if set(stored) != expected:
         missing, extra = sorted(expected - set(stored))[:3], sorted(set(stored) - expected)[:3]
-        raise ValueError(f"cached weights do not fit this model (missing {missing}, unexpected {extra})")
+        raise EntryInvalid(f"cached weights do not fit this model (missing {missing}, unexpected {extra})")
+    zeros = total = 0
     for name, tensor in stored.items():
-        if params[name].shape != tensor.shape:
-            raise ValueError(f"cached {name} has shape {tuple(tensor.shape)}, model has {tuple(params[name].shape)}")
+        param = params[name]
+        if param.shape != tensor.shape:
+            raise EntryInvalid(f"cached {name} has shape {tuple(tensor.shape)}, model has {tuple(param.shape)}")
+        if param.dtype != tensor.dtype:
+            raise EntryInvalid(f"cached {name} is {tensor.dtype}, the model is {param.dtype}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise EntryInvalid(f"cached {name} holds NaN or infinite values")
+        zeros += int((tensor == 0).sum())
+        total += tensor.numel()
+    return {"zeros": zeros, "total": total}
+
+
+def _check_zeros(manifest: Mapping[str, Any], measured: Mapping[str, int]) -> None:
+    """The zeros the weights hold must be the zeros the entry recorded when it was written (entries
+    without that record are compared with their summary's ``achieved_sparsity``)."""
+    recorded = manifest.get("zeros")
+    fraction = measured["zeros"] / measured["total"] if measured["total"] else 0.0
+    if isinstance(recorded, Mapping):
+        if dict(recorded) != dict(measured):
+            raise EntryInvalid(f"its weights hold {measured['zeros']} zeros of {measured['total']}, its manifest "
+                               f"recorded {recorded.get('zeros')} of {recorded.get('total')}")
+        return
+    claimed = (manifest.get("summary") or {}).get("achieved_sparsity")
+    if isinstance(claimed, (int, float)) and measured["total"] and abs(float(claimed) - fraction) > 5e-3:
+        raise EntryInvalid(f"its weights are {100 * fraction:.2f}% zeros, its summary says {100 * float(claimed):.2f}%")
+
+
+def _load_weights(model: nn.Module, path: Path, manifest: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Copy an entry's weights into ``model`` after every check passed (nothing is copied otherwise);
+    returns the measured :func:`zero_count`. Any failure is an :class:`EntryInvalid`."""
+    from safetensors.torch import load_file
+
+    try:
+        stored = load_file(str(path))
+    except Exception as err:  # SafetensorError derives from Exception only
+        raise EntryInvalid(f"{path.name} is not a readable safetensors file ({type(err).__name__}: {err})") from err
+    measured = _check_weights(model, stored)
+    if manifest is not None:
+        _check_zeros(manifest, measured)
+    params = dict(model.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for name, tensor in stored.items():
             params[name].copy_(tensor)
+    return measured
 
 
 # --------------------------------------------------------------------------- entries
-def read_manifest(entry: Path) -> dict[str, Any] | None:
-    """The entry's manifest if every listed file exists with its recorded size and sha256, else None."""
+def _manifest_problem(entry: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None) when every listed file has its recorded size and sha256; (None, why not)
+    otherwise; (None, None) when there is no entry at all."""
+    if not (entry / MANIFEST_FILE).exists():
+        return None, None
     try:
         manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
         files = manifest["files"]
         for name, meta in files.items():
             path = entry / name
             if path.stat().st_size != meta["size"] or _sha256_file(path) != meta["sha256"]:
-                log.warning("kick cache: %s does not match its manifest; rebuilding", path)
-                return None
+                return None, f"{name} does not match its manifest"
         if WEIGHTS_FILE not in files:
-            return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            return None, f"its manifest lists no {WEIGHTS_FILE}"
+        return manifest, None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return None, f"unreadable manifest or files ({type(err).__name__}: {err})"
+
+
+def read_manifest(entry: Path) -> dict[str, Any] | None:
+    """The entry's manifest if every listed file exists with its recorded size and sha256, else None."""
+    return _manifest_problem(entry)[0]
+
+
+def _same_file_modes(folder: Path, reference: Path) -> None:
+    """Give every file of ``folder`` the mode of ``reference`` (a file made with ``open``, so the
+    user's umask decides); safetensors writes its file owner-only."""
+    mode = reference.stat().st_mode & 0o777
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, mode)
 
 
 def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts: Mapping[str, Any]) -> None:
@@ -262,75 +361,223 @@ def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts
 
     with staged_dir(entry, fsync=True) as tmp:
         weights = tmp / WEIGHTS_FILE
-        save_file(_weights_subset(model), str(weights), metadata={"format": "pt", "kick_key": entry.name})
+        tensors = _weights_subset(model)
+        save_file(tensors, str(weights), metadata={"format": "pt", "kick_key": entry.name})
         with open(weights, "rb+") as handle:
             os.fsync(handle.fileno())
         manifest = {
             "key": entry.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": {WEIGHTS_FILE: {"size": weights.stat().st_size, "sha256": _sha256_file(weights)}},
+            "zeros": zero_count(tensors),
             "summary": dict(summary),
             "key_parts": dict(parts),
         }
         write_json(tmp / MANIFEST_FILE, manifest, fsync=True, indent=2, sort_keys=True)
+        _same_file_modes(tmp, tmp / MANIFEST_FILE)
 
 
-def _try_load(model: nn.Module, entry: Path) -> dict[str, Any] | None:
-    manifest = read_manifest(entry)
+def _try_load(model: nn.Module, entry: Path, reported: set[str] | None = None) -> dict[str, Any] | None:
+    """The entry's manifest after its weights were checked and copied into ``model``, else None.
+
+    Any problem (files not matching the manifest, unreadable safetensors, wrong names, shapes or
+    dtypes, non-finite values, zeros other than recorded) is logged once per ``reported`` set and
+    makes the entry count as absent, so it is rebuilt and atomically replaced. The returned
+    summary's ``achieved_sparsity`` is measured on the loaded weights, not read from the manifest.
+    """
+    manifest, problem = _manifest_problem(entry)
+    measured = None
+    if manifest is not None:
+        try:
+            measured = _load_weights(model, entry / WEIGHTS_FILE, manifest)
+        except EntryInvalid as err:
+            manifest, problem = None, str(err)
+    if problem is not None and (reported is None or problem not in reported):
+        log.warning("kick cache: entry %s is unusable (%s); compressing again and replacing it", entry, problem)
+        if reported is not None:
+            reported.add(problem)
     if manifest is None:
         return None
-    try:
-        _load_weights(model, entry / WEIGHTS_FILE)
-    except (OSError, ValueError, RuntimeError) as err:
-        log.warning("kick cache: entry %s unusable (%s); rebuilding", entry, err)
-        return None
+    manifest = dict(manifest)
+    summary = dict(manifest.get("summary") or {})
+    if measured and measured["total"]:
+        summary["achieved_sparsity"] = measured["zeros"] / measured["total"]
+    manifest["summary"] = summary
     return manifest
 
 
-def _clean_stale_temps(cache_dir: Path, key: str, max_age_s: float = 0.0) -> None:
-    """Remove temp folders of writers that died (called while holding the key's lock)."""
+def _remove(path: Path) -> bool:
+    try:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _key_is_free(root: Path, key: str) -> bool:
+    """True when no live process holds ``key``'s lock (a dead holder's lock is released by the OS)."""
+    lock_path = root / f"{key}.lock"
+    if not lock_path.exists():
+        return True
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        return False
+    lock.release()
+    return True
+
+
+def clean_stale(root: Path, grace_s: float = STALE_GRACE_S) -> list[Path]:
+    """Remove what dead writers left in the cache, on any use of it (not only of the same key).
+
+    A staged entry (``.tmp-<key>-…``) or a replaced one (``.trash-<key>-…``) only exists while its
+    writer holds ``<key>.lock``, so it is removed when that lock is free; other temp and probe
+    files are removed once older than ``grace_s`` seconds. Returns what was removed.
+    """
+    removed = []
     now = time.time()
-    for stale in cache_dir.glob(f".tmp-{key}-*"):
+    try:
+        candidates = [p for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-", ".probe-"))
+                      or (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    except OSError:
+        return removed
+    for path in candidates:
+        staged = _STAGED.match(path.name)
+        try:
+            old = now - path.lstat().st_mtime >= grace_s
+        except OSError:
+            continue
+        if (_key_is_free(root, staged.group(1)) if staged else old) and _remove(path):
+            removed.append(path)
+    if removed:
+        log.info("kick cache: removed %d leftover(s) of interrupted writers in %s", len(removed), root)
+    return removed
+
+
+def _clean_stale_temps(cache_dir: Path, key: str, max_age_s: float = 0.0) -> None:
+    """Remove this key's temp folders (called while holding the key's lock, so their writers died)."""
+    now = time.time()
+    for pattern in (f".tmp-{key}-*", f".trash-{key}-*"):
+        for stale in cache_dir.glob(pattern):
+            with contextlib.suppress(OSError):
+                if now - stale.stat().st_mtime >= max_age_s:
+                    shutil.rmtree(stale, ignore_errors=True)
+
+
+def _lock_holder(info_path: Path) -> str:
+    """Who holds a key's lock, from the info file its holder wrote (pid, host, since when)."""
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that left no details"
+
+
+@contextlib.contextmanager
+def key_lock(root: Path, key: str, timeout_s: float = -1):
+    """Hold ``key``'s lock; while another process holds it, say who and that we wait.
+
+    ``timeout_s < 0`` waits forever (a notice every minute); after ``timeout_s`` seconds a
+    :class:`CacheError` names the holder. The holder's pid, host and start time are written to
+    ``<key>.lock.json`` while it holds the lock.
+    """
+    lock = FileLock(str(root / f"{key}.lock"))
+    info_path = root / f"{key}.lock.json"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _lock_holder(info_path)
+        log.warning("kick cache: %s is compressing this model and config into %s; waiting %s for it "
+                    "(cache_lock_timeout=<seconds> or $%s to change)", holder, root / key,
+                    "as long as it takes" if timeout_s < 0 else f"up to {timeout_s:g}s", LOCK_TIMEOUT_ENV)
+        start = time.monotonic()
+        while True:
+            left = None if timeout_s < 0 else timeout_s - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                raise CacheError(
+                    f"kick cache: gave up after {timeout_s:g}s waiting for {root / key}.lock, held by "
+                    f"{_lock_holder(info_path)}; if that process is frozen, stop it (its lock goes with it), "
+                    f"or raise cache_lock_timeout (or ${LOCK_TIMEOUT_ENV}), or pass no_cache=true"
+                ) from None
+            try:
+                lock.acquire(timeout=_LOCK_NOTICE_S if left is None else min(left, _LOCK_NOTICE_S))
+                break
+            except Timeout:
+                log.warning("kick cache: still waiting for %s (%.0fs so far)", _lock_holder(info_path),
+                            time.monotonic() - start)
+    try:
         with contextlib.suppress(OSError):
-            if now - stale.stat().st_mtime >= max_age_s:
-                shutil.rmtree(stale, ignore_errors=True)
+            write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            info_path.unlink()
+        lock.release()
+
+
+def _store(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts: Mapping[str, Any]) -> str | None:
+    """Write the entry; a failure (read-only cache, full disk) is a warning, not the end of the run.
+    Returns the error text, or None when the entry was stored."""
+    try:
+        write_entry(entry, model, summary, parts)
+    except OSError as err:
+        log.warning("kick cache: could not store %s (%s); going on with the compressed weights in memory",
+                    entry, err.strerror or err)
+        return f"{type(err).__name__}: {err.strerror or err}"
+    log.info("kick cache: stored %s", entry)
+    return None
 
 
 def load_or_compress(model: nn.Module, parts: Mapping[str, Any], compress_fn: Callable[[], Mapping[str, Any]],
                      cache_dir: str | os.PathLike | None = None, enabled: bool = True,
-                     lock_timeout_s: float = -1) -> tuple[dict[str, Any], bool]:
+                     lock_timeout_s: float | None = None) -> tuple[dict[str, Any], bool]:
     """Load this key's compressed weights into ``model`` (hit), or run ``compress_fn`` and store them (miss).
 
     ``compress_fn()`` compresses ``model`` in place and returns its JSON-able summary. Returns
-    ``(summary, hit)``; the summary gains a ``"cache"`` block (key, hit, seconds, path). With
-    ``enabled=False`` this only runs ``compress_fn``. ``lock_timeout_s < 0`` waits forever for
-    another process that is compressing the same key.
+    ``(summary, hit)``; the summary gains a ``"cache"`` block (key, hit, seconds, path, and on a
+    miss whether the entry was stored). With ``enabled=False`` this only runs ``compress_fn``.
+    ``lock_timeout_s`` (None: ``$KICK_CACHE_LOCK_TIMEOUT``, else forever; < 0: forever) bounds the
+    wait for another process that is compressing the same key. A cache that cannot be written
+    still serves hits; on a miss the weights stay in memory.
     """
     if not enabled:
         return dict(compress_fn()), False
     root = ensure_writable(cache_dir)
+    timeout = lock_timeout_from_env() if lock_timeout_s is None else float(lock_timeout_s)
     key = cache_key(parts)
     entry = root / key
     start = time.perf_counter()
+    clean_stale(root)
 
-    manifest = _try_load(model, entry)
+    def block(hit: bool, **extra: Any) -> dict[str, Any]:
+        return {"key": key, "hit": hit, "path": str(entry), "seconds": round(time.perf_counter() - start, 3), **extra}
+
+    reported: set[str] = set()
+    manifest = _try_load(model, entry, reported)
     if manifest is None:
-        with FileLock(str(root / f"{key}.lock"), timeout=lock_timeout_s):
-            manifest = _try_load(model, entry)  # another process may have finished meanwhile
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(key_lock(root, key, timeout))
+            except CacheError:
+                raise
+            except OSError as err:  # no lock file can be made here: a read-only cache
+                log.warning("kick cache: cannot lock %s (%s); compressing without storing", entry, err.strerror or err)
+                summary = dict(compress_fn())
+                summary["cache"] = block(False, stored=False, error=f"{type(err).__name__}: {err.strerror or err}")
+                return summary, False
+            manifest = _try_load(model, entry, reported)  # another process may have finished meanwhile
             if manifest is None:
                 _clean_stale_temps(root, key)
                 summary = dict(compress_fn())
-                write_entry(entry, model, summary, parts)
-                summary["cache"] = {"key": key, "hit": False, "path": str(entry),
-                                    "seconds": round(time.perf_counter() - start, 3)}
-                log.info("kick cache: stored %s", entry)
+                error = _store(entry, model, summary, parts)
+                summary["cache"] = block(False, stored=error is None, **({"error": error} if error else {}))
                 return summary, False
     summary = dict(manifest.get("summary", {}))
-    summary["cache"] = {"key": key, "hit": True, "path": str(entry),
-                        "seconds": round(time.perf_counter() - start, 3)}
+    summary["cache"] = block(True)
     log.info("kick cache: loaded %s in %.2fs", entry, summary["cache"]["seconds"])
     return summary, True
-
 
 
 # --------------------------------------------------------------------------- one call for kick-hf
@@ -353,7 +600,7 @@ def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
                         calibrate: Callable[[], tuple[Any, dict]] | None,
                         compress: Callable[[Any], Mapping[str, Any]], revision: str | None = None,
                         calib_spec: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | None = None,
-                        enabled: bool = True) -> tuple[dict[str, Any], bool, dict | None]:
+                        enabled: bool = True, lock_timeout_s: float | None = None) -> tuple[dict[str, Any], bool, dict | None]:
     """Compress ``model`` through the cache without tokenizing calibration data on a hit.
 
     ``calibrate()`` returns ``(ids, info)`` (``calibration_ids``); ``compress(ids)`` compresses in
@@ -375,8 +622,11 @@ def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
             info = json.loads(memo.read_text(encoding="utf-8"))
         if info is None:
             held["ids"], info = calibrate()
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            write_json(memo, info, fsync=True, sort_keys=True)
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                write_json(memo, info, fsync=True, sort_keys=True)
+            except OSError as err:  # a read-only or full cache only costs a re-tokenization next time
+                log.warning("kick cache: could not remember the calibration tokens in %s (%s)", memo, err.strerror or err)
 
     def run() -> Mapping[str, Any]:
         if needs_calib and "ids" not in held:
@@ -385,5 +635,5 @@ def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
 
     parts = key_parts(pretrained=pretrained, config=config, calib_info=info if needs_calib else None,
                       identity=identity)
-    summary, hit = load_or_compress(model, parts, run, cache_dir=root, enabled=True)
+    summary, hit = load_or_compress(model, parts, run, cache_dir=root, enabled=True, lock_timeout_s=lock_timeout_s)
     return summary, hit, info

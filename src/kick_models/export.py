@@ -44,6 +44,27 @@ def write_atomically(out_dir: str | os.PathLike, write: Callable[[Path], None], 
     return out_dir
 
 
+def check_destination(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Refuse an ``--out`` that cannot be created, before anything is loaded: one that exists (unless
+    ``overwrite``) or is a file, one under a regular file, one whose nearest existing folder cannot
+    be written."""
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"kick-compress: --out {str(out)!r} is a file; accepted: a folder path that does not exist yet")
+    if out.exists() and not overwrite:
+        raise ExportError(f"kick-compress: {str(out)!r} already exists; pass --overwrite or choose another --out")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"kick-compress: --out {str(out)!r} is under {str(parent)!r}, which is a file, not a folder; "
+                          "accepted: a path whose existing parents are folders")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"kick-compress: --out {str(out)!r} cannot be created: {str(parent)!r} is not writable; "
+                          "accepted: a path in a folder you can write to")
+    return out
+
+
 def _write_record(folder: Path, compression: Mapping[str, Any], fmt: str) -> None:
     record = {"format": fmt, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(compression)}
     (folder / COMPRESSION_FILE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
@@ -146,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out).expanduser()
-    if out_dir.exists() and not args.overwrite:
-        sys.stderr.write(f"kick-compress: {str(out_dir)!r} already exists; pass --overwrite or choose another --out\n")
+    try:
+        check_destination(out_dir, overwrite=args.overwrite)
+    except ExportError as err:
+        sys.stderr.write(f"{err}\n")
         return 2
     arg_string = model_args_string(args)
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +15,18 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from kick_common.args import ArgsError, accepted_bools, as_bool
-from kick_models.config import CALIB_NAMES, COMPRESSION_KEYS, CompressionConfig, ConfigError, build_config
+from kick_models.config import (
+    CALIB_NAMES,
+    COMPRESSION_KEYS,
+    CompressionConfig,
+    ConfigError,
+    build_config,
+)
 
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -71,11 +80,62 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 kick[key] = as_bool(kick[key], key=key)
             except ArgsError:
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
+    if "cache_lock_timeout" in kick:
+        kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
                           "accepted with method=gptq or wbits in 2, 3, 4, 8")
     hflm = {k: v for k, v in kwargs.items() if k not in COMPRESSION_KEYS and k not in KICK_KEYS}
     return config, kick, hflm
+
+
+def _lock_timeout(value: Any) -> float:
+    """``cache_lock_timeout``: seconds to wait for another process compressing the same model and config."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (seconds >= 0 or seconds == -1) or math.isinf(seconds):
+        raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; accepted: seconds >= 0, or -1 to wait forever")
+    return seconds
+
+
+# why a compression arg can be given and still change nothing, by the fields relevant_config drops
+_IGNORED_REASONS = (
+    (("calib", "nsamples", "seqlen", "seed", "propagate"), "needs no calibration data"),
+    (("group_size", "sym", "act_order"), "quantizes nothing (wbits=16)"),
+    (("damp", "blocksize"), "uses neither SparseGPT nor GPTQ"),
+    (("owl_m", "owl_lambda"), "uses sparsity_profile=uniform"),
+)
+
+
+def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Compression args the user gave that this config does not use (magnitude with ``calib=``, ...),
+    each with its value and the reason, so the results file does not record them as if used."""
+    from kick_models.cache import relevant_config
+
+    used = relevant_config(config)
+    described = f"method={config.method}" + (f" wbits={config.wbits}" if config.wbits < 16 else "")
+    out = {}
+    for keys, reason in _IGNORED_REASONS:
+        for key in keys:
+            if key in given and given[key] is not None and key not in used:
+                out[key] = {"value": given[key], "reason": f"{described} {reason}"}
+    return out
+
+
+@contextlib.contextmanager
+def refusals_logged() -> Iterator[None]:
+    """Log a kick refusal at ERROR before it propagates: the stock ``lm_eval`` CLI does not catch it,
+    so without this the user reads a long traceback before kick's one-line message."""
+    from kick_models.cache import CacheError
+    from kick_models.compression.calibration import CalibrationError
+
+    try:
+        yield
+    except (ConfigError, CacheError, CalibrationError) as err:
+        log.error("%s", err)
+        raise
 
 
 @register_model("kick-hf")
@@ -86,24 +146,43 @@ class KickHFLM(HFLM):
     """
 
     def __init__(self, pretrained: Any = None, **kwargs: Any) -> None:
+        with refusals_logged():
+            hflm_args = self._kick_setup(pretrained, kwargs)
+        super().__init__(pretrained=self._kick_pretrained, **hflm_args)
+        with refusals_logged():
+            self._compress()
+
+    def _kick_setup(self, pretrained: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every check that needs no weights (args, cache folder, model folder, calibration file, then
+        the model's config and tokenizer), in that order; returns the HFLM arguments."""
+        from kick_models import preflight
+
         config, kick, hflm_args = split_model_args(kwargs)
         self.kick_config = config
         self._kick_options = kick
+        self._kick_ignored = ignored_args(config, kwargs)
+        for key, why in self._kick_ignored.items():
+            log.warning("kick-hf: %s=%s is ignored: %s", key, why["value"], why["reason"])
         self._kick_embedded = pretrained is None
+        self._kick_pretrained = "embedded" if pretrained is None else pretrained
+        if not config.is_noop and self._kick_cache_enabled():
+            from kick_models.cache import ensure_writable
+
+            ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
+        preflight.check_pretrained(pretrained)
+        calib_source = preflight.check_calib_file_text(config)
         if pretrained is None:
             from kick_models.embedded import embedded_model_path
 
             pretrained = str(embedded_model_path())
+        if isinstance(pretrained, str):
+            preflight.check_against_model(config, pretrained, hflm_args, calib_source)
         self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_calibration: dict[str, Any] | None = None
         # module name -> GPTQ grid, for a packed export; only with keep_grids=true (see _compress)
         self.kick_quant_grids: dict[str, Any] | None = None
-        if not config.is_noop and self._kick_cache_enabled():
-            from kick_models.cache import ensure_writable
-
-            ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
         if hflm_args.get("device") is None and not isinstance(pretrained, str):
             hflm_args.pop("device", None)
         elif hflm_args.get("device") is None:
@@ -111,8 +190,7 @@ class KickHFLM(HFLM):
 
             # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
             hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        super().__init__(pretrained=pretrained, **hflm_args)
-        self._compress()
+        return hflm_args
 
     # ------------------------------------------------------------------ compression
     def _kick_cache_enabled(self) -> bool:
@@ -176,6 +254,7 @@ class KickHFLM(HFLM):
             },
             cache_dir=self._kick_options.get("cache_dir"),
             enabled=self._kick_cache_enabled() and not offloaded,
+            lock_timeout_s=self._kick_options.get("cache_lock_timeout"),
         )
         self.kick_quant_grids = grids
         summary = dict(summary)
@@ -238,4 +317,6 @@ class KickHFLM(HFLM):
             "calibration": self._kick_calibration,
             "result": self._kick_summary,
         }
+        if self._kick_ignored:
+            info["kick"]["ignored"] = self._kick_ignored
         return info

@@ -29,24 +29,53 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 
 
-def _failed_cells(results_dir: Path) -> list[dict]:
+def _index_cells(results_dir: Path) -> list[dict]:
+    """The cells of the sweep's ``index.json``; what cannot be read is skipped with one warning."""
     index = results_dir / "index.json"
     if not index.is_file():
         return []
     try:
-        cells = json.loads(index.read_text(encoding="utf-8")).get("cells", {})
-    except (OSError, ValueError):
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("kick-report: %s is unreadable (%s); failed cells and cell times are not listed", index, err)
         return []
-    return [c for c in cells.values() if c.get("status") == "failed"]
+    cells = data.get("cells", {}) if isinstance(data, dict) else None
+    if not isinstance(cells, dict):
+        log.warning("kick-report: %s is not a sweep index (an object with a 'cells' mapping); failed cells and "
+                    "cell times are not listed", index)
+        return []
+    bad = [name for name, cell in cells.items() if not isinstance(cell, dict)]
+    if bad:
+        log.warning("kick-report: %s: cells %s are not objects; skipping them", index, bad[:3])
+    return [c for c in cells.values() if isinstance(c, dict)]
 
 
-def _cell_seconds(results_dir: Path) -> list[float]:
-    index = results_dir / "index.json"
+def _failed_cells(cells: list[dict]) -> list[dict]:
+    return [c for c in cells if c.get("status") == "failed"]
+
+
+def _report_path(root: Path, out: str | Path | None) -> Path:
+    """Where the report goes, its folder created now (before any work); a ReportError if it cannot be."""
+    report = Path(out).expanduser() if out else root / REPORT_FILE
+    if report.is_dir():
+        raise ReportError(f"kick-report: --out {str(report)!r} is a folder; accepted: a Markdown file path")
     try:
-        cells = json.loads(index.read_text(encoding="utf-8")).get("cells", {})
-    except (OSError, ValueError):
-        return []
-    return [float(c["seconds"]) for c in cells.values() if c.get("status") == "ok" and c.get("seconds")]
+        report.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"kick-report: cannot create the folder of --out {str(report)!r} ({err.strerror or err}); "
+                          "accepted: a file path whose parents are (or can be made) folders") from None
+    return report
+
+
+def _cell_seconds(cells: list[dict]) -> list[float]:
+    seconds = []
+    for cell in cells:
+        try:
+            if cell.get("status") == "ok" and cell.get("seconds"):
+                seconds.append(float(cell["seconds"]))
+        except (TypeError, ValueError):
+            continue
+    return seconds
 
 
 def _method_note(tol: Tolerance) -> list[str]:
@@ -137,8 +166,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     """
     root = Path(results_dir).expanduser()
     runs = load_runs(root)
-    report = Path(out).expanduser() if out else root / REPORT_FILE
-    report.parent.mkdir(parents=True, exist_ok=True)
+    report = _report_path(root, out)
+    cells = _index_cells(root)
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
     ppl = [v for v in views if not v.higher_better]
@@ -171,15 +200,18 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     for title, table in category_breakdown(runs, metric_overrides):
         lines += [f"### {title}", "", table, ""]
     if n_pairs:
-        lines += _cost_section(paired_s, n_pairs, fid_all, _cell_seconds(root))
-    failed = _failed_cells(root)
+        lines += _cost_section(paired_s, n_pairs, fid_all, _cell_seconds(cells))
+    failed = _failed_cells(cells)
     if failed:
         lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
         for cell in failed:
-            error = str(cell.get("error", "")).splitlines()[0][:200].replace("|", "\\|")
+            error = (str(cell.get("error", "")).splitlines() or [""])[0][:200].replace("|", "\\|")
             lines.append(f"| {cell.get('cell_id', '?')} | {error} |")
         lines.append("")
-    report.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        report.write_text("\n".join(lines), encoding="utf-8")
+    except OSError as err:
+        raise ReportError(f"kick-report: cannot write {str(report)!r} ({err.strerror or err})") from None
     return report
 
 

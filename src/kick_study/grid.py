@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kick_common.args import ArgsError, as_bool, format_kv, is_true
+from kick_common.args import ArgsError, as_bool, format_kv, is_true, parse_kv
 
 log = logging.getLogger(__name__)
 
@@ -246,26 +247,112 @@ def grid_tasks(settings: Mapping[str, Any], online: Callable[[], bool] = hub_rea
 
 
 
+# --------------------------------------------------------------------------- checking settings
+_WBITS = (2, 3, 4, 8, 16)
+
+
+def _items(key: str, value: Any, accepted: str) -> list:
+    """A list setting as a list: a comma-separated string, a list of plain values, or one value."""
+    if isinstance(value, Mapping) or (isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value)):
+        raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: {accepted}, as a list or a comma-separated string")
+    return as_list(value)
+
+
+def _number(key: str, item: Any, accepted: str) -> float:
+    try:
+        value = float(item) if not isinstance(item, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise SweepError(f"kick-sweep: invalid {key} value {item!r}; accepted: {accepted}")
+    return value
+
+
+def model_args_setting(value: Any) -> dict[str, Any]:
+    """``model_args`` from a config file: a mapping, or a ``key=value,...`` string as on the command line."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            return parse_kv(value, what="kick-sweep: model_args")
+        except ArgsError as err:
+            raise SweepError(str(err)) from None
+    raise SweepError(f"kick-sweep: invalid model_args={value!r}; accepted: a mapping of kick-hf model_args or a "
+                     "key=value,... string")
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Every grid value checked up front, so a bad one stops the sweep before any cell (none is dropped silently)."""
+    from kick_models.config import METHODS, parse_pattern
+
+    _items("models", settings.get("models"), "Hub ids, local folders or kick-hf model_args strings")
+    _items("tasks", settings.get("tasks"), "lm-eval task or group names")
+    for method in _items("methods", settings.get("methods"), " | ".join(METHODS)):
+        if not isinstance(method, str) or method.strip().lower() not in METHODS:
+            raise SweepError(f"kick-sweep: invalid methods value {method!r}; accepted: {' | '.join(METHODS)}")
+    accepted = "numbers in [0, 1) (0 is the dense model, which every grid includes)"
+    for item in _items("sparsities", settings.get("sparsities"), accepted):
+        if not 0.0 <= _number("sparsities", item, accepted) < 1.0:
+            raise SweepError(f"kick-sweep: invalid sparsities value {item!r}; accepted: {accepted}")
+    accepted = "weight bits " + ", ".join(map(str, _WBITS)) + " (16 = none)"
+    for item in _items("bits", settings.get("bits"), accepted):
+        if _number("bits", item, accepted) not in _WBITS:
+            raise SweepError(f"kick-sweep: invalid bits value {item!r}; accepted: {accepted}")
+    for item in _items("patterns", settings.get("patterns"), "unstructured or N:M"):
+        try:
+            parse_pattern(item)
+        except ValueError as err:
+            raise SweepError(f"kick-sweep: invalid patterns value {item!r}: {err}") from None
+    limit = settings.get("limit")
+    if limit is not None and _number("limit", limit, "a count >= 1 or a fraction in (0, 1)") <= 0:
+        raise SweepError(f"kick-sweep: invalid limit={limit!r}; accepted: a count >= 1 or a fraction in (0, 1)")
+    for key in ("out", "device", "cache_dir", "include_path"):
+        value = settings.get(key)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: a string")
+
+
 # --------------------------------------------------------------------------- config files
+def _parse_config_text(path: Path) -> Any:
+    """The file's YAML or TOML document; unreadable text is a :class:`SweepError` naming the file and the place."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SweepError(f"kick-sweep: config file {str(path)!r} is not UTF-8 text (byte offset {err.start})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SweepError(f"kick-sweep: config file {str(path)!r} is not valid TOML ({err})") from None
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            place = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            raise SweepError(f"kick-sweep: config file {str(path)!r} is not valid YAML{place} "
+                             f"({getattr(err, 'problem', None) or err})") from None
+    raise SweepError(f"kick-sweep: config file {str(path)!r} must end in .yaml, .yml or .toml")
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML (.yaml/.yml) or TOML (.toml) mapping of sweep settings."""
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"kick-sweep: config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".toml":
-        import tomllib
-
-        data = tomllib.loads(text)
-    elif path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        raise SweepError(f"kick-sweep: config file {str(path)!r} must end in .yaml, .yml or .toml")
+    data = _parse_config_text(path)
     if not isinstance(data, dict):
         raise SweepError(f"kick-sweep: config file {str(path)!r} must hold a mapping of settings")
     unknown = set(data) - set(DEFAULTS) - {"out"}
     if unknown:
         raise SweepError(f"kick-sweep: unknown setting(s) {sorted(unknown)} in {path}; accepted: {sorted(DEFAULTS)} and out")
+    if "model_args" in data:
+        data["model_args"] = model_args_setting(data["model_args"])
     return data

@@ -69,12 +69,12 @@ def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
     args = config.get("model_args") or {}
     if isinstance(args, str):
         return parse_kv(args, strict=False)
-    return dict(args)
+    return dict(args) if isinstance(args, Mapping) else {}
 
 
 def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(model name, compression dict) from kick-hf's model info, model_args, or an export record."""
-    config = data.get("config") or {}
+    config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
     args = _model_args(config)
     kick = config.get("kick") if isinstance(config.get("kick"), dict) else None
     pretrained = args.get("pretrained")
@@ -99,39 +99,74 @@ def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(model), cfg.to_dict()
 
 
+def _field(data: Mapping[str, Any], key: str, path: Path, inner: type) -> dict[str, Any]:
+    """``data[key]`` as a mapping whose values are ``inner`` (``dict`` or ``list``); a field of the wrong
+    shape is left out with one warning, entries of the wrong shape are dropped with one warning."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        log.warning("kick-report: %s: '%s' is %s, not a mapping; ignoring it", path, key, type(value).__name__)
+        return {}
+    good = {k: v for k, v in value.items() if isinstance(v, inner)}
+    if len(good) < len(value):
+        bad = sorted(str(k) for k in value if k not in good)
+        log.warning("kick-report: %s: '%s' entries %s are not %s; ignoring them", path, key, bad[:3],
+                    "mappings" if inner is dict else "lists")
+    return good
+
+
+def _nested(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...``, or None as soon as a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
 def parse_run(path: Path) -> Run:
-    """A :class:`Run` from one lm-eval results file."""
+    """A :class:`Run` from one lm-eval results file (a :class:`ReportError` if it is not one)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ReportError(f"kick-report: {path} is not an lm-eval results file (no 'results' mapping)")
+    if not isinstance(data.get("config") or {}, Mapping):
+        raise ReportError(f"kick-report: {path}: 'config' is not a mapping")
     model, comp = _compression_of(data)
-    result = (((data.get("config") or {}).get("kick") or {}).get("result") or {})
     method = str(comp.get("method", "none"))
     pattern = str(comp.get("pattern") or "unstructured")
     wbits = int(comp.get("wbits", 16))
     sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
-    seed = comp.get("seed") if method != "none" and (method in CALIBRATING or int(comp.get("wbits", 16)) < 16) else None
-    results = dict(data["results"])
-    for name, values in (data.get("groups") or {}).items():
+    seed = comp.get("seed") if method != "none" and (method in CALIBRATING or wbits < 16) else None
+    results = _field(data, "results", path, dict)
+    if not results:
+        raise ReportError(f"kick-report: {path} holds no task results")
+    for name, values in _field(data, "groups", path, dict).items():
         results.setdefault(name, values)
+    try:
+        date = float(data.get("date") or path.stat().st_mtime)
+    except (TypeError, ValueError):
+        date = path.stat().st_mtime
     return Run(
         model=model,
         setting=Setting(method=method, pattern=pattern, wbits=wbits),
         sparsity=round(sparsity, 6),
         results=results,
-        higher_is_better={k: dict(v) for k, v in (data.get("higher_is_better") or {}).items()},
-        group_subtasks={k: list(v) for k, v in (data.get("group_subtasks") or {}).items()},
+        higher_is_better={k: dict(v) for k, v in _field(data, "higher_is_better", path, dict).items()},
+        group_subtasks={k: [str(t) for t in v] for k, v in _field(data, "group_subtasks", path, list).items()},
         path=path,
-        date=float(data.get("date") or path.stat().st_mtime),
-        extra={"achieved_sparsity": result.get("achieved_sparsity"), "fidelity": result.get("fidelity")},
+        date=date,
+        extra={"achieved_sparsity": _nested(data, "config", "kick", "result", "achieved_sparsity"),
+               "fidelity": _nested(data, "config", "kick", "result", "fidelity")},
         seed=int(seed) if seed is not None else None,
     )
 
 
 def load_runs(results_dir: str | Path) -> list[Run]:
-    """Every results file under ``results_dir`` (newest wins when a setting was run twice)."""
+    """Every results file under ``results_dir`` (newest wins when a setting was run twice); a file
+    that cannot be read is skipped with one warning."""
     root = Path(results_dir).expanduser()
     if not root.is_dir():
         raise ReportError(
@@ -140,7 +175,7 @@ def load_runs(results_dir: str | Path) -> list[Run]:
     for path in sorted(root.rglob("results_*.json")):
         try:
             run = parse_run(path)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
             log.warning("kick-report: skipping %s (%s)", path, err)
             continue
         key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))

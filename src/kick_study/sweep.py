@@ -22,6 +22,7 @@ from kick_study.grid import (
     GRID_KEYS,
     SweepError,
     as_list,
+    check_settings,
     check_tasks,
     grid_tasks,
     load_config_file,
@@ -77,6 +78,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["model_args"] = {**(settings.get("model_args") or {}), **extra}
     if isinstance(settings.get("limit"), float) and settings["limit"].is_integer() and settings["limit"] >= 1:
         settings["limit"] = int(settings["limit"])
+    check_settings(settings)
     if not settings.get("out"):
         raise SweepError("kick-sweep: no results folder; pass --out DIR or set 'out:' in the config")
     if not as_list(settings["tasks"]):

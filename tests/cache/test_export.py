@@ -148,3 +148,29 @@ def test_kick_compress_export_scores_like_kick_hf(tiny_llama_dir, tmp_path):
     dense = _ppl("hf", f"pretrained={tiny_llama_dir},dtype=float32")
     assert kick == pytest.approx(stock, rel=1e-6)
     assert dense != pytest.approx(stock, rel=1e-6)
+
+
+@pytest.mark.parametrize("where, message", [
+    ("under_file", "which is a file, not a folder"),
+    ("deep_under_file", "which is a file, not a folder"),
+    ("is_file", "is a file; accepted: a folder path"),
+    ("read_only", "is not writable"),
+])
+def test_cli_refuses_an_out_that_cannot_be_created_before_loading(tmp_path, capsys, monkeypatch, where, message):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = {"under_file": blocker / "exp", "deep_under_file": blocker / "x" / "y", "is_file": blocker,
+           "read_only": tmp_path / "ro" / "exp"}[where]
+    if where == "read_only":
+        (tmp_path / "ro").mkdir()
+        real = export.os.access
+        monkeypatch.setattr(export.os, "access", lambda p, mode: False if str(p).endswith("ro") else real(p, mode))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(export, "load_compressed", no_load)
+    assert export.main(["--model", "org/none", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out),
+                        "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(out) in err and "Traceback" not in err

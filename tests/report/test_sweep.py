@@ -216,3 +216,44 @@ def test_done_cells_without_samples_run_again(tmp_path, results_writer):
     second = FakeRunner(results_writer)
     outcome = sweep_index.run_sweep(cells, tmp_path, second, progress=False)
     assert outcome.ran == [c.cell_id for c in cells] and outcome.skipped == []
+
+
+@pytest.mark.parametrize("sparsities, bad", [("-0.1,0.3", "-0.1"), ("nan,0.3", "nan"), ("0.3,inf", "inf"),
+                                             ("0.3,lots", "lots")])
+def test_a_bad_sparsity_stops_the_sweep_instead_of_being_dropped(tmp_path, capsys, results_writer, sparsities, bad):
+    runner = FakeRunner(results_writer)
+    code = sweep.main(["--models", "m", "--methods", "wanda", "--tasks", "x", f"--sparsities={sparsities}",
+                       "--wikitext", "false", "--out", str(tmp_path / "out")], runner=runner)
+    err = capsys.readouterr().err
+    assert code == 2 and runner.calls == [] and not (tmp_path / "out").exists()
+    assert f"invalid sparsities value '{bad}'" in err and "accepted: numbers in [0, 1)" in err
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("grid.yaml", "models: [org/tiny\ntasks: [t]\n", "is not valid YAML at line"),
+    ("grid.toml", 'models = ["org/tiny"\n', "is not valid TOML"),
+    ("grid.yaml", b"models: [caf\xe9]\n", "is not UTF-8 text"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nsparsities: {a: 0.5}\n", "invalid sparsities={'a': 0.5}"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nmethods: [[wanda]]\n", "invalid methods=[['wanda']]"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nmodel_args: 42\n", "invalid model_args=42"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nmodel_args: nokeyvalue\n", "not key=value"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nbits: [4, 5]\n", "invalid bits value 5"),
+    ("grid.yaml", "models: [m]\ntasks: [t]\nlimit: -3\n", "invalid limit=-3"),
+    ("grid.yaml", "- models\n- tasks\n", "must hold a mapping"),
+])
+def test_bad_config_files_are_one_clear_error(tmp_path, capsys, results_writer, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    runner = FakeRunner(results_writer)
+    code = sweep.main(["--config", str(path), "--wikitext", "false", "--out", str(tmp_path / "out")], runner=runner)
+    err = capsys.readouterr().err
+    assert code == 2 and runner.calls == [] and message in err and "Traceback" not in err, err
+
+
+def test_model_args_as_a_string_in_a_config_file_is_read_like_the_flag(tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    path.write_text("models: [m]\ntasks: [t]\nmethods: [wanda]\nsparsities: [0.5]\nmodel_args: nsamples=8,seqlen=64\n")
+    assert sweep.main(["--config", str(path), "--model_args", "seed=3", "--wikitext", "false",
+                       "--out", str(tmp_path / "o"), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "nsamples=8" in out and "seqlen=64" in out and "seed=3" in out

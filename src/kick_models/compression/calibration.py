@@ -63,21 +63,32 @@ def _wikitext2_text() -> str:
     return "\n\n".join(data["text"])
 
 
-def _file_source(path_text: str) -> tuple[str, list[str] | str]:
-    """A .jsonl file gives documents (a "text" field per line); any other file is one text."""
+def read_calib_file(path_text: str) -> tuple[str, list[str] | str]:
+    """A .jsonl file gives documents (a "text" field per line); any other file is one text.
+
+    Every problem (missing, not UTF-8, a line without a "text" string, nothing to read) is a
+    :class:`CalibrationError` naming the file and what is wrong with it.
+    """
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise CalibrationError(
-            f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
-    raw = path.read_text(encoding="utf-8")
+        raise CalibrationError(f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
+    data = path.read_bytes()
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CalibrationError(f"calib file {path_text} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                               f"{err.start}); accepted: a UTF-8 .txt file or a .jsonl file with a 'text' field") from None
     if path.suffix == ".jsonl":
         docs = []
         for n, line in enumerate(raw.splitlines(), 1):
             if line.strip():
                 try:
-                    docs.append(json.loads(line)["text"])
-                except (ValueError, KeyError, TypeError) as err:
+                    text = json.loads(line)["text"]
+                except (ValueError, KeyError, TypeError, IndexError) as err:
                     raise CalibrationError(f"calib file {path_text}: line {n} is not a JSON object with a 'text' field") from err
+                if not isinstance(text, str):
+                    raise CalibrationError(f"calib file {path_text}: line {n}: 'text' is {type(text).__name__}, not a string")
+                docs.append(text)
         docs = [d for d in docs if d.strip()]
         if not docs:
             raise CalibrationError(f"calib file {path_text} has no documents")
@@ -85,6 +96,25 @@ def _file_source(path_text: str) -> tuple[str, list[str] | str]:
     if not raw.strip():
         raise CalibrationError(f"calib file {path_text} is empty")
     return "text", raw
+
+
+def calib_file_shortfall(tokenizer, kind: str, source: list[str] | str, nsamples: int, seqlen: int) -> tuple[str | None, str | None]:
+    """(why the file cannot give one ``seqlen``-token window, or None; a note when its windows must
+    overlap, or None), counted with the model's own tokenizer, as :func:`calibration_ids` will."""
+    if kind == "text":
+        have = len(_encode(tokenizer, source))
+        if have < seqlen:
+            return f"it holds {have} tokens, fewer than seqlen={seqlen}", None
+        if have < nsamples * seqlen:
+            return None, f"it holds {have} tokens, fewer than nsamples x seqlen = {nsamples * seqlen}; windows will overlap"
+        return None, None
+    lengths = [len(_encode(tokenizer, doc)) for doc in source]
+    usable = sum(n >= seqlen for n in lengths)
+    if usable == 0:
+        return f"none of its {len(lengths)} documents has seqlen={seqlen} tokens (the longest has {max(lengths)})", None
+    if usable < nsamples:
+        return None, f"only {usable} of its documents have seqlen={seqlen} tokens, fewer than nsamples={nsamples}; windows will repeat documents"
+    return None, None
 
 
 # --------------------------------------------------------------------------- windows
@@ -143,7 +173,7 @@ def calibration_ids(tokenizer, config, *, embedded_model: bool, max_length: int 
     elif name == "wikitext2":
         ids = windows_from_text(_encode(tokenizer, _wikitext2_text()), config.nsamples, seqlen, rng)
     else:
-        kind, source = _file_source(name)
+        kind, source = read_calib_file(name)
         if kind == "docs":
             ids = windows_from_documents(tokenizer, source, config.nsamples, seqlen, rng)
         else:

@@ -1,0 +1,306 @@
+"""Cache entries that are self-consistent but wrong, caches that cannot be written, frozen lock holders
+and leftovers of dead writers: each is detected or survived, and the run goes on."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kick_models import cache
+from kick_models.config import build_config
+
+CALIB = {"dataset": "bundled", "nsamples": 8, "seqlen": 64, "seed": 0, "token_sha256": "ab" * 32}
+
+
+class Tiny(nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.block = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+        self.head = nn.Linear(8, 4)
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def halve(model: nn.Module, calls: list) -> dict:
+    """Zero the smaller half of every compressed weight (exactly 50% zeros)."""
+    with torch.no_grad():
+        for name in cache.compressed_linear_names(model):
+            w = dict(model.named_parameters())[name]
+            order = w.abs().flatten().argsort()
+            w.view(-1)[order[: w.numel() // 2]] = 0
+    calls.append(1)
+    return {"method": "magnitude", "achieved_sparsity": 0.5}
+
+
+def parts(model_id: str = "org/tiny"):
+    config = build_config({"method": "wanda", "sparsity": 0.5})
+    return cache.key_parts(pretrained=model_id, config=config, calib_info=CALIB, revision="abc123")
+
+
+def run(cache_dir: Path, calls: list, model_id: str = "org/tiny", **kwargs):
+    model = Tiny()
+    summary, hit = cache.load_or_compress(model, parts(model_id), lambda: halve(model, calls), cache_dir=cache_dir, **kwargs)
+    return model, summary, hit
+
+
+def rewrite(entry: Path, *, weights: bytes | None = None, tensors: dict | None = None, manifest_edit=None) -> None:
+    """Replace the entry's weights and make its manifest agree (size and sha256): self-consistent tampering."""
+    from safetensors.torch import save_file
+
+    path = entry / cache.WEIGHTS_FILE
+    if tensors is not None:
+        save_file(tensors, str(path))
+    elif weights is not None:
+        path.write_bytes(weights)
+    manifest = json.loads((entry / cache.MANIFEST_FILE).read_text())
+    data = path.read_bytes()
+    manifest["files"][cache.WEIGHTS_FILE] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if manifest_edit is not None:
+        manifest_edit(manifest)
+    (entry / cache.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def stored(entry: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(entry / cache.WEIGHTS_FILE))
+
+
+def kick_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "kick_models.cache" and r.levelno >= logging.WARNING]
+
+
+# --------------------------------------------------------------------------- item 4: any load failure rebuilds
+def test_random_bytes_with_a_matching_manifest_are_rebuilt_with_one_warning(tmp_path, caplog):
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+    entry = Path(summary["cache"]["path"])
+    rewrite(entry, weights=os.urandom(4096))
+    caplog.set_level(logging.WARNING)
+    model, summary, hit = run(tmp_path, calls)
+    assert not hit and len(calls) == 2
+    unusable = [m for m in kick_warnings(caplog) if "unusable" in m]
+    assert len(unusable) == 1 and "safetensors" in unusable[0]
+    assert summary["cache"]["stored"] is True
+    assert not list(tmp_path.glob(".trash-*")) and not list(tmp_path.glob(".tmp-*"))
+    # the bad entry was replaced: the next run is a hit with the right weights
+    again, _, hit = run(tmp_path, calls)
+    assert hit and len(calls) == 2 and torch.equal(again.block[0].weight, model.block[0].weight)
+
+
+# --------------------------------------------------------------------------- item 5: dtype, finiteness, sparsity
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda t: {k: v.half() for k, v in t.items()}, "torch.float16, the model is torch.float32"),
+    (lambda t: {k: v.clone().index_fill_(0, torch.tensor([0]), float("nan")) for k, v in t.items()}, "NaN"),
+    (lambda t: {k: torch.where(v == 0, torch.full_like(v, 1e-3), v) for k, v in t.items()}, "zeros"),
+])
+def test_valid_safetensors_with_wrong_dtype_values_or_zeros_are_rebuilt(tmp_path, caplog, tamper, reason):
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+    entry = Path(summary["cache"]["path"])
+    rewrite(entry, tensors=tamper(stored(entry)))
+    caplog.set_level(logging.WARNING)
+    model, summary, hit = run(tmp_path, calls)
+    assert not hit and len(calls) == 2
+    assert any(reason in m for m in kick_warnings(caplog)), kick_warnings(caplog)
+    assert float((model.block[0].weight == 0).float().mean()) == 0.5
+
+
+def test_a_hit_reports_the_sparsity_it_measures_not_the_manifest(tmp_path):
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+    entry = Path(summary["cache"]["path"])
+
+    def claim_more(manifest):
+        manifest["summary"]["achieved_sparsity"] = 0.9
+
+    rewrite(entry, manifest_edit=claim_more)
+    _, summary, hit = run(tmp_path, calls)
+    assert hit and summary["achieved_sparsity"] == 0.5
+
+
+def test_an_entry_without_a_zero_record_is_checked_against_its_summary(tmp_path):
+    """Entries written before the zero count was recorded: a dense file under a 50% summary is refused."""
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+    entry = Path(summary["cache"]["path"])
+    dense = {k: v for k, v in Tiny().state_dict().items() if k in stored(entry)}
+    rewrite(entry, tensors=dense, manifest_edit=lambda m: m.pop("zeros"))
+    _, _, hit = run(tmp_path, calls)
+    assert not hit and len(calls) == 2
+
+
+# --------------------------------------------------------------------------- item 6: unwritable caches
+def _read_only(monkeypatch):
+    """What a read-only folder does to the cache (tests may run as root, where chmod does not bite)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cache.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(cache.FileLock, "acquire", refuse)
+    monkeypatch.setattr(cache, "staged_dir", refuse)
+
+
+def test_a_read_only_cache_serves_its_hits(tmp_path, monkeypatch):
+    calls: list = []
+    first, _, _ = run(tmp_path, calls)
+    _read_only(monkeypatch)
+    model, _, hit = run(tmp_path, calls)
+    assert hit and len(calls) == 1 and torch.equal(model.block[0].weight, first.block[0].weight)
+
+
+def test_a_read_only_cache_miss_compresses_in_memory(tmp_path, monkeypatch, caplog):
+    calls: list = []
+    _read_only(monkeypatch)
+    caplog.set_level(logging.WARNING)
+    model, summary, hit = run(tmp_path, calls)
+    assert not hit and len(calls) == 1 and summary["cache"]["stored"] is False
+    assert float((model.block[0].weight == 0).float().mean()) == 0.5
+    assert any("read-only" in m for m in kick_warnings(caplog))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
+def test_a_chmod_read_only_cache_serves_hits_and_compresses_misses(tmp_path):
+    calls: list = []
+    run(tmp_path, calls)
+    tmp_path.chmod(0o555)
+    try:
+        assert run(tmp_path, calls)[2] is True
+        _, summary, hit = run(tmp_path, calls, model_id="org/other")
+        assert not hit and summary["cache"]["stored"] is False
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])
+def test_a_failed_write_warns_and_keeps_the_weights_in_memory(tmp_path, monkeypatch, caplog, err):
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    calls: list = []
+    caplog.set_level(logging.WARNING)
+    model, summary, hit = run(tmp_path, calls)
+    assert not hit and summary["cache"]["stored"] is False and os.strerror(err) in summary["cache"]["error"]
+    assert float((model.block[0].weight == 0).float().mean()) == 0.5
+    assert any("could not store" in m for m in kick_warnings(caplog))
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith((".lock", ".lock.json"))] == []
+
+
+def test_memo_of_calibration_tokens_that_cannot_be_written_is_not_fatal(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"w")
+    real = cache.write_json
+
+    def no_memo(path, *args, **kwargs):
+        if "calibration" in Path(path).parts:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "write_json", no_memo)
+    model, calls = Tiny(), []
+    summary, hit, info = cache.compress_with_cache(
+        model, pretrained=str(folder), config=build_config({"method": "wanda", "sparsity": 0.5}),
+        calibrate=lambda: (torch.zeros(1, 4, dtype=torch.long), dict(CALIB)), compress=lambda ids: halve(model, calls),
+        cache_dir=tmp_path / "c")
+    assert not hit and calls == [1] and info == CALIB and summary["cache"]["stored"] is True
+
+
+# --------------------------------------------------------------------------- item 7: locks, leftovers, modes
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kick_models import cache
+
+    root, key, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    with cache.key_lock(root, key):
+        marker.write_text("held")
+        time.sleep(120)
+    """
+)
+
+
+@pytest.fixture
+def hold_lock(tmp_path):
+    """Start a process that takes a key's lock and freezes; yields a function (root, key) -> Popen."""
+    procs = []
+
+    def start(root: Path, key: str) -> subprocess.Popen:
+        root.mkdir(parents=True, exist_ok=True)
+        marker = tmp_path / f"held-{key[:8]}"
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(root), key, str(marker)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        deadline = time.time() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "lock holder never started"
+            time.sleep(0.05)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_frozen_lock_holder_is_named_and_the_wait_times_out(tmp_path, hold_lock, caplog, monkeypatch):
+    key = cache.cache_key(parts())
+    holder = hold_lock(tmp_path, key)
+    caplog.set_level(logging.WARNING)
+    calls: list = []
+    start = time.monotonic()
+    with pytest.raises(cache.CacheError, match=f"gave up after 1s.*pid {holder.pid}.*cache_lock_timeout"):
+        run(tmp_path, calls, lock_timeout_s=1)
+    assert time.monotonic() - start < 30 and calls == []
+    waiting = [m for m in kick_warnings(caplog) if "waiting" in m]
+    assert waiting and f"pid {holder.pid}" in waiting[0] and "up to 1s" in waiting[0]
+    monkeypatch.setenv(cache.LOCK_TIMEOUT_ENV, "0.5")
+    with pytest.raises(cache.CacheError, match="gave up after 0.5s"):
+        run(tmp_path, calls)
+    monkeypatch.setenv(cache.LOCK_TIMEOUT_ENV, "soon")
+    with pytest.raises(cache.CacheError, match="KICK_CACHE_LOCK_TIMEOUT='soon'.*accepted"):
+        run(tmp_path, calls)
+
+
+def test_leftovers_of_dead_writers_are_removed_on_any_use(tmp_path, hold_lock):
+    other, busy = "1" * 64, "2" * 64
+    dead_tmp = tmp_path / f".tmp-{other}-{'a' * 32}"
+    dead_trash = tmp_path / f".trash-{other}-{'b' * 32}"
+    live_tmp = tmp_path / f".tmp-{busy}-{'c' * 32}"
+    for folder in (dead_tmp, dead_trash, live_tmp):
+        folder.mkdir(parents=True)
+        (folder / cache.WEIGHTS_FILE).write_bytes(b"partial")
+    old_probe, new_probe = tmp_path / ".probe-old", tmp_path / ".probe-new"
+    old_probe.write_text(""), new_probe.write_text("")
+    os.utime(old_probe, (time.time() - 2 * cache.STALE_GRACE_S,) * 2)
+    hold_lock(tmp_path, busy)  # a live writer of another key: its temp folder must survive
+    run(tmp_path, [])
+    assert not dead_tmp.exists() and not dead_trash.exists() and not old_probe.exists()
+    assert live_tmp.exists() and new_probe.exists()
+
+
+def test_every_entry_file_has_the_same_mode(tmp_path):
+    _, summary, _ = run(tmp_path, [])
+    entry = Path(summary["cache"]["path"])
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in entry.iterdir()}
+    assert len(set(modes.values())) == 1, modes
