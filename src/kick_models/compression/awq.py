@@ -148,7 +148,7 @@ def _norm_scales_with_weight(norm: nn.Module, s: torch.Tensor) -> bool:
 
 
 def awq_block(block: nn.Module, linears: dict[str, nn.Linear], groups, *, bits: int, group_size: int,
-              sym: bool, n_grid: int = 20) -> dict[str, float]:
+              sym: bool = False, n_grid: int = 20) -> dict[str, float]:
     """Search and fold the scales of every group of one block (before any of it is quantized);
     returns the chosen α per group leader (groups without a foldable producer are left as they are)."""
     plans = []

@@ -57,7 +57,7 @@ def refine_dsnot(
     ``prune_score`` [out, in] ranks the weights that may be pruned (lower goes first). With ``H``,
     any row whose loss :func:`row_losses` came out higher than with the starting mask gets its
     starting mask back, so the layer loss never grows; the result's loss is that layer loss."""
-    rows, cols = W.shape
+    rows = W.shape[0]
     Wf = W.float()
     delta = Wf * mean.float()[None, :]  # E[contribution] of each weight to its row's output
     regrow_rank = delta / var.float().clamp_min(1e-12)[None, :].pow(var_power)

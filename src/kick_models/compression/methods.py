@@ -82,8 +82,8 @@ def _awq_prepare(block, linears, groups, job: Job):
 
 def _no_true_sequential(config):
     if config.true_sequential:
-        return ("true_sequential", True, "false with method=awq (AWQ searches every scale of a block "
-                "before any of it is quantized)")
+        return ("true_sequential", True,
+                "false with method=awq (AWQ searches every scale of a block before any of it is quantized)")
     return None
 
 
