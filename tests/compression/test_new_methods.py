@@ -73,7 +73,7 @@ def test_awq_with_uniform_activations_is_rtn_with_unit_scales(layer):
 
 
 def test_awq_search_never_loses_to_rtn_and_helps_with_outlier_channels(layer):
-    W, X, stats = layer
+    W, _, stats = layer
     H = stats.hessian()
     found = awq.search_scales([W], stats.abs_mean(), H, bits=3, group_size=16)
     rtn = awq.output_error(W, quantize_rtn(W, bits=3, group_size=16).weight, H)
@@ -194,7 +194,7 @@ def test_ria_reallocation_is_a_permutation_spreading_importance():
 @pytest.mark.parametrize("init", ["wanda", "sparsegpt"])
 @pytest.mark.parametrize("pattern", [None, (2, 4)])
 def test_dsnot_keeps_counts_and_never_worsens_the_layer_loss(layer, init, pattern):
-    W, X, stats = layer
+    W, _, stats = layer
     H = stats.hessian()
     kw = {"pattern": pattern} if pattern else {"sparsity": 0.5}
     start = prune_dsnot(W, stats.col_norms(), stats.mean(), stats.var(), H, init=init, max_cycles=0, **kw)
