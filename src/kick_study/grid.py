@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kick_common.args import ArgsError, as_bool, format_kv, is_true
+from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
+from kick_models.compression.registry import is_quantizer
 
 log = logging.getLogger(__name__)
 
 PPL_TASK = "kick_ppl_heldout"
 WIKITEXT_TASK = "wikitext"
-PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
 GRID_KEYS = ("models", "methods", "sparsities", "patterns", "bits", "tasks")
 DEFAULTS: dict[str, Any] = {
     "models": [],
-    "methods": ["magnitude", "wanda", "sparsegpt"],
+    "methods": list(SWEEP_DEFAULT_METHODS),
     "sparsities": [0.1, 0.2, 0.3, 0.4, 0.5],
     "patterns": ["unstructured"],
     "bits": [16],
@@ -99,8 +100,8 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
     """(method, sparsity, pattern, wbits) for every cell: the dense baseline first, then the grid.
 
     Pruning methods cross unstructured sparsities and N:M patterns (N:M fixes its own sparsity),
-    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; ``gptq`` takes the
-    ``bits`` below 16.
+    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; a quantization method
+    (the registry's kind ``quantize``: GPTQ, RTN, AWQ, plug-ins) takes the ``bits`` below 16.
     """
     from kick_models.config import parse_pattern
 
@@ -111,10 +112,10 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
         method = str(method).strip().lower()
         if method == "none":
             continue
-        if method == "gptq":
+        if is_quantizer(method):
             for b in bits:
                 if b < 16:
-                    yield "gptq", 0.0, "unstructured", b
+                    yield method, 0.0, "unstructured", b
             continue
         for b in (bits if as_bool(settings.get("prune_and_quantize"), key="prune_and_quantize", lenient=True, default=False) else [16]):
             for pattern in patterns:
@@ -166,9 +167,9 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
 
 
 def _compression_keys() -> tuple[str, ...]:
-    from kick_models.config import COMPRESSION_KEYS
+    from kick_models.config import compression_keys
 
-    return COMPRESSION_KEYS
+    return compression_keys()  # kick's own plus every registered method's parameters
 
 
 # --------------------------------------------------------------------------- tasks

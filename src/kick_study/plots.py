@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kick_models.compression.registry import is_quantizer
 from kick_study.tables import TaskView, Tolerance
 
 
@@ -29,7 +30,7 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance) -> Path:
         for curve in view.curves:
             xs = [s * 100 for s, _ in curve.points]
             ys = [v for _, v in curve.points]
-            if view.dense is not None and curve.setting.pattern == "unstructured" and curve.setting.method != "gptq":
+            if view.dense is not None and curve.setting.pattern == "unstructured" and not is_quantizer(curve.setting.method):
                 xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
             ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
         if not view.higher_better:

@@ -87,10 +87,11 @@ def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             return str(exported.get("source_model", model)), dict(comp)
         except (OSError, ValueError):
             log.warning("kick-report: unreadable %s; treating %s as dense", record, pretrained)
-    from kick_models.config import COMPRESSION_KEYS, ConfigError, build_config
+    from kick_models.config import ConfigError, build_config, compression_keys
 
+    keys = compression_keys()
     try:
-        cfg = build_config({k: v for k, v in args.items() if k in COMPRESSION_KEYS})
+        cfg = build_config({k: v for k, v in args.items() if k in keys})
     except ConfigError as err:
         log.warning("kick-report: %s", err)
         return str(model), {}

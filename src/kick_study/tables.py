@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from kick_models.compression.registry import is_quantizer, method_names
 from kick_study.runs import (
     Run,
     Setting,
@@ -107,7 +108,7 @@ def build_views(runs: list[Run], metric_overrides: Mapping[str, str] | None = No
 
 
 def _order(setting: Setting) -> tuple:
-    methods = ("magnitude", "wanda", "sparsegpt", "gptq")
+    methods = method_names()  # the registry's order: built-ins, then plug-ins
     rank = methods.index(setting.method) if setting.method in methods else len(methods)
     return (setting.wbits != 16, -setting.wbits, setting.pattern != "unstructured", setting.pattern, rank, setting.method)
 
@@ -155,6 +156,7 @@ def matching_table(views: Sequence[TaskView], tol: Tolerance) -> str:
     if not summary or not tasks:
         return "_No compressed runs with a dense baseline to compare against._"
     lines = ["| setting | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    quantizers = {c.setting.label for v in views for c in v.curves if is_quantizer(c.setting.method)}
     for label, per_task in summary.items():
         cells = []
         for task in tasks:
@@ -162,7 +164,7 @@ def matching_table(views: Sequence[TaskView], tol: Tolerance) -> str:
                 cells.append("—")
             else:
                 value = per_task[task]
-                if label.startswith("gptq"):  # quantization only: no sparsity axis, just yes / no
+                if label in quantizers:  # quantization only: no sparsity axis, just yes / no
                     cells.append("matches" if value is not None else "no")
                 else:
                     cells.append("none" if value is None else _pct(value))

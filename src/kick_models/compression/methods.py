@@ -6,6 +6,7 @@ from __future__ import annotations
 from .registry import Job, Method, Param
 
 COMPOSING_QUANTIZER = "gptq"  # what a pruning method's wbits < 16 runs after pruning
+SWEEP_DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")  # LLM-KICK's pruners: kick-sweep's default grid
 _QUANT_FIELDS = frozenset({"wbits", "group_size", "sym"})
 
 
