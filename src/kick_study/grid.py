@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kick_common.args import ArgsError, as_bool, format_kv, is_true
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
-from kick_models.compression.registry import is_quantizer
+from kick_models.compression.registry import is_quantizer, param_owners
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,15 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
         grid = list(_compression_settings(settings))
     except ValueError as err:  # ConfigError from a pattern, or a non-number sparsity / bits
         raise SweepError(f"kick-sweep: bad grid setting: {err}") from None
+    owners = param_owners()  # a method's own model_args go only to that method's cells
+    stray = sorted(k for k in extra if k in owners and not {m for m, *_ in grid} & set(owners[k]))
+    if stray:
+        raise SweepError(f"kick-sweep: model_args {stray[0]}={extra[stray[0]]!r} belongs to method "
+                         f"{' | '.join(owners[stray[0]])}, which is not in the grid's methods")
     cells, seen = [], set()
     for model in models:
         for method, sparsity, pattern, wbits in grid:
+            own = {k: v for k, v in extra.items() if k not in owners or method in owners[k]}
             comp: dict[str, Any] = {"method": method}
             if pattern != "unstructured":
                 comp["pattern"] = pattern
@@ -152,10 +158,10 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
             if wbits < 16:
                 comp["wbits"] = wbits
             try:
-                build_config({**{k: v for k, v in extra.items() if k in _compression_keys()}, **comp})
+                build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
             except ConfigError as err:
                 raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
-            args = format_kv({**comp, **{k: v for k, v in extra.items() if k not in comp}})
+            args = format_kv({**comp, **{k: v for k, v in own.items() if k not in comp}})
             cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
                         tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
                         limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
