@@ -64,6 +64,9 @@ else:
     args = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=spec["group_size"])
     groups = {"g": QuantizationScheme(targets=["Linear"], weights=args)}
     if spec["peer"] == "awq":
+        # pinning is a host-to-accelerator transfer aid; on a CPU-only machine it raises instead
+        from llmcompressor.pipelines.cache import IntermediatesCache
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
         recipe = AWQModifier(config_groups=groups, ignore=["lm_head"])
     else:
         recipe = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
