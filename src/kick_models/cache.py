@@ -31,6 +31,7 @@ from torch import nn
 
 from kick_common.atomic import staged_dir, write_json
 from kick_common.paths import CACHE_ENV, kick_cache_dir
+from kick_models.compression import registry
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ _MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _MODEL_FILE_NAMES = ("config.json",)
 
 # CompressionConfig fields that only matter for some methods; everything else always matters.
-_QUANT_FIELDS = ("group_size", "sym", "act_order")
+_METHOD_FIELDS = ("group_size", "sym", "act_order", "damp", "blocksize")  # kept only where a method uses them
 # The calibration settings: they decide the calibration token ids (with the method, which picks the
 # default source), and with ``propagate`` they matter only to configs that calibrate.
 CALIBRATION_FIELDS = ("calib", "nsamples", "seqlen", "seed")
@@ -176,17 +177,23 @@ def model_identity(pretrained: str, revision: str | None = None, model: nn.Modul
 
 def relevant_config(config: Any) -> dict[str, Any]:
     """CompressionConfig.to_dict() without the fields that cannot change this config's weights."""
+    from kick_models.config import METHOD_NONE
+
     d = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    method = d.get("method", "none")
-    quantizes = int(d.get("wbits", 16)) < 16 and method != "none"
-    drop: set[str] = set()
-    if not quantizes:
-        drop.update(_QUANT_FIELDS)
-        if method not in ("sparsegpt",):
-            drop.update(("damp", "blocksize"))
+    method = d.get("method", METHOD_NONE)
+    quantizes = int(d.get("wbits", 16)) < 16 and method != METHOD_NONE
+    # the fields the method (and a quantizer composed with it) declares it reads; the version and
+    # parameters of the method stay in d (to_dict), so a new plug-in release gets new entries
+    used: set[str] = set()
+    if method != METHOD_NONE:
+        spec = registry.get_method(method)
+        used |= spec.uses
+        if quantizes and spec.prunes:
+            used |= registry.composing_quantizer().uses
+    drop: set[str] = set(_METHOD_FIELDS) - used
     needs_calib = getattr(config, "needs_calibration", None)
     if needs_calib is None:
-        needs_calib = quantizes or method in ("wanda", "sparsegpt")
+        needs_calib = method != METHOD_NONE and bool(registry.required_stats(registry.get_method(method), quantizes))
     if not needs_calib:
         drop.update((*CALIBRATION_FIELDS, "propagate"))
     if d.get("sparsity_profile", "uniform") == "uniform":

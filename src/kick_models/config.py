@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_models.compression import registry
 
-METHODS = ("none", "magnitude", "wanda", "sparsegpt", "gptq")
-PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
+METHOD_NONE = "none"  # leave the weights as they are; every other method name comes from the registry
 WBITS = (2, 3, 4, 8, 16)
 CALIB_NAMES = ("bundled", "c4", "wikitext2")
 SPARSITY_PROFILES = ("uniform", "owl")
@@ -55,6 +55,23 @@ class CompressionConfig:
     owl_lambda: float = 0.08
     propagate: str = "compressed"
     true_sequential: bool = False
+    method_args: tuple[tuple[str, Any], ...] = ()  # the method's own parameters as given, sorted
+
+    # ----------------------------------------------------------------- method
+    @property
+    def method_spec(self) -> registry.Method | None:
+        """The registry entry of ``method`` (None for method=none)."""
+        return None if self.method == METHOD_NONE else registry.get_method(self.method)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The method's parameters: its defaults, overridden by what was given."""
+        spec = self.method_spec
+        if spec is None:
+            return {}
+        values = {p.name: p.default for p in spec.params}
+        values.update(dict(self.method_args))
+        return values
 
     # ----------------------------------------------------------------- derived
     @property
@@ -67,16 +84,24 @@ class CompressionConfig:
 
     @property
     def prunes(self) -> bool:
-        return self.method in PRUNING_METHODS and (self.pattern is not None or self.sparsity > 0)
+        spec = self.method_spec
+        return spec is not None and spec.prunes and (self.pattern is not None or self.sparsity > 0)
 
     @property
     def quantizes(self) -> bool:
-        return self.wbits < 16 and self.method != "none"
+        return self.wbits < 16 and self.method != METHOD_NONE
+
+    @property
+    def required_stats(self) -> frozenset:
+        """Statistics the calibration loop must gather (empty: no data needed)."""
+        if self.is_noop:
+            return frozenset()
+        return registry.required_stats(self.method_spec, self.quantizes)
 
     @property
     def needs_calibration(self) -> bool:
-        """Magnitude pruning alone needs no data; everything else that changes weights does."""
-        return self.quantizes or (self.prunes and self.method != "magnitude")
+        """True when the method (or the quantizer composed with it) reads calibration statistics."""
+        return bool(self.required_stats)
 
     @property
     def is_noop(self) -> bool:
@@ -88,19 +113,23 @@ class CompressionConfig:
 
     def resolved_calib(self, embedded_model: bool = False) -> str:
         """The calibration source to use: explicit ``calib`` wins; else bundled text on the
-        embedded model (offline by design), WikiText-2 for GPTQ (the GPTQ paper) and C4 for
-        pruning (the Wanda/SparseGPT papers and LLM-KICK)."""
+        embedded model (offline by design), else the method's own default (WikiText-2 for GPTQ,
+        as its paper; C4 for the pruners, as the Wanda/SparseGPT papers and LLM-KICK)."""
         if self.calib is not None:
             return self.calib
         if embedded_model:
             return "bundled"
-        return "wikitext2" if self.method == "gptq" else "c4"
+        spec = self.method_spec
+        return spec.default_calib if spec is not None else "c4"
 
     def to_dict(self) -> dict[str, Any]:
         """Effective settings as plain JSON values, for lm-eval's results file and cache keys."""
         d = dataclasses.asdict(self)
         d["pattern"] = self.pattern_str
         d["target_sparsity"] = self.target_sparsity
+        d["method_args"] = self.params
+        spec = self.method_spec
+        d["method_version"] = spec.version if spec is not None else None
         return d
 
 
@@ -169,7 +198,7 @@ def _calib(value: Any) -> str:
 
 # key -> converter(value) for the compression args; anything else is an HFLM arg or an error
 _CONVERTERS = {
-    "method": lambda v: _as_choice("method", v, METHODS),
+    "method": lambda v: _as_choice("method", v, method_choices()),
     "sparsity": lambda v: _as_float("sparsity", v, "a number in [0, 1)"),
     "pattern": parse_pattern,
     "wbits": lambda v: _as_int("wbits", v, "one of 2, 3, 4, 8, 16"),
@@ -188,15 +217,49 @@ _CONVERTERS = {
     "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
     "true_sequential": lambda v: _as_bool("true_sequential", v),
 }
-COMPRESSION_KEYS = tuple(_CONVERTERS)
+COMPRESSION_KEYS = tuple(_CONVERTERS)  # kick's own keys; methods add theirs (compression_keys())
+
+
+def method_choices() -> tuple[str, ...]:
+    """Every accepted ``method=``: none, the built-ins, then installed plug-ins."""
+    return (METHOD_NONE, *registry.method_names())
+
+
+def compression_keys() -> tuple[str, ...]:
+    """kick's compression model_args plus every registered method's own parameters."""
+    return COMPRESSION_KEYS + tuple(k for k in registry.param_owners() if k not in COMPRESSION_KEYS)
+
+
+def _method_args(method: str, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Validate the method-specific keys of ``given`` against ``method``'s declared parameters."""
+    spec = None if method == METHOD_NONE else registry.get_method(method)
+    declared = {p.name: p for p in spec.params} if spec is not None else {}
+    owners = registry.param_owners()
+    out = {}
+    for key, value in given.items():
+        if key not in declared:
+            raise _fail(key, value, f"only with method={' | '.join(owners[key])} (method={method} takes "
+                        f"{', '.join(declared) or 'no parameters of its own'})")
+        try:
+            out[key] = declared[key].convert(value)
+        except ValueError as exc:
+            raise _fail(key, value, str(exc)) from None
+    return tuple(sorted(out.items()))
 
 
 def build_config(args: Mapping[str, Any]) -> CompressionConfig:
     """Turn raw model_args (strings, or lm-eval's coerced ints/floats/bools) into a checked config."""
-    values = {key: _CONVERTERS[key](value) for key, value in args.items() if value is not None}
-    method = values.get("method", "none")
-    if method == "gptq":
-        values.setdefault("wbits", 4)
+    args = {key: value for key, value in args.items() if value is not None}
+    own = {key: value for key, value in args.items() if key in _CONVERTERS}
+    values = {key: _CONVERTERS[key](value) for key, value in own.items()}
+    unknown = sorted(set(args) - set(own) - set(registry.param_owners()))
+    if unknown:
+        raise _fail(unknown[0], args[unknown[0]], f"one of {', '.join(compression_keys())}")
+    method = values.get("method", METHOD_NONE)
+    values["method_args"] = _method_args(method, {k: v for k, v in args.items() if k not in own})
+    spec = None if method == METHOD_NONE else registry.get_method(method)
+    if spec is not None and not spec.prunes:
+        values.setdefault("wbits", spec.default_wbits)
     config = CompressionConfig(**values)
     _check(config, set(values))
     return config
@@ -227,11 +290,16 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
         raise _fail("owl_m", c.owl_m, "a number > 0")
     if not 0.0 <= c.owl_lambda < 1.0:
         raise _fail("owl_lambda", c.owl_lambda, "a number in [0, 1)")
-    if c.method == "none" and (c.sparsity > 0 or c.pattern is not None or c.wbits < 16):
-        raise _fail("method", "none",
-                    "magnitude | wanda | sparsegpt (to prune) or gptq (to quantize) when sparsity, pattern or wbits is given")
-    if c.method == "gptq" and (c.sparsity > 0 or c.pattern is not None):
-        raise _fail("method", "gptq",
-                    "magnitude | wanda | sparsegpt with wbits=N to prune and quantize; gptq alone takes no sparsity or pattern")
+    methods = registry.all_methods().values()
+    pruners = " | ".join(m.name for m in methods if m.prunes)
+    quantizers = " | ".join(m.name for m in methods if not m.prunes)
+    if c.method == METHOD_NONE and (c.sparsity > 0 or c.pattern is not None or c.wbits < 16):
+        raise _fail("method", METHOD_NONE, f"{pruners} (to prune) or {quantizers} (to quantize) when sparsity, pattern or wbits is given")
+    spec = c.method_spec
+    if spec is not None and not spec.prunes and (c.sparsity > 0 or c.pattern is not None):
+        raise _fail("method", c.method, f"{pruners} with wbits=N to prune and quantize; {c.method} alone takes no sparsity or pattern")
+    refusal = spec.check(c) if spec is not None and spec.check is not None else None
+    if refusal is not None:
+        raise _fail(*refusal)
     if c.sparsity_profile == "owl" and c.pattern is not None:
         raise _fail("sparsity_profile", "owl", "uniform with an N:M pattern (OWL sets per-layer unstructured ratios)")

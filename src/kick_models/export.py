@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kick-compress", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="Hub id, local folder, or `embedded` (the built-in SmolLM2)")
     p.add_argument("--out", required=True, help="folder to create (must not exist unless --overwrite)")
-    p.add_argument("--method", required=True, help="magnitude | wanda | sparsegpt | gptq | none")
+    p.add_argument("--method", required=True, help="none or any registered method (kick-hf's method=; plug-ins included)")
     p.add_argument("--sparsity", help="unstructured sparsity in [0, 1)")
     p.add_argument("--pattern", help="unstructured or N:M, e.g. 2:4")
     p.add_argument("--wbits", help="weight bits: 2, 3, 4, 8 or 16 (none)")

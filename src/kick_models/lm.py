@@ -15,13 +15,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from kick_common.args import ArgsError, accepted_bools, as_bool
-from kick_models.config import (
-    CALIB_NAMES,
-    COMPRESSION_KEYS,
-    CompressionConfig,
-    ConfigError,
-    build_config,
-)
+from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +51,16 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
     Pure and cheap, so every bad value is reported before any weight is read.
     """
     hflm_ok = _hflm_keys() | set(FROM_PRETRAINED_KEYS)
-    unknown = sorted(k for k in kwargs if k not in COMPRESSION_KEYS and k not in KICK_KEYS and k not in hflm_ok)
+    keys = compression_keys()  # kick's own plus every registered method's parameters
+    unknown = sorted(k for k in kwargs if k not in keys and k not in KICK_KEYS and k not in hflm_ok)
     if unknown:
         raise ConfigError(
             f"kick-hf: unknown model_arg {unknown[0]!r}"
             + (f" (also {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else "")
-            + f"; accepted: compression args {', '.join(COMPRESSION_KEYS)}; kick args {', '.join(KICK_KEYS)};"
+            + f"; accepted: compression args {', '.join(keys)}; kick args {', '.join(KICK_KEYS)};"
             " or any lm-eval `hf` model arg (pretrained, dtype, device, batch_size, ...)"
         )
-    config = build_config({k: kwargs[k] for k in COMPRESSION_KEYS if k in kwargs})
+    config = build_config({k: kwargs[k] for k in keys if k in kwargs})
     if config.calib is not None and config.calib not in CALIB_NAMES and config.needs_calibration:
         path = Path(config.calib).expanduser()
         if not path.is_file() or path.stat().st_size == 0:
@@ -85,7 +80,7 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
                           "accepted with method=gptq or wbits in 2, 3, 4, 8")
-    hflm = {k: v for k, v in kwargs.items() if k not in COMPRESSION_KEYS and k not in KICK_KEYS}
+    hflm = {k: v for k, v in kwargs.items() if k not in keys and k not in KICK_KEYS}
     return config, kick, hflm
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kick_models.compression.registry import method_names
 from kick_study import paired
 from kick_study.paired import Interval, Tolerance
 from kick_study.samples import TaskSamples, read_samples, samples_files
@@ -240,7 +241,7 @@ def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
         rows.append(FidelityRow(setting, sparsity, len(fids), kl, top1, float(fids[0]["ppl_dense"]), ppl_mean, ppl_sd,
                                 int(fids[0]["tokens"]), windows, int(fids[0]["top_k"]),
                                 float(np.mean([f["seconds"] for f in fids]))))
-    rank = ("none", "magnitude", "wanda", "sparsegpt", "gptq")  # the order the task tables use
-    rows.sort(key=lambda r: (r.setting.wbits != 16, r.setting.pattern != "unstructured", r.setting.pattern,
+    rank = method_names()  # the registry's order, as the task tables use it
+    rows.sort(key=lambda r: (not r.setting.is_dense, r.setting.wbits != 16, r.setting.pattern != "unstructured", r.setting.pattern,
                              rank.index(r.setting.method) if r.setting.method in rank else len(rank), r.sparsity))
     return rows

@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kick_common.args import ArgsError, as_bool, format_kv, is_true, parse_kv
+from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
+from kick_models.compression.registry import is_quantizer, param_owners
 
 log = logging.getLogger(__name__)
 
 PPL_TASK = "kick_ppl_heldout"
 WIKITEXT_TASK = "wikitext"
-PRUNING_METHODS = ("magnitude", "wanda", "sparsegpt")
 GRID_KEYS = ("models", "methods", "sparsities", "patterns", "bits", "tasks")
 DEFAULTS: dict[str, Any] = {
     "models": [],
-    "methods": ["magnitude", "wanda", "sparsegpt"],
+    "methods": list(SWEEP_DEFAULT_METHODS),
     "sparsities": [0.1, 0.2, 0.3, 0.4, 0.5],
     "patterns": ["unstructured"],
     "bits": [16],
@@ -104,8 +105,8 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
     """(method, sparsity, pattern, wbits) for every cell: the dense baseline first, then the grid.
 
     Pruning methods cross unstructured sparsities and N:M patterns (N:M fixes its own sparsity),
-    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; ``gptq`` takes the
-    ``bits`` below 16.
+    at 16 bits unless ``prune_and_quantize`` crosses them with ``bits`` too; a quantization method
+    (the registry's kind ``quantize``: GPTQ, RTN, AWQ, plug-ins) takes the ``bits`` below 16.
     """
     from kick_models.config import parse_pattern
 
@@ -116,10 +117,10 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
         method = str(method).strip().lower()
         if method == "none":
             continue
-        if method == "gptq":
+        if is_quantizer(method):
             for b in bits:
                 if b < 16:
-                    yield "gptq", 0.0, "unstructured", b
+                    yield method, 0.0, "unstructured", b
             continue
         crossed = as_bool(settings.get("prune_and_quantize"), key="prune_and_quantize", lenient=True, default=False)
         for b in (bits if crossed else [16]):
@@ -149,9 +150,15 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
     seeds = parse_seeds(settings.get("seeds"))
     if seeds and "seed" in extra:
         raise SweepError("kick-sweep: seed is set both in model_args and as seeds; accepted: one of the two")
+    owners = param_owners()  # a method's own model_args go only to that method's cells
+    stray = sorted(k for k in extra if k in owners and not {m for m, *_ in grid} & set(owners[k]))
+    if stray:
+        raise SweepError(f"kick-sweep: model_args {stray[0]}={extra[stray[0]]!r} belongs to method "
+                         f"{' | '.join(owners[stray[0]])}, which is not in the grid's methods")
     cells, seen = [], set()
     for model in models:
         for method, sparsity, pattern, wbits in grid:
+            own = {k: v for k, v in extra.items() if k not in owners or method in owners[k]}
             comp: dict[str, Any] = {"method": method}
             if pattern != "unstructured":
                 comp["pattern"] = pattern
@@ -160,13 +167,13 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
             if wbits < 16:
                 comp["wbits"] = wbits
             try:
-                config = build_config({**{k: v for k, v in extra.items() if k in _compression_keys()}, **comp})
+                config = build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
             except ConfigError as err:
                 raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
             # the seed only changes the calibration draw: dense and magnitude run once
             for seed in (seeds if seeds and config.needs_calibration else [None]):
                 with_seed = comp if seed is None else {**comp, "seed": seed}
-                args = format_kv({**with_seed, **{k: v for k, v in extra.items() if k not in with_seed}})
+                args = format_kv({**with_seed, **{k: v for k, v in own.items() if k not in with_seed}})
                 cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
                             tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
                             limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
@@ -193,9 +200,9 @@ def parse_seeds(value: Any) -> list[int]:
 
 
 def _compression_keys() -> tuple[str, ...]:
-    from kick_models.config import COMPRESSION_KEYS
+    from kick_models.config import compression_keys
 
-    return COMPRESSION_KEYS
+    return compression_keys()  # kick's own plus every registered method's parameters
 
 
 # --------------------------------------------------------------------------- tasks
@@ -285,13 +292,15 @@ def model_args_setting(value: Any) -> dict[str, Any]:
 
 def check_settings(settings: Mapping[str, Any]) -> None:
     """Every grid value checked up front, so a bad one stops the sweep before any cell (none is dropped silently)."""
-    from kick_models.config import METHODS, parse_pattern
+    from kick_models.config import method_choices, parse_pattern
+
+    methods = method_choices()
 
     _items("models", settings.get("models"), "Hub ids, local folders or kick-hf model_args strings")
     _items("tasks", settings.get("tasks"), "lm-eval task or group names")
-    for method in _items("methods", settings.get("methods"), " | ".join(METHODS)):
-        if not isinstance(method, str) or method.strip().lower() not in METHODS:
-            raise SweepError(f"kick-sweep: invalid methods value {method!r}; accepted: {' | '.join(METHODS)}")
+    for method in _items("methods", settings.get("methods"), " | ".join(methods)):
+        if not isinstance(method, str) or method.strip().lower() not in methods:
+            raise SweepError(f"kick-sweep: invalid methods value {method!r}; accepted: {' | '.join(methods)}")
     accepted = "numbers in [0, 1) (0 is the dense model, which every grid includes)"
     for item in _items("sparsities", settings.get("sparsities"), accepted):
         if not 0.0 <= _number("sparsities", item, accepted) < 1.0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kick_models.compression.registry import is_quantizer
 from kick_study.tables import TaskView, Tolerance
 
 
@@ -63,7 +64,7 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
             high = [(view.dense + c.diff.high) - y for y, c in zip(ys, found)]
             ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
             continue
-        if view.dense is not None and curve.setting.pattern == "unstructured" and curve.setting.method != "gptq":
+        if view.dense is not None and curve.setting.pattern == "unstructured" and not is_quantizer(curve.setting.method):
             xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
         ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
     if not view.higher_better:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kick_common.args import parse_kv
+from kick_models.compression.registry import calibrates
 
 log = logging.getLogger(__name__)
 
 EXPORT_RECORD = "kick_compression.json"
-CALIBRATING = ("wanda", "sparsegpt", "gptq")  # methods whose weights depend on the calibration seed
 
 
 class ReportError(ValueError):
@@ -89,10 +89,11 @@ def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             return str(exported.get("source_model", model)), dict(comp)
         except (OSError, ValueError):
             log.warning("kick-report: unreadable %s; treating %s as dense", record, pretrained)
-    from kick_models.config import COMPRESSION_KEYS, ConfigError, build_config
+    from kick_models.config import ConfigError, build_config, compression_keys
 
+    keys = compression_keys()
     try:
-        cfg = build_config({k: v for k, v in args.items() if k in COMPRESSION_KEYS})
+        cfg = build_config({k: v for k, v in args.items() if k in keys})
     except ConfigError as err:
         log.warning("kick-report: %s", err)
         return str(model), {}
@@ -139,7 +140,7 @@ def parse_run(path: Path) -> Run:
     sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
-    seed = comp.get("seed") if method != "none" and (method in CALIBRATING or wbits < 16) else None
+    seed = comp.get("seed") if method != "none" and (calibrates(method) or wbits < 16) else None
     results = _field(data, "results", path, dict)
     if not results:
         raise ReportError(f"kick-report: {path} holds no task results")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from kick_models.compression.registry import is_quantizer, method_names
 from kick_study.paired import MATCHES, LargestMatching, Tolerance, largest_matching
 from kick_study.runs import (
     Run,
@@ -104,7 +105,7 @@ def build_views(runs: list[Run], metric_overrides: Mapping[str, str] | None = No
 
 
 def _order(setting: Setting) -> tuple:
-    methods = ("magnitude", "wanda", "sparsegpt", "gptq")
+    methods = method_names()  # the registry's order: built-ins, then plug-ins
     rank = methods.index(setting.method) if setting.method in methods else len(methods)
     return (setting.wbits != 16, -setting.wbits, setting.pattern != "unstructured", setting.pattern, rank, setting.method)
 
@@ -229,17 +230,17 @@ def matching_summary(views: Sequence[TaskView], tol: Tolerance, comparisons: Map
         width = tol.width(view.dense, view.scaled)
         comp = (comparisons or {}).get((view.model, view.task))
         for curve in view.curves:
-            gptq = curve.setting.label.startswith("gptq")  # quantization only: no sparsity axis
+            quantizer = is_quantizer(curve.setting.method)  # quantization only: no sparsity axis
             state = _curve_state(view, curve, comp) if view.higher_better else None
             if state is not None:
-                if gptq:
+                if quantizer:
                     text = next(c.verdict for c in comp.cells if c.setting == curve.setting)
                 else:
                     text = state.describe(_pct)
             else:
                 point_based.add(view.task)
                 value = largest_matching_sparsity(curve.points, view.dense, width, view.higher_better)
-                text = ("matches" if value is not None else "no") if gptq else ("none" if value is None else _pct(value))
+                text = ("matches" if value is not None else "no") if quantizer else ("none" if value is None else _pct(value))
             out.setdefault(curve.setting.label, {})[view.task] = text
     return out, point_based
 

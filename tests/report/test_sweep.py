@@ -257,3 +257,24 @@ def test_model_args_as_a_string_in_a_config_file_is_read_like_the_flag(tmp_path,
                        "--out", str(tmp_path / "o"), "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "nsamples=8" in out and "seqlen=64" in out and "seed=3" in out
+
+
+def test_grid_treats_every_registered_quantizer_like_gptq_and_passes_method_args():
+    cells = grid.plan_cells(settings(methods=["rtn", "awq", "ria"], bits=[16, 4], patterns=["2:4"],
+                                     model_args={"ria_permute": "true"}), ["t"])
+    specs = [(c.method, c.pattern, c.wbits) for c in cells]
+    assert ("rtn", "unstructured", 4) in specs and ("awq", "unstructured", 4) in specs
+    assert ("ria", "2:4", 16) in specs and not any(m in ("rtn", "awq") and w == 16 for m, _, w in specs)
+    ria = next(c for c in cells if c.method == "ria")
+    assert "ria_permute=true" in ria.model_args
+
+
+def test_grid_refuses_an_unknown_method_listing_the_registered_ones():
+    with pytest.raises(grid.SweepError) as err:
+        grid.plan_cells(settings(methods=["obs"]), ["t"])
+    assert "method='obs'" in str(err.value) and "dsnot" in str(err.value) and "awq" in str(err.value)
+
+
+def test_grid_refuses_method_args_of_a_method_not_in_the_grid():
+    with pytest.raises(grid.SweepError, match="dsnot_init='sparsegpt' belongs to method dsnot"):
+        grid.plan_cells(settings(methods=["wanda"], model_args={"dsnot_init": "sparsegpt"}), ["t"])

@@ -1,21 +1,21 @@
-"""compress_model: turn a CompressionConfig into calls of the per-method tensor functions, driven
-by the one layer-wise loop. This is the only place that knows which method needs which statistic."""
+"""compress_model: turn a CompressionConfig into calls of its registered method's tensor functions,
+driven by the one layer-wise loop. The method's registry entry says which statistics it needs."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
 from torch import nn
 
 from .loop import LinearGroup, block_linears, find_decoder_blocks, run_layerwise
-from .magnitude import PruneResult, prune_magnitude
+from .magnitude import PruneResult
 from .offload import onloaded
 from .owl import outlier_ratio, owl_sparsities
 from .quant import QuantGrid
-from .sparsegpt import prune_sparsegpt
-from .wanda import prune_wanda
+from .registry import Job, Method, composing_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,16 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
         summary["block_sparsity"] = [round(s, 6) for s in sparsities]
 
     losses: list[float] = []
+    method = config.method_spec
+    needed = config.required_stats
 
     def compress_block(index: int, block: nn.Module, linears: dict[str, nn.Linear], groups: list[LinearGroup]) -> bool:
         grids: dict[str, QuantGrid] | None = {} if quant_grids is not None else None
+        job = Job(config, sparsities[index], config.params)
+        if method.prepare_block is not None:
+            method.prepare_block(block, linears, groups, job)
         for group in groups:
-            losses.extend(_compress_group(linears, group, config, sparsities[index], grids))
+            losses.extend(_compress_group(linears, group, method, job, grids))
         if grids:
             prefix = block_names[id(block)]
             quant_grids.update({f"{prefix}.{name}": grid for name, grid in grids.items()})
@@ -68,22 +73,20 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     if config.needs_calibration:
         run_layerwise(
             model, calib_ids, compress_block,
-            norms=config.method == "wanda",
-            hessian=config.method == "sparsegpt" or config.quantizes,
+            norms=bool(needed - {"hessian"}), hessian="hessian" in needed,
             propagate=config.propagate, true_sequential=config.true_sequential, device=device,
             desc=f"kick {config.method}",
         )
-    else:  # magnitude pruning alone needs no data
+    else:  # a method that reads no data: each Linear alone, block by block
         for index, block in enumerate(blocks):
             with onloaded(block, device):
-                for layer in block_linears(block).values():
-                    result = prune_magnitude(layer.weight.data, sparsity=sparsities[index], pattern=config.pattern)
-                    layer.weight.data.copy_(result.weight)
-                    losses.append(result.loss)
+                linears = block_linears(block)
+                groups = [LinearGroup([name], None) for name in linears]
+                compress_block(index, block, linears, groups)
 
     summary.update(
         achieved_sparsity=_zero_fraction(blocks),
-        loss=float(sum(losses)),
+        loss=float(sum(losses)) if all(math.isfinite(x) for x in losses) else None,  # RTN measures none
         seconds=round(time.perf_counter() - start, 3),
     )
     log.info(
@@ -95,45 +98,27 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     return summary
 
 
-def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, sparsity: float,
+def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, method: Method, job: Job,
                     grids: dict[str, QuantGrid] | None = None) -> list[float]:
     """Prune (and/or quantize) the layers of one input-sharing group; returns their losses.
     Quantized layers' grids go into ``grids`` (by name inside the block) when given."""
+    config = job.config
     layers = [linears[name] for name in group.names]
     weights = [layer.weight.data for layer in layers]
-    H = group.stats.hessian() if group.stats.has_hessian else None
     results: list[PruneResult]
-    if not config.prunes:
-        results = [PruneResult(w, torch.ones_like(w, dtype=torch.bool), 0.0) for w in weights]
-    elif config.method == "magnitude":
-        results = [prune_magnitude(w, sparsity=sparsity, pattern=config.pattern) for w in weights]
-    elif config.method == "wanda":
-        norms = group.stats.col_norms()
-        results = [prune_wanda(w, norms, sparsity=sparsity, pattern=config.pattern) for w in weights]
-    elif config.method == "sparsegpt":
-        rows = [w.shape[0] for w in weights]
-        joint = prune_sparsegpt(
-            torch.cat(weights), H, sparsity=sparsity, pattern=config.pattern,
-            blocksize=config.blocksize, damp=config.damp, row_groups=rows,
-        )
-        results = [
-            PruneResult(w, m, joint.loss / len(rows))
-            for w, m in zip(joint.weight.split(rows), joint.mask.split(rows))
-        ]
+    if config.prunes:
+        results = method.prune(weights, group.stats, job)
+        if len(results) != len(weights):
+            raise RuntimeError(f"method={method.name} returned {len(results)} results for {len(weights)} weights")
     else:
-        raise ValueError(f"method={config.method!r} cannot prune; accepted: magnitude | wanda | sparsegpt")
+        results = [PruneResult(w, torch.ones_like(w, dtype=torch.bool), 0.0) for w in weights]
+    quantizer = (composing_quantizer() if method.prunes else method) if config.quantizes else None
 
     losses = []
     for name, layer, result in zip(group.names, layers, results):
         weight = result.weight
-        if config.quantizes:
-            from .gptq import quantize_gptq  # the GPTQ kernel lives in its own module
-
-            quant = quantize_gptq(
-                weight, H, bits=config.wbits, group_size=config.group_size, sym=config.sym,
-                act_order=config.act_order, damp=config.damp, blocksize=config.blocksize,
-                mask=result.mask if config.prunes else None,
-            )
+        if quantizer is not None:
+            quant = quantizer.quantize(weight, group.stats, job, result.mask if config.prunes else None)
             weight = quant.weight
             losses.append(float(quant.loss))
             if grids is not None:

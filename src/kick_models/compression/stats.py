@@ -1,5 +1,6 @@
-"""Streaming input statistics for one Linear layer: squared column norms (Wanda) and the Hessian
-H = 2XᵀX/n (SparseGPT, GPTQ), accumulated in float32 whatever the model dtype."""
+"""Streaming input statistics for one Linear layer: per-column moments (Wanda's squared norms,
+AWQ's mean |x|, DSnoT's mean and variance) and the Hessian H = 2XᵀX/n (SparseGPT, GPTQ),
+accumulated in float32 whatever the model dtype."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 
 
 class InputStats:
-    """Accumulates ``sum_t x_t ⊙ x_t`` and/or ``sum_t x_t x_tᵀ`` over token rows x_t ∈ R^in.
+    """Accumulates ``sum_t x_t ⊙ x_t`` (with ``sum_t x_t`` and ``sum_t |x_t|``) and/or
+    ``sum_t x_t x_tᵀ`` over token rows x_t ∈ R^in.
 
     Streaming over batches gives the same result as one pass over all tokens (up to float32
     summation order). ``update`` takes any [..., in] activation tensor.
@@ -17,6 +19,9 @@ class InputStats:
         self.in_features = in_features
         self.tokens = 0
         self.sq_norms = torch.zeros(in_features, dtype=torch.float32, device=device) if norms else None
+        # first moments ride along with the norms: same cost class, one pass
+        self.sums = torch.zeros(in_features, dtype=torch.float32, device=device) if norms else None
+        self.abs_sums = torch.zeros(in_features, dtype=torch.float32, device=device) if norms else None
         self._xtx = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
 
     def update(self, x: torch.Tensor) -> None:
@@ -24,6 +29,8 @@ class InputStats:
         self.tokens += x.shape[0]
         if self.sq_norms is not None:
             self.sq_norms += x.square().sum(0)
+            self.sums += x.sum(0)
+            self.abs_sums += x.abs().sum(0)
         if self._xtx is not None:
             self._xtx.addmm_(x.T, x)
 
@@ -36,6 +43,25 @@ class InputStats:
         if self.sq_norms is None:
             raise RuntimeError("InputStats was created with norms=False")
         return self.sq_norms.sqrt()
+
+    def _moment(self, total: torch.Tensor | None) -> torch.Tensor:
+        if total is None:
+            raise RuntimeError("InputStats was created with norms=False")
+        if self.tokens == 0:
+            raise RuntimeError("no calibration tokens reached this layer")
+        return total / self.tokens
+
+    def mean(self) -> torch.Tensor:
+        """E[x_j] over all tokens seen, [in]."""
+        return self._moment(self.sums)
+
+    def abs_mean(self) -> torch.Tensor:
+        """E[|x_j|] over all tokens seen, [in] (AWQ's activation magnitude)."""
+        return self._moment(self.abs_sums)
+
+    def var(self) -> torch.Tensor:
+        """Population variance of x_j over all tokens seen, [in] (clamped at 0 against rounding)."""
+        return (self._moment(self.sq_norms) - self.mean().square()).clamp_min(0)
 
     def hessian(self) -> torch.Tensor:
         """H = 2XᵀX / n, [in, in] float32 (a fresh tensor)."""

@@ -1,0 +1,177 @@
+"""Benchmark the registry's newer methods on the embedded SmolLM2-135M: RTN and AWQ (W4 g128)
+against kick's GPTQ and llm-compressor's AWQ and RTN (QuantizationModifier, min-max, no data);
+RIA and DSnoT against Wanda and SparseGPT at 50% unstructured and 2:4.
+
+Every run is its own process (peak RSS per run), single-threaded, fed the same calibration token
+ids (a .pt file the peer reads) and scored on the same bundled held-out text. llm-compressor pins
+its own transformers, so it runs from its own virtualenv; without ``--llmcompressor-python`` only
+kick's side runs. Example:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --llmcompressor-python <venv>/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+# (side, label, kick model_args or the peer's scheme)
+# llm-compressor refuses group_size=128 on SmolLM2 (576 input columns are not a multiple of 128; kick's
+# last group is shorter), so the peer comparison is at g64, where every width divides
+QUANT = [
+    ("kick", f"{m} W4 g{g}", {"method": m, "wbits": 4, "group_size": g})
+    for g in (128, 64) for m in ("rtn", "awq", "gptq")
+] + [("llm-compressor", f"{m} W4 g64", {"peer": m, "group_size": 64}) for m in ("rtn", "awq")]
+PRUNE = [
+    ("kick", f"{m}{tag} {s}", {"method": m, **({"pattern": s} if ":" in s else {"sparsity": s}), **extra})
+    for s in ("0.5", "2:4")
+    for m, tag, extra in (("wanda", "", {}), ("sparsegpt", "", {}), ("ria", "", {}),
+                          ("ria", "+perm", {"ria_permute": True}),
+                          ("dsnot", "(wanda)", {}), ("dsnot", "(sparsegpt)", {"dsnot_init": "sparsegpt"}))
+    if not (tag == "+perm" and ":" not in s)
+]
+
+WORKER = r'''
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+side, spec, model_path, ids_path, held_path, eval_seqlen = sys.argv[1:7]
+spec, eval_seqlen = json.loads(spec), int(eval_seqlen)
+ids, held = torch.load(ids_path), torch.load(held_path)
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+start = time.perf_counter()
+if side == "dense":
+    pass
+elif side == "kick":
+    from kick_models.compression import compress_model
+    from kick_models.config import build_config
+    config = build_config({**spec, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
+    compress_model(model, config, ids if config.needs_calibration else None)
+else:
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.awq import AWQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=spec["group_size"])
+    groups = {"g": QuantizationScheme(targets=["Linear"], weights=args)}
+    if spec["peer"] == "awq":
+        # pinning is a host-to-accelerator transfer aid; on a CPU-only machine it raises instead
+        from llmcompressor.pipelines.cache import IntermediatesCache
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+        recipe = AWQModifier(config_groups=groups, ignore=["lm_head"])
+    else:
+        recipe = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+    oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
+            max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
+seconds = time.perf_counter() - start
+linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
+zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
+model.eval()
+ppl = perplexity(model, held, eval_seqlen)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
+'''
+
+
+def _worker_source(body: str) -> str:
+    """kick's own perplexity function (torch-only, so the peer's virtualenv needs no kick) + ``body``."""
+    from kick_models.compression import perplexity as module
+
+    return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
+
+
+def _run(python: str, side: str, spec: dict, paths, eval_seqlen: int, workdir) -> dict:
+    script = Path(workdir) / "worker.py"
+    script.write_text(_worker_source(WORKER))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [python, str(script), side, json.dumps(spec), *map(str, paths), str(eval_seqlen)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llmcompressor-python", help="interpreter of a virtualenv with llmcompressor")
+    parser.add_argument("--nsamples", type=int, default=16)
+    parser.add_argument("--seqlen", type=int, default=256)
+    parser.add_argument("--eval-seqlen", type=int, default=512)
+    parser.add_argument("--eval-tokens", type=int, default=4096)
+    parser.add_argument("--only", nargs="*", help="substrings of run labels to keep, e.g. awq dsnot")
+    parser.add_argument("--json", help="write all results here")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from kick_common.bundled import heldout_text
+    from kick_models.compression.calibration import calibration_ids
+    from kick_models.config import build_config
+    from kick_models.embedded import embedded_model_path
+
+    model_path = embedded_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    calib = build_config({"method": "rtn", "calib": "bundled", "nsamples": args.nsamples, "seqlen": args.seqlen})
+    ids, info = calibration_ids(tokenizer, calib, embedded_model=True, max_length=None)
+    held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
+    plan = [r for r in QUANT + PRUNE if not args.only or any(o in r[1] for o in args.only)]
+    plan = [r for r in plan if r[0] == "kick" or args.llmcompressor_python]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kick-bench-") as workdir:
+        paths = (model_path, Path(workdir) / "ids.pt", Path(workdir) / "held.pt")
+        torch.save(ids, paths[1])
+        torch.save(held, paths[2])
+        results.append({"side": "dense", "label": "dense", **_run(sys.executable, "dense", {}, paths, args.eval_seqlen, workdir)})
+        for side, label, spec in plan:
+            python = sys.executable if side == "kick" else args.llmcompressor_python
+            results.append({"side": side, "label": label, **_run(python, side, spec, paths, args.eval_seqlen, workdir)})
+            _table(results, info)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"calibration": info, "results": results}, indent=2))
+    return 0
+
+
+def _table(results: list[dict], info: dict) -> None:
+    """Ratios are against kick's reference in the same row family: GPTQ for quantizers (and the
+    peer for the same label), Wanda for the pruners at the same sparsity."""
+    print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
+    print(f"{'run':<24} {'side':<15} {'zeros':>6} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} {'ppl/ref':>8} "
+          f"{'t/ref':>7} {'ref':<22}")
+    ok = {(r["side"], r["label"]): r for r in results if "error" not in r}
+    for r in results:
+        if "error" in r:
+            print(f"{r['label']:<24} {r['side']:<15} ERROR {r['error']}")
+            continue
+        ref_label = _reference(r["label"])
+        ref_side = "llm-compressor" if r["side"] == "kick" and ("kick", r["label"]) in ok and (
+            "llm-compressor", r["label"]) in ok else "kick"
+        ref = ok.get((ref_side, r["label"] if ref_side == "llm-compressor" else ref_label))
+        ratio = f"{r['ppl'] / ref['ppl']:.3f}" if ref and ref is not r else ""
+        t_ratio = f"{r['seconds'] / ref['seconds']:.2f}" if ref and ref is not r and ref["seconds"] > 0 else ""
+        shown = f"{ref_side}:{r['label'] if ref_side == 'llm-compressor' else ref_label}" if ratio else ""
+        print(f"{r['label']:<24} {r['side']:<15} {r['sparsity']:>6.3f} {r['seconds']:>8.1f} {r['ppl']:>9.2f} "
+              f"{r['rss_mib']:>8.0f} {ratio:>8} {t_ratio:>7} {shown:<22}")
+    sys.stdout.flush()
+
+
+def _reference(label: str) -> str:
+    if label == "dense":
+        return "dense"
+    if " W4" in label:
+        return f"gptq W4 {label.split()[-1]}"
+    return f"wanda {label.split()[-1]}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The compression-method registry: one :class:`Method` per name, built-ins plus the ``kick.methods``
+entry-point group. Config validation, the engine, the cache key, the sweep and the report all read it.
+
+Importing this module loads no torch and no plug-in; the registry is built on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "kick.methods"
+KINDS = ("prune", "quantize")
+# statistics the one calibration loop can gather for a method, per Linear input
+STATISTICS = {
+    "col_norms": "‖X_j‖₂ per input column (Wanda, RIA)",
+    "mean": "E[x_j] and Var[x_j] per input column (DSnoT)",
+    "abs_mean": "E[|x_j|] per input column (AWQ)",
+    "hessian": "H = 2XᵀX/n (SparseGPT, GPTQ; AWQ's and DSnoT's exact layer output error)",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class MethodError(ValueError):
+    """A method plug-in cannot be registered; the message names the plug-in and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One method-specific ``model_arg``: its type, default and accepted values."""
+
+    name: str
+    type: type  # int | float | bool | str
+    default: Any
+    help: str = ""
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: ``low`` itself is refused
+    high_open: bool = False
+
+    def accepted(self) -> str:
+        """What the value may be, for error messages and the README table."""
+        if self.type is bool:
+            return "true or false"
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        kind = "an integer" if self.type is int else "a number" if self.type is float else "a string"
+        if self.low is None and self.high is None:
+            return kind
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+
+    def convert(self, value: Any) -> Any:
+        """The typed value, or ValueError whose message is :meth:`accepted`."""
+        out = _coerce(self.type, value, self.accepted())
+        if self.choices and out not in self.choices:
+            raise ValueError(self.accepted())
+        if self.type in (int, float):
+            if self.low is not None and (out < self.low or (self.low_open and out == self.low)):
+                raise ValueError(self.accepted())
+            if self.high is not None and (out > self.high or (self.high_open and out == self.high)):
+                raise ValueError(self.accepted())
+        return out
+
+
+def _coerce(kind: type, value: Any, accepted: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        raise ValueError(accepted)
+    if isinstance(value, bool):
+        raise ValueError(accepted)  # noqa: TRY004 -- one error type for every bad model_arg
+    if kind is int:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+        raise ValueError(accepted)
+    if kind is float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(accepted) from None
+        if not math.isfinite(out):
+            raise ValueError(accepted)
+        return out
+    text = str(value).strip().lower()
+    if not text:
+        raise ValueError(accepted)
+    return text
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a method's functions receive besides tensors: the validated config, this block's
+    sparsity (OWL may vary it per block) and the method's own parameters."""
+
+    config: Any  # kick_models.config.CompressionConfig
+    sparsity: float
+    params: Mapping[str, Any]
+
+    @property
+    def pattern(self) -> tuple[int, int] | None:
+        return self.config.pattern
+
+
+@dataclass(frozen=True)
+class Method:
+    """A compression method, as the whole package sees it.
+
+    ``prune(weights, stats, job) -> list[PruneResult]`` gets the weights [out, in] of one group of
+    Linear layers that read the same input (q/k/v; gate/up) and their shared ``InputStats``; it
+    returns one ``PruneResult`` per weight (new weight, keep-mask, loss) and mutates nothing.
+    ``quantize(weight, stats, job, mask) -> QuantResult`` does the same for one weight (``mask``:
+    what a pruner kept, or None). ``prepare_block(block, linears, groups, job)`` (optional) may
+    change a block *without changing its function* before the groups are compressed (AWQ folds
+    its scales there). ``stats`` names what the loop must gather (keys of ``STATISTICS``);
+    ``uses`` lists the shared config fields that change the result (they enter the cache key);
+    ``version`` enters the cache key too: bump it when the method's output changes.
+    """
+
+    name: str
+    kind: str
+    summary: str
+    version: str
+    stats: frozenset = frozenset()
+    params: tuple = ()
+    uses: frozenset = frozenset()
+    prune: Callable | None = None
+    quantize: Callable | None = None
+    prepare_block: Callable | None = None
+    check: Callable | None = None  # check(config) -> None or (key, value, accepted)
+    default_calib: str = "c4"
+    default_wbits: int = 4  # quantizers only: wbits when none is given
+    source: str = "built-in"
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.name, str) or not _NAME.match(self.name) or self.name == "none":
+            problems.append(f"name {self.name!r} (accepted: lower-case [a-z][a-z0-9_]*, not 'none')")
+        if self.kind not in KINDS:
+            problems.append(f"kind {self.kind!r} (accepted: {' | '.join(KINDS)})")
+        if self.kind == "prune" and not callable(self.prune):
+            problems.append("kind 'prune' without a callable prune")
+        if self.kind == "quantize" and not callable(self.quantize):
+            problems.append("kind 'quantize' without a callable quantize")
+        unknown = set(self.stats) - set(STATISTICS)
+        if unknown:
+            problems.append(f"stats {sorted(unknown)} (accepted: {' | '.join(STATISTICS)})")
+        if not isinstance(self.version, str) or not self.version.strip():
+            problems.append(f"version {self.version!r} (accepted: a non-empty string)")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names) or not all(isinstance(p, Param) for p in self.params):
+            problems.append("params must be distinct Param objects")
+        if problems:
+            raise MethodError(f"kick: method {self.name!r} ({self.source}) is malformed: " + "; ".join(problems))
+
+    @property
+    def prunes(self) -> bool:
+        return self.kind == "prune"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def describe(self) -> str:
+        """One line for error messages and listings."""
+        stats = ", ".join(sorted(self.stats)) or "no data"
+        params = ", ".join(f"{p.name}={p.default}" for p in self.params) or "no parameters"
+        return f"{self.name} ({self.kind}; {stats}; {params}; v{self.version}; {self.source})"
+
+
+@dataclass
+class _Registry:
+    methods: dict[str, Method] = field(default_factory=dict)
+    builtin: frozenset = frozenset()
+
+
+def _builtins() -> list[Method]:
+    from .methods import BUILTIN_METHODS
+
+    return list(BUILTIN_METHODS)
+
+
+def _load_plugin(ep) -> Method:
+    dist = getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"
+    where = f"entry point {ep.name} = {ep.value} ({dist})"
+    try:
+        obj = ep.load()
+        method = obj() if callable(obj) and not isinstance(obj, Method) else obj
+    except MethodError:
+        raise
+    except Exception as exc:
+        raise MethodError(f"kick: the method plug-in {where} failed to load: {exc!r}") from exc
+    if not isinstance(method, Method):
+        raise MethodError(f"kick: the method plug-in {where} gave {type(method).__name__}; accepted: a "
+                          "kick_models.compression.registry.Method (or a function returning one)")
+    if method.name != ep.name:
+        raise MethodError(f"kick: the method plug-in {where} registers {method.name!r} under the name {ep.name!r}; "
+                          "accepted: the same name for the entry point and the Method")
+    if method.source == "built-in":
+        method = _replace(method, source=dist)
+    return method
+
+
+def _replace(method: Method, **changes) -> Method:
+    import dataclasses
+
+    return dataclasses.replace(method, **changes)
+
+
+@lru_cache(maxsize=1)
+def _registry() -> _Registry:
+    from kick_models.config import (
+        CompressionConfig,  # reserved keys: a plug-in param may not shadow them
+    )
+
+    reg = _Registry()
+    for method in _builtins():
+        reg.methods[method.name] = method
+    reg.builtin = frozenset(reg.methods)
+    reserved = {f.name for f in __import__("dataclasses").fields(CompressionConfig)}
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        method = _load_plugin(ep)
+        if method.name in reg.builtin:
+            raise MethodError(
+                f"kick: the method plug-in {ep.value} ({method.source}) registers {method.name!r}, which is a "
+                f"built-in method; accepted: a name other than {', '.join(sorted(reg.builtin))}")
+        if method.name in reg.methods:
+            other = reg.methods[method.name]
+            raise MethodError(f"kick: method {method.name!r} is registered by both {other.source} and "
+                              f"{method.source}; uninstall one of them")
+        clash = reserved.intersection(method.param_names)
+        if clash:
+            raise MethodError(f"kick: the method plug-in {method.name!r} ({method.source}) declares parameter(s) "
+                              f"{sorted(clash)} that are kick's own model_args; accepted: other names")
+        reg.methods[method.name] = method
+        log.debug("kick: method plug-in %s", method.describe())
+    return reg
+
+
+def reload() -> None:
+    """Forget the registry (it is rebuilt, plug-ins re-read, on next use)."""
+    _registry.cache_clear()
+
+
+def all_methods() -> dict[str, Method]:
+    """name → Method: the built-ins in their order, then plug-ins by name."""
+    return dict(_registry().methods)
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(_registry().methods)
+
+
+def builtin_names() -> frozenset:
+    return _registry().builtin
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; KeyError listing every registered one otherwise."""
+    methods = _registry().methods
+    if name not in methods:
+        raise KeyError(f"unknown method {name!r}; accepted: {' | '.join(methods)}")
+    return methods[name]
+
+
+def param_owners() -> dict[str, list[str]]:
+    """Method-specific model_arg → the methods that declare it."""
+    owners: dict[str, list[str]] = {}
+    for method in _registry().methods.values():
+        for name in method.param_names:
+            owners.setdefault(name, []).append(method.name)
+    return owners
+
+
+def composing_quantizer() -> Method:
+    """The quantizer a pruning method's ``wbits < 16`` runs after pruning (mask-aware GPTQ)."""
+    from .methods import COMPOSING_QUANTIZER
+
+    return get_method(COMPOSING_QUANTIZER)
+
+
+def required_stats(method: Method, quantizes: bool) -> frozenset:
+    """Statistics the loop must gather: the method's, plus the composing quantizer's when a
+    pruning method also quantizes."""
+    needed = set(method.stats)
+    if method.prunes and quantizes:
+        needed |= composing_quantizer().stats
+    return frozenset(needed)
+
+
+def label_of(method: str, wbits: int) -> str:
+    """Short label for tables and plots: quantizers name their bit width, pruners their name."""
+    try:
+        kind = get_method(method).kind
+    except KeyError:
+        kind = "prune"
+    if kind == "quantize":
+        return f"{method} W{wbits}"
+    return method
+
+
+def is_quantizer(name: str) -> bool:
+    """True for a registered quantization-only method (no sparsity axis in the report)."""
+    try:
+        return get_method(name).kind == "quantize"
+    except KeyError:
+        return False
+
+
+def calibrates(name: str) -> bool:
+    """True for a registered method whose result depends on calibration data (so on its seed)."""
+    try:
+        return bool(get_method(name).stats)
+    except KeyError:
+        return False
+
+
+def param_table(methods: Mapping[str, Method] | None = None) -> list[tuple[str, str, str, str]]:
+    """(method, param, default, accepted) rows, for listings and the README."""
+    rows = []
+    for method in (methods or all_methods()).values():
+        for p in method.params:
+            rows.append((method.name, p.name, str(p.default), p.accepted()))
+    return rows
