@@ -41,7 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "runner": "subprocess",
     "cache_dir": None,
     "include_path": None,
+    "launcher": "serial",
+    "address": None,
+    "gpus_per_cell": None,
+    "cpus_per_cell": None,
 }
+RAY_ONLY_KEYS = ("address", "gpus_per_cell", "cpus_per_cell")
 
 
 class SweepError(ValueError):
