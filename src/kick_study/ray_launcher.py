@@ -51,14 +51,14 @@ def require_ray():
 # --------------------------------------------------------------------------- worker side
 def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
     """The in-process runner, with a task index of kick's tasks only when the cell needs no others."""
-    from kick_tasks.report.sweep import _as_list, inprocess_runner
-    from lm_eval.utils import simple_parse_args_string
-
+    from kick_common.args import parse_kv
     from kick_models.registration import task_manager
+    from kick_study.grid import as_list
+    from kick_study.runners import inprocess_runner
 
-    pretrained = simple_parse_args_string(cell.model_args).get("pretrained")
+    pretrained = parse_kv(cell.model_args).get("pretrained")
     metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
-    paths = _as_list(include_path) or None
+    paths = as_list(include_path) or None
     manager = task_manager(paths, include_defaults=False, metadata=metadata)
     if not set(cell.tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too (slower)
         manager = task_manager(paths, metadata=metadata)
@@ -82,7 +82,8 @@ def run_cell(cell: Cell, threads: int, include_path: str | None = None, runner: 
         worker["gpus"] = [str(g) for g in ray.get_gpu_ids()]
     payload: dict[str, Any] = {"worker": worker, "results_file": None, "error": None}
     with tempfile.TemporaryDirectory(prefix="kick-cell-") as scratch:
-        root = Path(scratch)
+        root = Path(scratch) / cell.cell_id  # named as on the driver: lm-eval derives names from the path
+        root.mkdir()
         try:
             if runner is None:
                 import torch
