@@ -195,9 +195,9 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path, results_writer):
     from filelock import FileLock
 
     cells = grid.plan_cells(settings(methods=[]), ["t"])
-    with FileLock(str(tmp_path / sweep_index.LOCK_FILE)):  # as a running kick-sweep holds it
-        with pytest.raises(grid.SweepError, match="another kick-sweep is writing"):
-            sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
+    held = FileLock(str(tmp_path / sweep_index.LOCK_FILE))  # as a running kick-sweep holds it
+    with held, pytest.raises(grid.SweepError, match="another kick-sweep is writing"):
+        sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
     assert sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False).ran
 
 

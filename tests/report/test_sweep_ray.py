@@ -17,9 +17,9 @@ import pytest
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
-from kick_study import grid  # noqa: E402
-from kick_study import index as sweep_index  # noqa: E402
-from kick_study.ray_launcher import TASK_NAME, RayLauncher  # noqa: E402
+from kick_study import grid
+from kick_study import index as sweep_index
+from kick_study.ray_launcher import TASK_NAME, RayLauncher
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 GRID_ARGS = ["--models", "org/tiny", "--methods", "magnitude", "--sparsities", "0.3,0.5", "--patterns",
@@ -187,7 +187,7 @@ def test_cache_lock_holds_across_ray_workers(tmp_path):
             Path(rendezvous, str(os.getpid())).touch()
             while len(list(Path(rendezvous).iterdir())) < 2:  # both workers call at the same moment
                 time.sleep(0.01)
-            summary, hit = load_or_compress(model, {"schema": 1, "test": "shared"}, compress, cache_dir=cache_dir)
+            _, hit = load_or_compress(model, {"schema": 1, "test": "shared"}, compress, cache_dir=cache_dir)
             return hit, os.getpid(), [layer.weight.detach().clone() for layer in model]
 
         (tmp_path / "meet").mkdir()
