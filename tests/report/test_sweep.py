@@ -215,6 +215,22 @@ def test_ray_missing_is_a_clear_error_before_anything_runs(tmp_path, capsys, res
     assert "--launcher ray needs Ray" in err and 'pip install "kick[ray]"' in err
 
 
+def test_driver_lands_a_workers_files_only_inside_the_cell_folder(tmp_path):
+    from kick_study.ray_launcher import land
+
+    cell = grid.plan_cells(settings(methods=[]), ["t"])[0]
+    payload = {"files": {"m/results_1.json": b"{}", "m/samples_t_1.jsonl": b"{}\n"}, "results_file": "m/results_1.json",
+               "error": None, "started": 1.0, "ended": 2.0, "worker": {"pid": 7}}
+    run = land(payload, cell, tmp_path)
+    cell_dir = tmp_path / "cells" / cell.cell_id
+    assert run.error is None and run.results_file == cell_dir / "m" / "results_1.json"
+    assert (cell_dir / "m" / "samples_t_1.jsonl").read_bytes() == b"{}\n"
+    escaping = land({**payload, "files": {"../../evil.json": b"x"}}, cell, tmp_path)
+    assert "leaves its cell folder" in escaping.error and not (tmp_path / "evil.json").exists()
+    failed = land({**payload, "error": "CellFailed: boom"}, cell, tmp_path)
+    assert failed.error == "CellFailed: boom" and failed.results_file is None
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
