@@ -35,9 +35,17 @@ def grid_cells(args):
 def scores(out: Path) -> dict:
     from kick_study.index import INDEX_FILE
 
-    index = json.loads((out / INDEX_FILE).read_text())
-    return {cid: json.loads((out / e["results_file"]).read_text())["results"] if e["status"] == "ok" else e["error"]
-            for cid, e in index["cells"].items()}
+    index = json.loads((out / INDEX_FILE).read_text())  # keyed by setting: cell ids hash the cache folder too
+    return {(e["method"], e["pattern"], e["sparsity"], e["wbits"]): json.loads((out / e["results_file"]).read_text())["results"]
+            for e in index["cells"].values()}
+
+
+def cell_seconds(out: Path) -> float:
+    """Mean seconds a cell took where it ran (start-up of the sweep itself not included)."""
+    from kick_study.index import INDEX_FILE
+
+    entries = json.loads((out / INDEX_FILE).read_text())["cells"].values()
+    return round(sum(e["seconds"] for e in entries) / len(entries), 1)
 
 
 def timed_sweep(cells, out: Path, cache: Path, launcher=None) -> float:
@@ -88,10 +96,11 @@ def main(argv=None) -> int:
         ray_s = timed_sweep(cells, root / "ray", root / "cache-ray",
                             RayLauncher(cpus_per_cell=1, init_kwargs={"num_cpus": args.cpus}))
         same = scores(root / "serial") == scores(root / "ray")
+        per_cell = {"serial": cell_seconds(root / "serial"), "ray": cell_seconds(root / "ray")}
     result = {"grid": "embedded SmolLM2: dense, magnitude 0.5, wanda 0.5, magnitude 2:4", "tasks": args.tasks,
               "limit": args.limit, "cells": len(cells), "serial_s": round(serial_s, 1), "ray_s": round(ray_s, 1),
               "ratio": round(ray_s / serial_s, 3), "ray_workers": args.cpus, "threads_per_cell": 1,
-              "identical_scores": same, "cpu_count": os.cpu_count(),
+              "identical_scores": same, "mean_cell_s": per_cell, "cpu_count": os.cpu_count(),
               "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
     sys.stdout.write(f"| launcher | wall s |\n|---|---|\n| serial (in-process) | {result['serial_s']} |\n"

@@ -1,7 +1,8 @@
 """``kick-sweep --launcher ray``: every cell a Ray task, placed by Ray on free CPUs / GPUs across nodes.
 
-A task runs its cell in-process in a fresh Ray worker (``max_calls=1``: memory and CUDA state die
-with the worker), writing into a scratch folder on its own node, and returns every file it wrote
+A task runs its cell in-process in a Ray worker — a fresh one for each GPU cell (``max_calls=1``:
+CUDA memory goes back with the process), reused between CPU-only cells as the in-process runner
+reuses its process — writing into a scratch folder on its own node, and returns every file it wrote
 (lm-eval's results JSON and samples files) to the driver, which copies them into the cell's
 folder and records the cell in ``index.json`` — the driver is the only writer of the results
 folder, so it need not be shared between nodes. Ray does not retry a task (``max_retries=0``): a
@@ -12,6 +13,7 @@ and the next run of the same command retries it, as with the serial launcher.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -49,19 +51,27 @@ def require_ray():
 
 
 # --------------------------------------------------------------------------- worker side
-def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
-    """The in-process runner, with a task index of kick's tasks only when the cell needs no others."""
-    from kick_common.args import parse_kv
+@functools.lru_cache(maxsize=8)
+def _task_manager(pretrained: str | None, include_path: str | None, tasks: tuple[str, ...]):
+    """A task index for these tasks, kept for the worker's next cell: kick's tasks only when that suffices."""
     from kick_models.registration import task_manager
     from kick_study.grid import as_list
-    from kick_study.runners import inprocess_runner
 
-    pretrained = parse_kv(cell.model_args).get("pretrained")
     metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
     paths = as_list(include_path) or None
     manager = task_manager(paths, include_defaults=False, metadata=metadata)
-    if not set(cell.tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too (slower)
+    if not set(tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too (slower)
         manager = task_manager(paths, metadata=metadata)
+    return manager
+
+
+def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
+    """The in-process runner over this cell's task index."""
+    from kick_common.args import parse_kv
+    from kick_study.runners import inprocess_runner
+
+    pretrained = parse_kv(cell.model_args).get("pretrained")
+    manager = _task_manager(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
     return inprocess_runner(include_path, manager)
 
 
@@ -189,7 +199,9 @@ class RayLauncher:
                             "it grows", want, resource, have.get(resource, 0))
 
     def _drive(self, ray, cells: Sequence[Cell], out_dir: Path) -> Iterator[CellRun]:
-        task = ray.remote(max_calls=1)(run_cell)
+        # a GPU cell gets a fresh worker (its CUDA memory goes back with the process); CPU-only cells
+        # reuse workers, as the in-process runner reuses this process, and skip a start-up each
+        tasks = {True: ray.remote(max_calls=1)(run_cell), False: ray.remote(run_cell)}
         queues = [list(group) for group in compression_groups(cells)]
         pending: dict[Any, tuple[Cell, int]] = {}
 
@@ -197,6 +209,7 @@ class RayLauncher:
             if queues[g]:
                 cell = queues[g].pop(0)
                 options = self._options(ray, cell)
+                task = tasks[options["num_gpus"] > 0]
                 ref = task.options(**options).remote(cell, self.cpus_per_cell, self.include_path, self.runner)
                 pending[ref] = (cell, g)
 
