@@ -58,8 +58,14 @@ def _stamp(epoch: float | None) -> str | None:
 def _entry(run: CellRun, out_dir: Path) -> dict[str, Any]:
     """The index entry of a finished cell: ok with its results file, or failed with the reason."""
     entry: dict[str, Any] = {**run.cell.describe(), "started": _stamp(run.started), "ended": _stamp(run.ended)}
+    results_file = None
     if run.error is None and run.results_file is not None:
-        entry.update(status="ok", results_file=run.results_file.resolve().relative_to(out_dir.resolve()).as_posix())
+        try:
+            results_file = run.results_file.resolve().relative_to(out_dir.resolve()).as_posix()
+        except ValueError:
+            run.error = f"the results file {run.results_file} is outside the results folder {out_dir}"
+    if results_file is not None:
+        entry.update(status="ok", results_file=results_file)
     else:
         entry.update(status="failed", error=run.error or "the launcher reported no results file")
     if run.started is not None and run.ended is not None:

@@ -99,6 +99,7 @@ def run_cell(cell: Cell, threads: int, include_path: str | None = None, runner: 
                 import torch
 
                 torch.set_num_threads(threads)
+                worker["torch_threads"] = torch.get_num_threads()
                 runner = _cell_runner(cell, include_path)
             payload["results_file"] = Path(runner(cell, root)).resolve().relative_to(root.resolve()).as_posix()
         except Exception as err:  # noqa: BLE001 — reported to the driver, which records the cell as failed

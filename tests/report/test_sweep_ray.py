@@ -237,7 +237,7 @@ def test_four_cells_run_two_at_a_time_with_the_serial_runners_scores(tmp_path, m
     assert metrics(tmp_path / "ray") == metrics(tmp_path / "serial")
     entries = list(json.loads((tmp_path / "ray" / sweep_index.INDEX_FILE).read_text())["cells"].values())
     assert max_concurrency(entries) == 2  # from the start/end times each worker recorded
-    assert all(e["worker"]["threads"] == 1 for e in entries)
+    assert all(e["worker"]["threads"] == 1 and e["worker"]["torch_threads"] == 1 for e in entries)
     for a in entries:  # cells that overlapped ran in two worker processes
         for b in entries:
             if a is not b and a["started"] < b["ended"] and b["started"] < a["ended"]:
