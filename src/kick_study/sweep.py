@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
     p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
     p.add_argument("--runner", choices=["subprocess", "inprocess"], help="serial launcher: subprocess isolates cells (default); "
-                   "under --launcher ray every cell runs in-process in its own Ray worker")
+                   "under --launcher ray every cell runs in-process in a Ray worker")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
     p.add_argument("--launcher", choices=list(LAUNCHERS),
                    help="serial: one cell after another here (default); ray: cells as Ray tasks, in parallel")
