@@ -38,6 +38,19 @@ def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> No
             tmp.unlink()
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling of ``path`` (creating its folder) and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def write_json(path: str | os.PathLike, data: Any, *, fsync: bool = False, **dumps: Any) -> None:
     """:func:`write_text` of ``json.dumps(data, **dumps)`` (``default=str`` unless given)."""
     dumps.setdefault("default", str)

@@ -44,7 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "cache_dir": None,
     "include_path": None,
     "seeds": [],
+    "launcher": "serial",
+    "address": None,
+    "gpus_per_cell": None,
+    "cpus_per_cell": None,
 }
+RAY_ONLY_KEYS = ("address", "gpus_per_cell", "cpus_per_cell")
 
 
 class SweepError(ValueError):

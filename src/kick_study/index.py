@@ -1,22 +1,26 @@
 """The sweep's ``index.json``: every cell's settings, status, results file or error, written after each
-cell, so a rerun skips what is done and retries what failed."""
+cell by the driver alone (whatever the launcher), so a rerun skips what is done and retries what failed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kick_common.atomic import write_json
 from kick_study.grid import Cell, SweepError
+from kick_study.launchers import CellRun, Launcher, launch_order, serial_launcher
 from kick_study.runners import Runner
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+LOCK_FILE = ".index.lock"
 
 def _write_index(out_dir: Path, index: Mapping[str, Any]) -> None:
     write_json(out_dir / INDEX_FILE, index, indent=2)
@@ -52,49 +56,96 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
 
 
-def run_sweep(cells: Sequence[Cell], out_dir: Path, runner: Runner, settings: Mapping[str, Any] | None = None,
-              progress: bool = True) -> SweepOutcome:
-    """Run the cells not yet done, recording each one in ``index.json`` as soon as it ends."""
+def _stamp(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _entry(run: CellRun, out_dir: Path) -> dict[str, Any]:
+    """The index entry of a finished cell: ok with its results file, or failed with the reason."""
+    entry: dict[str, Any] = {**run.cell.describe(), "started": _stamp(run.started), "ended": _stamp(run.ended)}
+    results_file = None
+    if run.error is None and run.results_file is not None:
+        try:
+            results_file = run.results_file.resolve().relative_to(out_dir.resolve()).as_posix()
+        except ValueError:
+            run.error = f"the results file {run.results_file} is outside the results folder {out_dir}"
+    if results_file is not None:
+        entry.update(status="ok", results_file=results_file)
+    else:
+        entry.update(status="failed", error=run.error or "the launcher reported no results file")
+    if run.started is not None and run.ended is not None:
+        entry["seconds"] = round(run.ended - run.started, 2)
+    if run.worker:
+        entry["worker"] = dict(run.worker)
+    return entry
+
+
+@contextlib.contextmanager
+def sole_writer(out_dir: Path) -> Iterator[None]:
+    """Hold ``<out>/.index.lock`` while a sweep writes: a second kick-sweep on the same folder is refused."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SweepError(f"kick-sweep: another kick-sweep is writing {out_dir} (lock {lock.lock_file}); "
+                         "wait for it to finish or use another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_sweep(cells: Sequence[Cell], out_dir: Path, runner: Runner | None = None,
+              settings: Mapping[str, Any] | None = None, progress: bool = True,
+              launcher: Launcher | None = None) -> SweepOutcome:
+    """Run the cells not yet done, recording each one in ``index.json`` as soon as it ends.
+
+    ``launcher`` decides where cells run (default: :func:`serial_launcher` over ``runner``). This
+    function alone writes the index, atomically, so an interrupted sweep leaves every finished cell
+    recorded and every other one ``pending`` (retried by the next run, like a failed one).
+    """
     from tqdm.auto import tqdm
 
+    if launcher is None:
+        if runner is None:
+            raise TypeError("run_sweep needs a runner or a launcher")
+        launcher = serial_launcher(runner)
     out_dir.mkdir(parents=True, exist_ok=True)
-    index = load_index(out_dir)
-    if settings is not None:
-        index["settings"] = dict(settings)
-    outcome = SweepOutcome()
-    todo = []
-    for cell in cells:
-        entry = index["cells"].get(cell.cell_id)
-        if is_done(entry, out_dir):
-            outcome.skipped.append(cell.cell_id)
-        else:
-            todo.append(cell)
-            index["cells"][cell.cell_id] = {**cell.describe(), "status": "pending"}
-    _write_index(out_dir, index)
-    log.info("kick-sweep: %d cells, %d already done, %d to run", len(cells), len(outcome.skipped), len(todo))
-    bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc="kick-sweep cells", unit="cell",
-               disable=not progress, smoothing=0)
-    try:
-        for cell in todo:
-            bar.set_postfix_str(cell.cell_id[:48])
-            cell_dir = out_dir / "cells" / cell.cell_id
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
-            entry = {**cell.describe(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            try:
-                results_file = runner(cell, cell_dir)
-                entry.update(status="ok", results_file=Path(results_file).resolve().relative_to(out_dir.resolve()).as_posix())
-                outcome.ran.append(cell.cell_id)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
-                entry.update(status="failed", error=f"{type(err).__name__}: {err}")
-                outcome.failed.append(cell.cell_id)
-                log.error("kick-sweep: cell %s failed: %s", cell.cell_id, err)
-            entry["seconds"] = round(time.perf_counter() - start, 2)
-            index["cells"][cell.cell_id] = entry
-            _write_index(out_dir, index)
-            bar.update(1)
-    finally:
-        bar.close()
+    with sole_writer(out_dir):
+        index = load_index(out_dir)
+        if settings is not None:
+            index["settings"] = dict(settings)
+        outcome = SweepOutcome()
+        todo = []
+        for cell in cells:
+            entry = index["cells"].get(cell.cell_id)
+            if is_done(entry, out_dir):
+                outcome.skipped.append(cell.cell_id)
+            else:
+                todo.append(cell)
+                index["cells"][cell.cell_id] = {**cell.describe(), "status": "pending"}
+        _write_index(out_dir, index)
+        log.info("kick-sweep: %d cells, %d already done, %d to run", len(cells), len(outcome.skipped), len(todo))
+        bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc="kick-sweep cells", unit="cell",
+                   disable=not progress, smoothing=0)
+        runs = launcher(launch_order(todo), out_dir)
+        try:
+            for run in runs:
+                entry = _entry(run, out_dir)
+                (outcome.ran if entry["status"] == "ok" else outcome.failed).append(run.cell.cell_id)
+                if entry["status"] != "ok":
+                    log.error("kick-sweep: cell %s failed: %s", run.cell.cell_id, entry["error"])
+                index["cells"][run.cell.cell_id] = entry
+                _write_index(out_dir, index)
+                bar.set_postfix_str(run.cell.cell_id[:48])
+                bar.update(1)
+        finally:
+            close = getattr(runs, "close", None)
+            if close is not None:
+                close()  # the launcher's clean-up: cancel what is still running
+            bar.close()
     return outcome

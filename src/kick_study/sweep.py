@@ -6,6 +6,8 @@ one cell cannot take the sweep down) and keeps lm-eval's own results JSON under
 ``<out>/cells/<cell id>/``. ``<out>/index.json`` records every cell's settings, status, results
 file or error; a rerun skips the cells already done. The dense model and the perplexity contrast
 (``kick_ppl_heldout``, plus ``wikitext`` when the Hub is reachable) are always part of the grid.
+``--launcher ray`` runs the cells as Ray tasks instead, in parallel on free CPUs / GPUs of one
+machine or a cluster (:mod:`kick_study.ray_launcher`); this process still writes the index alone.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kick_common.args import ArgsError, parse_kv
 from kick_study.grid import (
     DEFAULTS,
     GRID_KEYS,
+    RAY_ONLY_KEYS,
     SweepError,
     as_list,
     check_settings,
@@ -30,6 +34,7 @@ from kick_study.grid import (
     task_manager,
 )
 from kick_study.index import run_sweep
+from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_args", help="extra kick-hf model_args for every cell, e.g. nsamples=32,seqlen=512")
     p.add_argument("--cache_dir", help="compressed-weight cache folder (default $KICK_CACHE_DIR or ~/.cache/kick)")
     p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
-    p.add_argument("--wikitext", choices=["auto", "true", "false"],
-                   help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
-    p.add_argument("--runner", choices=["subprocess", "inprocess"], help="subprocess isolates cells (default)")
+    p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
+    p.add_argument("--runner", choices=["subprocess", "inprocess"], help="serial launcher: subprocess isolates cells (default); "
+                   "under --launcher ray every cell runs in-process in a Ray worker")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")
+    p.add_argument("--launcher", choices=list(LAUNCHERS),
+                   help="serial: one cell after another here (default); ray: cells as Ray tasks, in parallel")
+    p.add_argument("--address", help="with --launcher ray: the Ray cluster to join (auto | HOST:PORT); "
+                   "default: start a local Ray instance for this sweep and stop it after")
+    p.add_argument("--gpus-per-cell", "--gpus_per_cell", dest="gpus_per_cell",
+                   help="with --launcher ray: GPUs each cell asks for (default 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-cell", "--cpus_per_cell", dest="cpus_per_cell",
+                   help="with --launcher ray: CPUs each cell asks for, also its torch / OpenMP threads (default 1)")
     p.add_argument("--seeds", help="comma-separated calibration seeds, e.g. 0,1,2: one cell per seed for the methods "
                                   "that calibrate (the report shows mean ± sd and folds seed variance into intervals)")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
@@ -66,7 +79,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         settings.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds"):
+                "prune_and_quantize", "seeds", "launcher", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -85,7 +98,40 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise SweepError("kick-sweep: no tasks given; use --tasks name[,name] or 'tasks:' in the config")
     if settings["runner"] not in ("subprocess", "inprocess"):
         raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
+    check_launcher_settings(settings)
     return settings
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_launcher_settings(settings: dict[str, Any]) -> None:
+    """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
+    launcher = str(settings.get("launcher") or "serial").strip().lower()
+    if launcher not in LAUNCHERS:
+        raise SweepError(f"kick-sweep: launcher={settings['launcher']!r}; accepted: {' | '.join(LAUNCHERS)}")
+    settings["launcher"] = launcher
+    if launcher != "ray":
+        given = [k for k in RAY_ONLY_KEYS if settings.get(k) is not None]
+        if given:
+            raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
+        return
+    if settings.get("gpus_per_cell") is not None:
+        gpus = _number(settings["gpus_per_cell"])
+        if gpus is None or gpus < 0:
+            raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
+                             "(a fraction such as 0.5 lets cells share a GPU)")
+        settings["gpus_per_cell"] = gpus
+    cpus = 1.0 if settings.get("cpus_per_cell") is None else _number(settings["cpus_per_cell"])
+    if cpus is None or cpus < 1 or not cpus.is_integer():
+        raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
+    settings["cpus_per_cell"] = int(cpus)
+    if settings.get("address") is not None:
+        settings["address"] = str(settings["address"]).strip() or None
 
 
 def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
@@ -93,6 +139,10 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     args = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
+        if settings["launcher"] == "ray":
+            from kick_study.ray_launcher import require_ray
+
+            require_ray()  # before any task index, cell or compression
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         if args.dry_run:
@@ -104,16 +154,27 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     except SweepError as err:
         sys.stderr.write(f"{err}\n")
         return 2
-    if runner is None and settings["runner"] == "inprocess":
+    launcher = None
+    if settings["launcher"] == "ray":
+        from kick_study.ray_launcher import RayLauncher
+
+        launcher = RayLauncher(address=settings.get("address"), gpus_per_cell=settings.get("gpus_per_cell"),
+                               cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
+                               runner=runner)
+    elif runner is None and settings["runner"] == "inprocess":
         runner = inprocess_runner(settings.get("include_path"), manager)
     elif runner is None:
         runner = subprocess_runner(settings.get("include_path"))
     out_dir = Path(settings["out"]).expanduser()
     try:
-        outcome = run_sweep(cells, out_dir, runner, settings=settings)
-    except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out
+        outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)
+    except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out, a second sweep on it
         sys.stderr.write(f"{err}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"kick-sweep: interrupted; finished cells are recorded in {out_dir / 'index.json'}, "
+                         "rerun the same command to run the rest\n")
+        return 130
     sys.stdout.write(
         f"kick-sweep: {len(outcome.ran)} ran, {len(outcome.skipped)} already done, {len(outcome.failed)} failed; "
         f"results in {out_dir} (report: kick-report {out_dir})\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,101 @@ def test_config_file_yaml_and_toml_with_flag_override(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("modles: [x]\n")
     assert sweep.main(["--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path), "--dry_run"]) == 2
     assert "unknown setting(s) ['modles']" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- launchers
+def test_dense_cells_first_and_cells_sharing_a_compressed_model_grouped():
+    import dataclasses
+
+    from kick_study.launchers import compression_groups, launch_order
+
+    cells = grid.plan_cells(settings(models=["org/a", "org/b"], patterns=["unstructured"]), ["t"])
+    ordered = launch_order(cells)
+    assert [c.method for c in ordered[:2]] == ["none", "none"] and {c.model for c in ordered[:2]} == {"org/a", "org/b"}
+    assert [c.cell_id for c in ordered[2:]] == [c.cell_id for c in cells if c.method != "none"]
+    # the same compression asked for on another task list: one group, run one after another
+    other_tasks = dataclasses.replace(cells[1], tasks=("kick_freebaseqa",))
+    other_dense = dataclasses.replace(cells[0], tasks=("kick_freebaseqa",))
+    groups = compression_groups([*cells, other_tasks, other_dense])
+    assert [other_dense] in groups  # dense cells compress nothing: never queued behind each other
+    shared = next(g for g in groups if cells[1] in g)
+    assert shared == [cells[1], other_tasks]
+    assert len(groups) == len(cells) + 1
+
+
+def test_serial_launcher_records_start_end_and_worker(tmp_path, results_writer):
+    cells = grid.plan_cells(settings(methods=["wanda"], patterns=["unstructured"], sparsities=[0.5]), ["t"])
+    sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
+    entries = json.loads((tmp_path / sweep_index.INDEX_FILE).read_text())["cells"].values()
+    for entry in entries:
+        assert entry["started"] <= entry["ended"] and entry["worker"]["pid"] > 0
+    first, second = entries
+    assert first["ended"] <= second["started"]  # one after another
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path, results_writer):
+    from filelock import FileLock
+
+    cells = grid.plan_cells(settings(methods=[]), ["t"])
+    held = FileLock(str(tmp_path / sweep_index.LOCK_FILE))  # as a running kick-sweep holds it
+    with held, pytest.raises(grid.SweepError, match="another kick-sweep is writing"):
+        sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False)
+    assert sweep_index.run_sweep(cells, tmp_path, FakeRunner(results_writer), progress=False).ran
+
+
+def test_ray_missing_is_a_clear_error_before_anything_runs(tmp_path, capsys, results_writer, monkeypatch):
+    def no_task_index(include_path=None):
+        raise AssertionError("the task index was built before the launcher was checked")
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError, as when it is not installed
+    monkeypatch.setattr(sweep, "task_manager", no_task_index)
+    runner = FakeRunner(results_writer)
+    code = sweep.main(["--models", "embedded", "--methods", "wanda", "--sparsities", "0.5", "--tasks", "kick_freebaseqa",
+                       "--wikitext", "false", "--out", str(tmp_path / "out"), "--launcher", "ray"], runner=runner)
+    assert code == 2 and runner.calls == [] and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert "--launcher ray needs Ray" in err and 'pip install "kick[ray]"' in err
+
+
+def test_driver_lands_a_workers_files_only_inside_the_cell_folder(tmp_path):
+    from kick_study.ray_launcher import land
+
+    cell = grid.plan_cells(settings(methods=[]), ["t"])[0]
+    payload = {"files": {"m/results_1.json": b"{}", "m/samples_t_1.jsonl": b"{}\n"}, "results_file": "m/results_1.json",
+               "error": None, "started": 1.0, "ended": 2.0, "worker": {"pid": 7}}
+    run = land(payload, cell, tmp_path)
+    cell_dir = tmp_path / "cells" / cell.cell_id
+    assert run.error is None and run.results_file == cell_dir / "m" / "results_1.json"
+    assert (cell_dir / "m" / "samples_t_1.jsonl").read_bytes() == b"{}\n"
+    escaping = land({**payload, "files": {"../../evil.json": b"x"}}, cell, tmp_path)
+    assert "leaves its cell folder" in escaping.error and not (tmp_path / "evil.json").exists()
+    failed = land({**payload, "error": "CellFailed: boom"}, cell, tmp_path)
+    assert failed.error == "CellFailed: boom" and failed.results_file is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--gpus-per-cell", "1"], "gpus_per_cell only apply with --launcher ray"),
+        (["--launcher", "ray", "--cpus-per-cell", "0"], "cpus_per_cell='0'; accepted: a whole number >= 1"),
+        (["--launcher", "ray", "--cpus-per-cell", "1.5"], "accepted: a whole number >= 1"),
+        (["--launcher", "ray", "--gpus-per-cell", "-1"], "gpus_per_cell='-1'; accepted: a number >= 0"),
+        (["--launcher", "ray", "--gpus-per-cell", "many"], "gpus_per_cell='many'"),
+    ],
+)
+def test_bad_launcher_settings_are_clear_errors(tmp_path, capsys, argv, message):
+    base = ["--models", "m", "--methods", "wanda", "--tasks", "x", "--wikitext", "false", "--out", str(tmp_path)]
+    assert sweep.main([*base, *argv, "--dry_run"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_launcher_settings_from_a_config_file(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text("models: [m]\nmethods: [wanda]\ntasks: [t]\nlauncher: ray\ncpus_per_cell: 2\n"
+                                        "gpus_per_cell: 0.5\naddress: auto\n")
+    args = sweep.build_parser().parse_args(["--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path)])
+    resolved = sweep.resolve_settings(args)
+    assert (resolved["launcher"], resolved["cpus_per_cell"], resolved["gpus_per_cell"], resolved["address"]) == \
+        ("ray", 2, 0.5, "auto")
 
 
 @pytest.mark.slow
