@@ -157,6 +157,8 @@ def relevant_config(config: Any) -> dict[str, Any]:
         drop.update((*CALIBRATION_FIELDS, "propagate"))
     if d.get("sparsity_profile", "uniform") == "uniform":
         drop.update(_OWL_FIELDS)
+    if not d.get("skip_experts", False):
+        drop.add("skip_experts")  # the default: keys of configs from before the option stay valid
     if d.get("pattern", "unstructured") != "unstructured":
         drop.add("sparsity")  # N:M fixes it; target_sparsity stays
     return {k: v for k, v in sorted(d.items()) if k not in drop}

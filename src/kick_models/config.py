@@ -33,7 +33,8 @@ class CompressionConfig:
 
     ``pattern`` is ``None`` for unstructured sparsity, otherwise ``(n, m)``: keep ``n`` of every
     ``m`` consecutive input weights of each row (so 2:4 keeps 2, prunes 2; 50% sparsity).
-    ``wbits == 16`` means no quantization. ``calib=None`` means "the method's default", resolved
+    ``wbits == 16`` means no quantization. ``skip_experts`` leaves the routed experts of
+    mixture-of-experts blocks dense (they are compressed by default; the accounting shows them). ``calib=None`` means "the method's default", resolved
     by :meth:`resolved_calib` (bundled text on the embedded model).
     """
 
@@ -55,6 +56,7 @@ class CompressionConfig:
     owl_lambda: float = 0.08
     propagate: str = "compressed"
     true_sequential: bool = False
+    skip_experts: bool = False
 
     # ----------------------------------------------------------------- derived
     @property
@@ -187,6 +189,7 @@ _CONVERTERS = {
     "owl_lambda": lambda v: _as_float("owl_lambda", v, "a number in [0, 1)"),
     "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
     "true_sequential": lambda v: _as_bool("true_sequential", v),
+    "skip_experts": lambda v: _as_bool("skip_experts", v),
 }
 COMPRESSION_KEYS = tuple(_CONVERTERS)
 

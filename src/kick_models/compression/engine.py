@@ -9,7 +9,8 @@ import time
 import torch
 from torch import nn
 
-from .loop import LinearGroup, block_linears, find_decoder_blocks, run_layerwise
+from .blocks import BlockLayout, BlockMatrix, block_layout, summarize, tally
+from .loop import LinearGroup, find_decoder_blocks, run_layerwise
 from .magnitude import PruneResult, prune_magnitude
 from .offload import onloaded
 from .owl import outlier_ratio, owl_sparsities
@@ -20,10 +21,52 @@ from .wanda import prune_wanda
 log = logging.getLogger(__name__)
 
 
+NO_TOKEN_HANDLING = ("data-free: the method's own kernel with a uniform statistic (unit input norms, "
+                     "identity Hessian), i.e. row-wise magnitude for Wanda, tile-wise magnitude for SparseGPT, "
+                     "round-to-nearest for GPTQ; sparsity, N:M and bit-width hold as for every other matrix")
+
+
+def is_routed_expert(m: BlockMatrix) -> bool:
+    """A routed expert's matrix: a fused expert, or a Linear inside an ``experts`` list (older
+    per-expert layouts). Shared experts see every token and are compressed like any MLP."""
+    return m.kind == "expert" or "experts" in m.name.split(".")
+
+
+def preflight(model: nn.Module, blocks: nn.ModuleList, config, keep_grids: bool = False) -> list[BlockLayout]:
+    """Every block's layout, or an error -- before any calibration -- when a block holds weight
+    matrices kick cannot compress (unless they are experts and ``skip_experts`` is set) or when
+    GPTQ grids are wanted for matrices a packed export cannot hold."""
+    layouts = [block_layout(b) for b in blocks]
+    skip = getattr(config, "skip_experts", False)
+    model_type = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+    bad = {f"{i}.{n}": what for i, lay in enumerate(layouts) for n, what in lay.unsupported.items()
+           if not (skip and what.startswith("fused expert"))}
+    if bad:
+        names = ", ".join(f"{n} ({w})" for n, w in list(bad.items())[:4])
+        hint = (" Pass skip_experts=true to leave the experts dense (recorded in the results)."
+                if any(w.startswith("fused expert") for w in bad.values()) else "")
+        raise ValueError(
+            f"kick cannot compress every weight matrix of {model_type}'s decoder blocks: {len(bad)} matrices "
+            f"of unsupported types would stay dense, e.g. {names}. Supported: nn.Linear, Conv1D and fused "
+            f"experts of transformers' use_experts_implementation layout.{hint}"
+        )
+    if keep_grids:
+        odd = [f"{i}.{n}" for i, lay in enumerate(layouts) for n, m in lay.matrices.items()
+               if m.kind != "linear" and not (skip and is_routed_expert(m))]
+        if odd:
+            raise ValueError(
+                f"keep_grids / --format gptq packs nn.Linear layers only, but {model_type} has {len(odd)} other "
+                f"matrices to quantize (e.g. {odd[0]}); export it with --format dense"
+            )
+    return layouts
+
+
 def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, device=None,
                    quant_grids: dict[str, QuantGrid] | None = None) -> dict:
-    """Compress the Linear layers of ``model``'s decoder blocks in place; embeddings, norms and
-    lm_head are never touched. Returns a JSON-able summary (see the team contract).
+    """Compress the weight matrices of ``model``'s decoder blocks in place (Linear, Conv1D, each
+    expert of fused MoE modules); embeddings, norms, routers and lm_head are never touched.
+    Returns a JSON-able summary (see the team contract), with the accounting over *every* block
+    matrix in ``matrices``.
 
     When quantizing, ``quant_grids`` (if given) receives each Linear's grid under its module name
     (``model.layers.3.mlp.up_proj``), which a packed GPTQ export needs.
@@ -31,6 +74,10 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     start = time.perf_counter()
     blocks = find_decoder_blocks(model)
     block_names = {id(m): name for name, m in model.named_modules()}
+    prefixes = [block_names[id(b)] for b in blocks]
+    layouts = preflight(model, blocks, config, keep_grids=quant_grids is not None and not config.is_noop)
+    skip = getattr(config, "skip_experts", False)
+    targets = [{n: m for n, m in lay.matrices.items() if not (skip and is_routed_expert(m))} for lay in layouts]
     summary = {
         "method": config.method,
         "pattern": config.pattern_str,
@@ -38,13 +85,14 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
         "sparsity_profile": config.sparsity_profile,
         "propagate": config.propagate,
         "wbits": config.wbits,
-        "layers": sum(len(block_linears(b)) for b in blocks),
+        "skip_experts": skip,
+        "layers": sum(len(t) for t in targets),
     }
     if config.is_noop:
-        summary.update(achieved_sparsity=_zero_fraction(blocks), seconds=time.perf_counter() - start)
+        summary.update(_accounting(blocks, layouts, prefixes, set()), seconds=time.perf_counter() - start)
         return summary
     if summary["layers"] == 0:
-        raise ValueError(f"the decoder blocks of {type(model).__name__} contain no nn.Linear layers; nothing to compress")
+        raise ValueError(f"the decoder blocks of {type(model).__name__} contain no compressible matrices; nothing to compress")
     if config.needs_calibration and calib_ids is None:
         raise ValueError(f"method={config.method} (wbits={config.wbits}) needs calibration ids; got None")
 
@@ -55,14 +103,22 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
         summary["block_sparsity"] = [round(s, 6) for s in sparsities]
 
     losses: list[float] = []
+    done: set[str] = set()
+    no_tokens: list[str] = []
 
-    def compress_block(index: int, block: nn.Module, linears: dict[str, nn.Linear], groups: list[LinearGroup]) -> bool:
+    def compress_block(index: int, block: nn.Module, linears: dict[str, BlockMatrix], groups: list[LinearGroup]) -> bool:
         grids: dict[str, QuantGrid] | None = {} if quant_grids is not None else None
         for group in groups:
-            losses.extend(_compress_group(linears, group, config, sparsities[index], grids))
+            names = [n for n in group.names if n in targets[index]]
+            if not names:
+                continue
+            if group.stats.tokens == 0:
+                no_tokens.extend(f"{prefixes[index]}.{n}" for n in names)
+            losses.extend(_compress_group(linears, LinearGroup(names, group.stats, group.expert), config,
+                                          sparsities[index], grids))
+            done.update(f"{prefixes[index]}.{n}" for n in names)
         if grids:
-            prefix = block_names[id(block)]
-            quant_grids.update({f"{prefix}.{name}": grid for name, grid in grids.items()})
+            quant_grids.update({f"{prefixes[index]}.{name}": grid for name, grid in grids.items()})
         return True
 
     if config.needs_calibration:
@@ -76,39 +132,62 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
     else:  # magnitude pruning alone needs no data
         for index, block in enumerate(blocks):
             with onloaded(block, device):
-                for layer in block_linears(block).values():
-                    result = prune_magnitude(layer.weight.data, sparsity=sparsities[index], pattern=config.pattern)
-                    layer.weight.data.copy_(result.weight)
+                for name, m in targets[index].items():
+                    result = prune_magnitude(m.view(), sparsity=sparsities[index], pattern=config.pattern)
+                    m.view().copy_(result.weight)
                     losses.append(result.loss)
+                    done.add(f"{prefixes[index]}.{name}")
 
-    summary.update(
-        achieved_sparsity=_zero_fraction(blocks),
-        loss=float(sum(losses)),
-        seconds=round(time.perf_counter() - start, 3),
-    )
+    summary.update(_accounting(blocks, layouts, prefixes, done))
+    if no_tokens:
+        summary["no_calibration_tokens"] = {"count": len(no_tokens), "handling": NO_TOKEN_HANDLING,
+                                            "matrices": no_tokens[:50]}
+        log.warning("kick: %d matrices received no calibration tokens (e.g. %s); compressed %s",
+                    len(no_tokens), no_tokens[0], NO_TOKEN_HANDLING)
+    summary.update(loss=float(sum(losses)), seconds=round(time.perf_counter() - start, 3))
     log.info(
-        "kick: %s %s%s: %.2f%% zeros in %d Linear layers, %.1f s",
+        "kick: %s %s%s: %.2f%% zeros over all %d block matrices (%d compressed), %.1f s",
         config.method, config.pattern_str if config.prunes else "",
         f" {config.wbits}-bit" if config.quantizes else "",
-        100 * summary["achieved_sparsity"], summary["layers"], summary["seconds"],
+        100 * summary["achieved_sparsity"], summary["matrices"]["count"], len(done), summary["seconds"],
     )
     return summary
 
 
-def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, sparsity: float,
+def _accounting(blocks, layouts, prefixes, done: set[str]) -> dict:
+    """``achieved_sparsity`` over every matrix of every block, and the breakdown behind it."""
+    rows: dict[str, dict] = {}
+    for block, layout, prefix in zip(blocks, layouts, prefixes):
+        with onloaded(block, write_back=False):  # an offloaded block: count what its offload map holds
+            tally(rows, layout, prefix, done)
+    acc = summarize(rows)
+    acc["compressed"] = len(done)
+    return {"achieved_sparsity": acc.pop("sparsity"), "matrices": acc}
+
+
+def _group_statistics(group: LinearGroup, in_features: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(‖X_j‖ or None, H or None) of a group; a group no calibration token reached gets the
+    uniform statistic (unit norms, H = I) -- see ``NO_TOKEN_HANDLING``."""
+    stats = group.stats
+    if stats.tokens == 0:
+        return torch.ones(in_features, device=device), torch.eye(in_features, device=device)
+    norms = stats.col_norms() if stats.sq_norms is not None else None
+    return norms, stats.hessian() if stats.has_hessian else None
+
+
+def _compress_group(linears: dict[str, BlockMatrix], group: LinearGroup, config, sparsity: float,
                     grids: dict[str, QuantGrid] | None = None) -> list[float]:
-    """Prune (and/or quantize) the layers of one input-sharing group; returns their losses.
+    """Prune (and/or quantize) the matrices of one input-sharing group; returns their losses.
     Quantized layers' grids go into ``grids`` (by name inside the block) when given."""
     layers = [linears[name] for name in group.names]
-    weights = [layer.weight.data for layer in layers]
-    H = group.stats.hessian() if group.stats.has_hessian else None
+    weights = [layer.view() for layer in layers]  # [out, in] views of the live parameters
+    norms, H = _group_statistics(group, weights[0].shape[1], weights[0].device)
     results: list[PruneResult]
     if not config.prunes:
         results = [PruneResult(w, torch.ones_like(w, dtype=torch.bool), 0.0) for w in weights]
     elif config.method == "magnitude":
         results = [prune_magnitude(w, sparsity=sparsity, pattern=config.pattern) for w in weights]
     elif config.method == "wanda":
-        norms = group.stats.col_norms()
         results = [prune_wanda(w, norms, sparsity=sparsity, pattern=config.pattern) for w in weights]
     elif config.method == "sparsegpt":
         rows = [w.shape[0] for w in weights]
@@ -140,7 +219,7 @@ def _compress_group(linears: dict[str, nn.Linear], group: LinearGroup, config, s
                 grids[name] = quant.grid()
         else:
             losses.append(result.loss)
-        layer.weight.data.copy_(weight)
+        layer.view().copy_(weight)
     return losses
 
 
@@ -150,13 +229,14 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
     if calib_ids is None:
         for block in blocks:
             with onloaded(block, device):
-                ratios.append(outlier_ratio([l.weight.data.abs() for l in block_linears(block).values()],
+                ratios.append(outlier_ratio([m.view().abs() for m in block_layout(block).matrices.values()],
                                             config.owl_m))
         return ratios
 
     def measure(index, block, linears, groups) -> bool:
         scores = [
-            linears[name].weight.data.float().abs() * g.stats.col_norms()[None, :]
+            linears[name].view().float().abs()
+            * (g.stats.col_norms() if g.stats.tokens else torch.ones(linears[name].in_features, device=linears[name].view().device))[None, :]
             for g in groups for name in g.names
         ]
         ratios.append(outlier_ratio(scores, config.owl_m))
@@ -164,13 +244,3 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
 
     run_layerwise(model, calib_ids, measure, norms=True, propagate="dense", device=device, desc="kick owl")
     return ratios
-
-
-def _zero_fraction(blocks: nn.ModuleList) -> float:
-    zeros = total = 0
-    for block in blocks:
-        with onloaded(block, write_back=False):
-            for layer in block_linears(block).values():
-                zeros += int((layer.weight.data == 0).sum())
-                total += layer.weight.numel()
-    return zeros / total if total else 0.0

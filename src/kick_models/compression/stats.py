@@ -28,6 +28,11 @@ class InputStats:
             self._xtx.addmm_(x.T, x)
 
     @property
+    def collecting(self) -> bool:
+        """Whether any statistic is accumulated (else only tokens are counted)."""
+        return self.sq_norms is not None or self._xtx is not None
+
+    @property
     def has_hessian(self) -> bool:
         return self._xtx is not None
 
