@@ -103,7 +103,7 @@ def _router_prefixes(block: nn.Module) -> list[str]:
         if not hasattr(module, "experts"):
             continue
         for child, _ in module.named_children():
-            if child in ROUTER_NAMES or child.endswith("_gate") or child.endswith("_router"):
+            if child in ROUTER_NAMES or child.endswith(("_gate", "_router")):
                 found.append(f"{name}.{child}" if name else child)
     return found
 
