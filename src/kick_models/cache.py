@@ -210,12 +210,16 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- weights
 def compressed_linear_names(model: nn.Module) -> list[str]:
-    """State-dict keys of the Linear weights compression touches: every Linear but the output head."""
+    """State-dict keys of the weights compression can touch: every Linear but the output head,
+    plus the decoder blocks' other matrices (Conv1D weights, fused expert parameters)."""
+    from kick_models.compression.blocks import matrix_param_names
+
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [
+    names = [
         f"{name}.weight" for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and module is not head
     ]
+    return names + [n for n in matrix_param_names(model) if n not in set(names)]
 
 
 def _weights_subset(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ class BlockLayout:
     matrices: dict[str, BlockMatrix]  # compressible, by name
     experts: dict[str, nn.Module]  # fused experts modules, by name (their matrices are in ``matrices``)
     routers: dict[str, torch.Tensor]  # never compressed
-    unsupported: dict[str, str]  # parameter name -> what it is
+    unsupported: dict[str, tuple[str, torch.Tensor]]  # parameter name -> (what it is, the parameter)
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -134,7 +134,7 @@ def block_layout(block: nn.Module) -> BlockLayout:
         for pname, p in module.named_parameters(recurse=False):
             if p.dim() >= 2 and id(p) not in claimed:
                 what = "fused expert weights of an unknown layout" if _looks_fused(module) else type(module).__name__
-                layout.unsupported[f"{name}.{pname}" if name else pname] = f"{what} {tuple(p.shape)}"
+                layout.unsupported[f"{name}.{pname}" if name else pname] = (f"{what} {tuple(p.shape)}", p)
     return layout
 
 
@@ -156,6 +156,9 @@ def tally(rows: dict[str, dict], layout: BlockLayout, prefix: str, compressed: s
         add(f"{'compressed' if f'{prefix}.{name}' in compressed else 'dense'} {m.kind}", m.view())
     for p in layout.routers.values():
         add("dense router (never compressed)", p.data)
+    for what, p in layout.unsupported.values():  # only reaches here for experts left out on request
+        add("dense experts of an unknown layout (skip_experts)" if what.startswith("fused expert")
+            else "dense unsupported", p.data)
 
 
 def summarize(rows: dict[str, dict]) -> dict:
@@ -166,3 +169,22 @@ def summarize(rows: dict[str, dict]) -> dict:
                for k, r in sorted(rows.items())}
     return {"sparsity": zeros / total if total else 0.0, "params": total,
             "count": sum(r["matrices"] for r in rows.values()), "by_kind": by_kind}
+
+
+def matrix_param_names(model: nn.Module) -> list[str]:
+    """State-dict keys of the decoder blocks' compressible parameters that are not nn.Linear
+    weights (Conv1D weights, fused expert parameters), for the compressed-weight cache."""
+    from .loop import find_decoder_blocks
+
+    try:
+        blocks = find_decoder_blocks(model)
+    except ValueError:
+        return []
+    names = {id(m): n for n, m in model.named_modules()}
+    out: list[str] = []
+    for block in blocks:
+        for m in block_layout(block).matrices.values():
+            key = f"{names[id(m.module)]}.{m.param}"
+            if m.kind != "linear" and key not in out:
+                out.append(key)
+    return out

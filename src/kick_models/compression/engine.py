@@ -39,7 +39,7 @@ def preflight(model: nn.Module, blocks: nn.ModuleList, config, keep_grids: bool 
     layouts = [block_layout(b) for b in blocks]
     skip = getattr(config, "skip_experts", False)
     model_type = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
-    bad = {f"{i}.{n}": what for i, lay in enumerate(layouts) for n, what in lay.unsupported.items()
+    bad = {f"{i}.{n}": what for i, lay in enumerate(layouts) for n, (what, _) in lay.unsupported.items()
            if not (skip and what.startswith("fused expert"))}
     if bad:
         names = ", ".join(f"{n} ({w})" for n, w in list(bad.items())[:4])

@@ -69,9 +69,10 @@ def find_decoder_blocks(model: nn.Module) -> nn.ModuleList:
     (``get_decoder()``, then the usual attribute paths); only for models that expose neither,
     the longest ``nn.ModuleList`` of Linear-holding blocks outside any vision/audio tower.
     Multimodal models whose text decoder cannot be named are refused, never guessed."""
-    found = _layer_list(_text_decoder(model))
-    if found is not None:
-        return found
+    for owner in (_text_decoder(model), model):
+        found = _layer_list(owner)
+        if found is not None:
+            return found
     for path in _KNOWN_BLOCK_PATHS:
         obj = model
         for part in path.split("."):
@@ -90,6 +91,7 @@ def find_decoder_blocks(model: nn.Module) -> nn.ModuleList:
         if isinstance(m, nn.ModuleList)
         and len(m) > 0
         and not any(word in name.lower() for word in _TOWER_WORDS)
+        and "experts" not in name.split(".")  # an MoE block's expert list is not the decoder
         and all(block_layout(block).matrices for block in m)
     ]
     if not candidates:
