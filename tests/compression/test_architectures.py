@@ -14,7 +14,11 @@ from torch.nn import functional as F
 
 from kick_models.compression import compress_model
 from kick_models.compression.blocks import block_layout
-from kick_models.compression.loop import capture_block_inputs, find_decoder_blocks, run_layerwise
+from kick_models.compression.loop import (
+    capture_block_inputs,
+    find_decoder_blocks,
+    run_layerwise,
+)
 from kick_models.config import build_config
 
 
@@ -43,9 +47,9 @@ def qwen3_moe(seed=0):
     )).eval()
 
 
-GEMMA_TEXT = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                  num_key_value_heads=1, head_dim=16, sliding_window=8,
-                  layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+GEMMA_TEXT = {"vocab_size": 128, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+                  "num_key_value_heads": 1, "head_dim": 16, "sliding_window": 8,
+                  "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}
 
 
 def gemma3_text(seed=0):
@@ -59,8 +63,8 @@ def gemma3_multimodal(seed=0):
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     torch.manual_seed(seed)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=2,
-                  image_size=32, patch_size=8)  # 5 vision layers > 3 text layers
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 5, "num_attention_heads": 2,
+                  "image_size": 32, "patch_size": 8}  # 5 vision layers > 3 text layers
     return Gemma3ForConditionalGeneration(Gemma3Config(text_config=GEMMA_TEXT, vision_config=vision,
                                                        mm_tokens_per_image=4)).eval()
 
