@@ -425,3 +425,61 @@ class _NoTextDecoder(nn.Module):
 def test_no_text_decoder_is_refused():
     with pytest.raises(ValueError, match="no text decoder found in _NoTextDecoder"):
         find_decoder_blocks(_NoTextDecoder())
+
+
+# ------------------------------------------------------------------ other fused-expert layouts of transformers 5.x
+_BASE = {"vocab_size": 128, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+_OTHERS = {
+    "olmoe": ("OlmoeConfig", "OlmoeForCausalLM", {"intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2}),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", {
+        "intermediate_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "num_experts": 4,
+        "num_experts_per_tok": 2}),
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", {  # stored [E, in, out], gate/up interleaved, with biases
+        "intermediate_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16}),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", {
+        "intermediate_size": 64, "moe_intermediate_size": 32, "n_routed_experts": 4, "num_experts_per_tok": 2,
+        "n_shared_experts": 1, "first_k_dense_replace": 0, "n_group": 1, "topk_group": 1, "kv_lora_rank": 16,
+        "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16}),
+}
+
+
+@pytest.mark.parametrize("arch", list(_OTHERS))
+def test_other_fused_layouts_2_4_per_expert(arch):
+    import transformers
+
+    config_cls, model_cls, extra = _OTHERS[arch]
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**_BASE, **extra)).eval()
+    routers = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("gate.weight", "router.weight"))}
+    assert routers
+    summary = compress_model(model, build_config({"method": "sparsegpt", "pattern": "2:4"}), ids())
+    for k, v in model.state_dict().items():
+        if k in routers:
+            assert torch.equal(v, routers[k]), k
+    for layer in model.model.layers:
+        experts = layer.mlp.experts
+        for name in ("gate_up_proj", "down_proj"):
+            p = getattr(experts, name)
+            w = p.transpose(1, 2) if experts.is_transposed else p  # [E, out, in]
+            assert ((w.reshape(*w.shape[:2], -1, 4) == 0).sum(-1) == 2).all(), name
+    params = [p for n, p in model.model.layers.named_parameters() if p.dim() >= 2 and not n.endswith("_bias")]
+    independent = sum(int((p == 0).sum()) for p in params) / sum(p.numel() for p in params)
+    assert summary["achieved_sparsity"] == pytest.approx(independent, abs=1e-12)
+
+
+def test_true_sequential_refits_experts_in_call_order():
+    model = mixtral()
+    plain = copy.deepcopy(model)
+    compress_model(plain, build_config({"method": "sparsegpt", "pattern": "2:4"}), ids())
+    summary = compress_model(model, build_config({"method": "sparsegpt", "pattern": "2:4", "true_sequential": True}), ids())
+    for (name, w), (_, w_plain) in zip(expert_views(model), expert_views(plain)):
+        assert ((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2).all(), name
+    # down_proj reads the compressed gate/up's activation, so its result differs from the one-pass run
+    assert not torch.equal(model.model.layers[0].mlp.experts.down_proj, plain.model.layers[0].mlp.experts.down_proj)
+    assert summary["matrices"]["compressed"] == 2 * (4 * 3 + 4)
+
+
+def test_packed_grids_refused_for_fused_experts_before_calibration():
+    model = mixtral()
+    with pytest.raises(ValueError, match=r"packs nn.Linear layers only.*--format dense"):
+        compress_model(model, build_config({"method": "gptq", "wbits": 4}), None, quant_grids={})
