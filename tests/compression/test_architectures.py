@@ -343,6 +343,24 @@ def test_gpt2_conv1d_blocks_are_compressed_as_transposed_linears():
     assert summary["achieved_sparsity"] == pytest.approx(block_matrix_zeros(model), abs=1e-12)
 
 
+@pytest.mark.parametrize("args", [{"method": "sparsegpt", "sparsity": 0.5}, {"method": "gptq", "wbits": 4, "group_size": 16}])
+def test_gpt2_conv1d_with_hessian_methods(args):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    config = build_config(args)
+    summary = compress_model(model, config, ids())
+    for block in model.transformer.h:
+        for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+            w = conv.weight.T  # [out, in]
+            if config.prunes:
+                assert int((w == 0).sum()) == w.numel() // 2
+            else:
+                assert all(len(g.unique()) <= 16 for row in w for g in row.split(16))
+    assert summary["achieved_sparsity"] == pytest.approx(block_matrix_zeros(model), abs=1e-12)
+
+
 # ------------------------------------------------------------------ per-block keyword arguments
 def _real_block_calls(model, calib):
     blocks = find_decoder_blocks(model)

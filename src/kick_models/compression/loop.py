@@ -1,10 +1,12 @@
 """THE layer-by-layer calibration loop, shared by every method.
 
-Captures the first decoder block's inputs and *all* its keyword arguments (transformers 5.x passes
-position_embeddings, attention_mask, position_ids, cache objects), then walks the blocks one at a
-time: gather input statistics of the block's Linear layers, let the caller compress them, and
-re-run the block so the (compressed) outputs feed the next one. Only one block sits on the compute
-device at a time.
+One capture pass records the first decoder block's input and the arguments *every* block is
+called with (transformers 5.x passes position_embeddings, attention_mask, position_ids, cache
+objects, and models that mix layer types give each type its own mask and rotary table); then the
+loop walks the blocks one at a time: gather input statistics of the block's matrices (Linear,
+Conv1D, each expert of a fused MoE module, from the tokens routed to it), let the caller compress
+them, and re-run the block so the (compressed) outputs feed the next one. Only one block sits on
+the compute device at a time.
 """
 
 from __future__ import annotations
