@@ -19,11 +19,16 @@ import torch
 
 
 def build(kind: str, hidden: int, inter: int, layers: int, experts: int, top_k: int):
-    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
+    )
 
     torch.manual_seed(0)
-    common = dict(vocab_size=512, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024)
+    common = {"vocab_size": 512, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "max_position_embeddings": 1024}
     if kind == "moe":
         return MixtralForCausalLM(MixtralConfig(**common, intermediate_size=inter, num_local_experts=experts,
                                                 num_experts_per_tok=top_k)).eval()

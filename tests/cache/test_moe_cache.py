@@ -8,8 +8,8 @@ import torch
 
 from kick_models import export
 
-ARGS = dict(method="wanda", sparsity=0.5, calib="bundled", nsamples=4, seqlen=32, dtype="float32", device="cpu",
-            batch_size=1)
+ARGS = {"method": "wanda", "sparsity": 0.5, "calib": "bundled", "nsamples": 4, "seqlen": 32, "dtype": "float32", "device": "cpu",
+            "batch_size": 1}
 
 
 @pytest.fixture(scope="module")
