@@ -198,6 +198,8 @@ def relevant_config(config: Any) -> dict[str, Any]:
         drop.update((*CALIBRATION_FIELDS, "propagate"))
     if d.get("sparsity_profile", "uniform") == "uniform":
         drop.update(_OWL_FIELDS)
+    if not d.get("skip_experts", False):
+        drop.add("skip_experts")  # the default: keys of configs from before the option stay valid
     if d.get("pattern", "unstructured") != "unstructured":
         drop.add("sparsity")  # N:M fixes it; target_sparsity stays
     return {k: v for k, v in sorted(d.items()) if k not in drop}
@@ -249,12 +251,16 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- weights
 def compressed_linear_names(model: nn.Module) -> list[str]:
-    """State-dict keys of the Linear weights compression touches: every Linear but the output head."""
+    """State-dict keys of the weights compression can touch: every Linear but the output head,
+    plus the decoder blocks' other matrices (Conv1D weights, fused expert parameters)."""
+    from kick_models.compression.blocks import matrix_param_names
+
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [
+    names = [
         f"{name}.weight" for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and module is not head
     ]
+    return names + [n for n in matrix_param_names(model) if n not in set(names)]
 
 
 def _weights_subset(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -408,7 +414,10 @@ def _try_load(model: nn.Module, entry: Path, reported: set[str] | None = None) -
     manifest = dict(manifest)
     summary = dict(manifest.get("summary") or {})
     if measured and measured["total"]:
-        summary["achieved_sparsity"] = measured["zeros"] / measured["total"]
+        from kick_models.compression.blocks import block_sparsity
+
+        counted = block_sparsity(model)  # over the same matrices as the compression's own accounting
+        summary["achieved_sparsity"] = counted if counted is not None else measured["zeros"] / measured["total"]
     manifest["summary"] = summary
     return manifest
 

@@ -33,7 +33,8 @@ class CompressionConfig:
 
     ``pattern`` is ``None`` for unstructured sparsity, otherwise ``(n, m)``: keep ``n`` of every
     ``m`` consecutive input weights of each row (so 2:4 keeps 2, prunes 2; 50% sparsity).
-    ``wbits == 16`` means no quantization. ``calib=None`` means "the method's default", resolved
+    ``wbits == 16`` means no quantization. ``skip_experts`` leaves the routed experts of
+    mixture-of-experts blocks dense (they are compressed by default; the accounting shows them). ``calib=None`` means "the method's default", resolved
     by :meth:`resolved_calib` (bundled text on the embedded model).
     """
 
@@ -56,6 +57,7 @@ class CompressionConfig:
     propagate: str = "compressed"
     true_sequential: bool = False
     method_args: tuple[tuple[str, Any], ...] = ()  # the method's own parameters as given, sorted
+    skip_experts: bool = False
 
     # ----------------------------------------------------------------- method
     @property
@@ -216,6 +218,7 @@ _CONVERTERS = {
     "owl_lambda": lambda v: _as_float("owl_lambda", v, "a number in [0, 1)"),
     "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
     "true_sequential": lambda v: _as_bool("true_sequential", v),
+    "skip_experts": lambda v: _as_bool("skip_experts", v),
 }
 COMPRESSION_KEYS = tuple(_CONVERTERS)  # kick's own keys; methods add theirs (compression_keys())
 

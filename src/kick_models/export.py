@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 COMPRESSION_FILE = "kick_compression.json"
 _ARG_FLAGS = ("method", "sparsity", "pattern", "wbits", "group_size", "sym", "act_order", "damp", "blocksize",
               "calib", "nsamples", "seqlen", "seed", "sparsity_profile", "owl_m", "owl_lambda", "propagate",
-              "true_sequential", "revision", "dtype", "cache_dir", "no_cache")
+              "true_sequential", "skip_experts", "revision", "dtype", "cache_dir", "no_cache")
 
 
 class ExportError(ValueError):
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--act_order", action="store_true", default=None, help="GPTQ act-order")
     p.add_argument("--true_sequential", action="store_true", default=None,
                    help="refit each layer group to the outputs of the already-compressed groups before it")
+    p.add_argument("--skip_experts", action="store_true", default=None,
+                   help="leave the routed experts of mixture-of-experts models dense (recorded)")
     p.add_argument("--no_cache", action="store_true", default=None, help="do not use the compressed-weight cache")
     p.add_argument("--model_args", help="any further kick-hf model_args, key=value,...")
     p.add_argument("--device", help="torch device for compression, e.g. cuda:0 (default: kick-hf's)")

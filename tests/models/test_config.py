@@ -23,6 +23,7 @@ from kick_models.lm import KickHFLM, split_model_args
         ({"method": "gptq", "group_size": -2}, "group_size=-2", "-1"),
         ({"method": "gptq", "act_order": 1}, "act_order=1", "true or false"),
         ({"method": "gptq", "true_sequential": "maybe"}, "true_sequential='maybe'", "true or false"),
+        ({"method": "wanda", "sparsity": 0.5, "skip_experts": "dense"}, "skip_experts='dense'", "true or false"),
         ({"method": "wanda", "sparsity": 0.5, "nsamples": 0}, "nsamples=0", "positive"),
         ({"method": "wanda", "sparsity": 0.5, "seqlen": -5}, "seqlen=-5", "positive"),
         ({"method": "none", "sparsity": 0.5}, "method='none'", "magnitude"),

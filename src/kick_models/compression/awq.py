@@ -104,11 +104,18 @@ def _has(block: nn.Module, name: str) -> bool:
         return False
 
 
+def _linear(layer) -> nn.Linear:
+    """The nn.Linear behind the loop's matrix record (``BlockMatrix`` of kind linear), or the layer itself."""
+    module = getattr(layer, "module", None)
+    return module if getattr(layer, "kind", None) == "linear" and isinstance(module, nn.Linear) else layer
+
+
 @torch.no_grad()
 def fold_scales(producer: nn.Module, layers: list[nn.Linear], s: torch.Tensor) -> bool:
     """Divide ``producer``'s output by s and multiply the layers' input columns by s (in float32,
     cast back). A norm is first checked on a probe input; returns False (nothing changed) if its
     output does not scale with its weight."""
+    layers = [_linear(layer) for layer in layers]
     s = s.float().to(layers[0].weight.device)
     if isinstance(producer, nn.Linear):
         w = producer.weight.data
@@ -157,7 +164,7 @@ def awq_block(block: nn.Module, linears: dict[str, nn.Linear], groups, *, bits: 
         if target is None:
             log.debug("awq: no foldable producer for %s; plain RTN", group.names)
             continue
-        layers = [linears[n] for n in group.names]
+        layers = [_linear(linears[n]) for n in group.names]
         found = search_scales([l.weight.data for l in layers], group.stats.abs_mean(), group.stats.hessian(),
                               bits=bits, group_size=group_size, sym=sym, n_grid=n_grid)
         plans.append((group.names[0], target, layers, found))

@@ -24,6 +24,20 @@ class InputStats:
         self.abs_sums = torch.zeros(in_features, dtype=torch.float32, device=device) if norms else None
         self._xtx = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
 
+    @classmethod
+    def uniform(cls, in_features: int, *, norms: bool, hessian: bool, device=None) -> InputStats:
+        """The data-free stand-in: one pseudo-token with unit norms and |x|, zero mean, unit
+        variance and H = 2XᵀX/n = I (every statistic-driven kernel then reduces to its magnitude
+        or round-to-nearest form)."""
+        stats = cls(in_features, norms=norms, hessian=hessian, device=device)
+        stats.tokens = 1
+        if stats.sq_norms is not None:
+            stats.sq_norms.fill_(1.0)
+            stats.abs_sums.fill_(1.0)
+        if stats._xtx is not None:
+            stats._xtx.copy_(0.5 * torch.eye(in_features, device=device))
+        return stats
+
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, self.in_features).float()  # [tokens, in]
         self.tokens += x.shape[0]
@@ -33,6 +47,11 @@ class InputStats:
             self.abs_sums += x.abs().sum(0)
         if self._xtx is not None:
             self._xtx.addmm_(x.T, x)
+
+    @property
+    def collecting(self) -> bool:
+        """Whether any statistic is accumulated (else only tokens are counted)."""
+        return self.sq_norms is not None or self._xtx is not None
 
     @property
     def has_hessian(self) -> bool:
