@@ -15,8 +15,9 @@ ARGS = {"method": "wanda", "sparsity": 0.5, "calib": "bundled", "nsamples": 4, "
 @pytest.fixture(scope="module")
 def tiny_mixtral_dir(tmp_path_factory):
     """A 2-layer, 64-wide random MixtralForCausalLM (4 fused experts, top-2) with the byte tokenizer."""
-    from kick_testlib.tiny_models import byte_tokenizer
     from transformers import MixtralConfig, MixtralForCausalLM
+
+    from kick_testlib.tiny_models import byte_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_mixtral")
     tokenizer = byte_tokenizer()

@@ -6,7 +6,6 @@ import json
 import threading
 
 import pytest
-from kick_testlib.loopback import Fault, LoopbackJudgeServer
 from lm_eval.api.model import LM
 from lm_eval.evaluator import simple_evaluate
 from lm_eval.tasks import TaskManager
@@ -21,6 +20,7 @@ from kick_tasks.judge.client import (
 )
 from kick_tasks.judge.grading import grade_single
 from kick_tasks.judge.prompts import single_messages
+from kick_testlib.loopback import Fault, LoopbackJudgeServer
 
 
 def score_requests(n):

@@ -4,12 +4,12 @@ pairwise review (both orders, mean over the reviews read)."""
 import threading
 
 import pytest
-from kick_testlib.loopback import LoopbackJudgeServer
 
 from kick_tasks.judge.client import JudgeClient, JudgeConfig, JudgeRequest
 from kick_tasks.judge.grading import PairwiseItem, grade_criteria, grade_pairwise
 from kick_tasks.judge.parsing import parse_criteria, parse_review, parse_score_pair
 from kick_tasks.judge.prompts import summary_messages
+from kick_testlib.loopback import LoopbackJudgeServer
 
 FOUR = "Fine.\nCoherence: [[7]]\nConsistency: [[8]]\nFluency: [[9]]\nRelevance: [[6]]"
 
