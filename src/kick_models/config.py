@@ -34,8 +34,9 @@ class CompressionConfig:
     ``pattern`` is ``None`` for unstructured sparsity, otherwise ``(n, m)``: keep ``n`` of every
     ``m`` consecutive input weights of each row (so 2:4 keeps 2, prunes 2; 50% sparsity).
     ``wbits == 16`` means no quantization. ``skip_experts`` leaves the routed experts of
-    mixture-of-experts blocks dense (they are compressed by default; the accounting shows them). ``calib=None`` means "the method's default", resolved
-    by :meth:`resolved_calib` (bundled text on the embedded model).
+    mixture-of-experts blocks dense (they are compressed by default; the accounting shows them).
+    ``calib=None`` means "the method's default", resolved by :meth:`resolved_calib` (bundled text
+    on the embedded model).
     """
 
     method: str = "none"
@@ -297,10 +298,12 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
     pruners = " | ".join(m.name for m in methods if m.prunes)
     quantizers = " | ".join(m.name for m in methods if not m.prunes)
     if c.method == METHOD_NONE and (c.sparsity > 0 or c.pattern is not None or c.wbits < 16):
-        raise _fail("method", METHOD_NONE, f"{pruners} (to prune) or {quantizers} (to quantize) when sparsity, pattern or wbits is given")
+        raise _fail("method", METHOD_NONE,
+                    f"{pruners} (to prune) or {quantizers} (to quantize) when sparsity, pattern or wbits is given")
     spec = c.method_spec
     if spec is not None and not spec.prunes and (c.sparsity > 0 or c.pattern is not None):
-        raise _fail("method", c.method, f"{pruners} with wbits=N to prune and quantize; {c.method} alone takes no sparsity or pattern")
+        raise _fail("method", c.method,
+                    f"{pruners} with wbits=N to prune and quantize; {c.method} alone takes no sparsity or pattern")
     refusal = spec.check(c) if spec is not None and spec.check is not None else None
     if refusal is not None:
         raise _fail(*refusal)

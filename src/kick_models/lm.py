@@ -91,7 +91,8 @@ def _lock_timeout(value: Any) -> float:
     except (TypeError, ValueError):
         seconds = math.nan
     if not (seconds >= 0 or seconds == -1) or math.isinf(seconds):
-        raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; accepted: seconds >= 0, or -1 to wait forever")
+        raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
+                          "accepted: seconds >= 0, or -1 to wait forever")
     return seconds
 
 

@@ -46,7 +46,8 @@ def check_calib_file_text(config: CompressionConfig) -> tuple[str, Any] | None:
 
     path = Path(config.calib).expanduser()
     if not path.is_file() or path.stat().st_size == 0:
-        raise ConfigError(f"kick-hf: invalid model_arg calib={config.calib!r}: no such non-empty file; accepted: {CALIB_ACCEPTED}")
+        raise ConfigError(f"kick-hf: invalid model_arg calib={config.calib!r}: no such non-empty file; "
+                          f"accepted: {CALIB_ACCEPTED}")
     try:
         return read_calib_file(config.calib)
     except CalibrationError as err:

@@ -242,6 +242,7 @@ def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
                                 int(fids[0]["tokens"]), windows, int(fids[0]["top_k"]),
                                 float(np.mean([f["seconds"] for f in fids]))))
     rank = method_names()  # the registry's order, as the task tables use it
-    rows.sort(key=lambda r: (not r.setting.is_dense, r.setting.wbits != 16, r.setting.pattern != "unstructured", r.setting.pattern,
+    rows.sort(key=lambda r: (not r.setting.is_dense, r.setting.wbits != 16, r.setting.pattern != "unstructured",
+                             r.setting.pattern,
                              rank.index(r.setting.method) if r.setting.method in rank else len(rank), r.sparsity))
     return rows

@@ -265,7 +265,8 @@ _WBITS = (2, 3, 4, 8, 16)
 
 def _items(key: str, value: Any, accepted: str) -> list:
     """A list setting as a list: a comma-separated string, a list of plain values, or one value."""
-    if isinstance(value, Mapping) or (isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value)):
+    nested = isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value)
+    if isinstance(value, Mapping) or nested:
         raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: {accepted}, as a list or a comma-separated string")
     return as_list(value)
 

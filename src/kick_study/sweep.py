@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_args", help="extra kick-hf model_args for every cell, e.g. nsamples=32,seqlen=512")
     p.add_argument("--cache_dir", help="compressed-weight cache folder (default $KICK_CACHE_DIR or ~/.cache/kick)")
     p.add_argument("--prune_and_quantize", choices=["true", "false"], help="also cross pruning cells with --bits < 16")
-    p.add_argument("--wikitext", choices=["auto", "true", "false"], help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
+    p.add_argument("--wikitext", choices=["auto", "true", "false"],
+                   help="add lm-eval's wikitext (needs the Hub); auto = when reachable")
     p.add_argument("--runner", choices=["subprocess", "inprocess"], help="serial launcher: subprocess isolates cells (default); "
                    "under --launcher ray every cell runs in-process in a Ray worker")
     p.add_argument("--include_path", help="extra folder(s) of task YAMLs")

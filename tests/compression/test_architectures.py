@@ -490,7 +490,7 @@ def test_true_sequential_refits_experts_in_call_order():
     plain = copy.deepcopy(model)
     compress_model(plain, build_config({"method": "sparsegpt", "pattern": "2:4"}), ids())
     summary = compress_model(model, build_config({"method": "sparsegpt", "pattern": "2:4", "true_sequential": True}), ids())
-    for (name, w), (_, w_plain) in zip(expert_views(model), expert_views(plain)):
+    for name, w in expert_views(model):
         assert ((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2).all(), name
     # down_proj reads the compressed gate/up's activation, so its result differs from the one-pass run
     assert not torch.equal(model.model.layers[0].mlp.experts.down_proj, plain.model.layers[0].mlp.experts.down_proj)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")
-
 from kick_study import grid
 from kick_study import index as sweep_index
 from kick_study.ray_launcher import TASK_NAME, RayLauncher
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 GRID_ARGS = ["--models", "org/tiny", "--methods", "magnitude", "--sparsities", "0.3,0.5", "--patterns",

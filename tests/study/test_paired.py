@@ -124,7 +124,9 @@ def test_largest_matching_walks_verdicts():
     assert lm == paired.LargestMatching(0.3, None)
     lm = paired.largest_matching([(0.1, MATCHES), (0.3, INCONCLUSIVE), (0.5, MATCHES)])
     assert lm == paired.LargestMatching(0.1, 0.3)
-    pct = lambda s: f"{s * 100:g}%"
+    def pct(s):
+        return f"{s * 100:g}%"
+
     assert lm.describe(pct) == "≥ 10% (inconclusive at 30%)"
     assert paired.largest_matching([(0.3, INCONCLUSIVE)]).describe(pct) == "none (inconclusive at 30%)"
     assert paired.largest_matching([(0.3, WORSE)]).describe(pct) == "none"

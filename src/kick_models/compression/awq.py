@@ -165,7 +165,7 @@ def awq_block(block: nn.Module, linears: dict[str, nn.Linear], groups, *, bits: 
             log.debug("awq: no foldable producer for %s; plain RTN", group.names)
             continue
         layers = [_linear(linears[n]) for n in group.names]
-        found = search_scales([l.weight.data for l in layers], group.stats.abs_mean(), group.stats.hessian(),
+        found = search_scales([layer.weight.data for layer in layers], group.stats.abs_mean(), group.stats.hessian(),
                               bits=bits, group_size=group_size, sym=sym, n_grid=n_grid)
         plans.append((group.names[0], target, layers, found))
     chosen = {}

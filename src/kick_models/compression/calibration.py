@@ -71,7 +71,8 @@ def read_calib_file(path_text: str) -> tuple[str, list[str] | str]:
     """
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise CalibrationError(f"calib={path_text!r} is not a file; accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
+        raise CalibrationError(f"calib={path_text!r} is not a file; "
+                               "accepted: bundled | c4 | wikitext2 or a path to a .txt/.jsonl file")
     data = path.read_bytes()
     try:
         raw = data.decode("utf-8")
@@ -98,7 +99,8 @@ def read_calib_file(path_text: str) -> tuple[str, list[str] | str]:
     return "text", raw
 
 
-def calib_file_shortfall(tokenizer, kind: str, source: list[str] | str, nsamples: int, seqlen: int) -> tuple[str | None, str | None]:
+def calib_file_shortfall(tokenizer, kind: str, source: list[str] | str, nsamples: int,
+                         seqlen: int) -> tuple[str | None, str | None]:
     """(why the file cannot give one ``seqlen``-token window, or None; a note when its windows must
     overlap, or None), counted with the model's own tokenizer, as :func:`calibration_ids` will."""
     if kind == "text":
@@ -113,7 +115,8 @@ def calib_file_shortfall(tokenizer, kind: str, source: list[str] | str, nsamples
     if usable == 0:
         return f"none of its {len(lengths)} documents has seqlen={seqlen} tokens (the longest has {max(lengths)})", None
     if usable < nsamples:
-        return None, f"only {usable} of its documents have seqlen={seqlen} tokens, fewer than nsamples={nsamples}; windows will repeat documents"
+        return None, (f"only {usable} of its documents have seqlen={seqlen} tokens, fewer than nsamples={nsamples}; "
+                      "windows will repeat documents")
     return None, None
 
 

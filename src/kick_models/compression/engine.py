@@ -223,7 +223,8 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
     def measure(index, block, linears, groups) -> bool:
         scores = [
             linears[name].view().float().abs()
-            * (g.stats.col_norms() if g.stats.tokens else torch.ones(linears[name].in_features, device=linears[name].view().device))[None, :]
+            * (g.stats.col_norms() if g.stats.tokens
+               else torch.ones(linears[name].in_features, device=linears[name].view().device))[None, :]
             for g in groups for name in g.names
         ]
         ratios.append(outlier_ratio(scores, config.owl_m))
