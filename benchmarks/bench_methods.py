@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
 
 # (side, label, kick model_args or the peer's scheme)
 # llm-compressor refuses group_size=128 on SmolLM2 (576 input columns are not a multiple of 128; kick's
@@ -91,15 +90,7 @@ def _worker_source(body: str) -> str:
 
 
 def _run(python: str, side: str, spec: dict, paths, eval_seqlen: int, workdir) -> dict:
-    script = Path(workdir) / "worker.py"
-    script.write_text(_worker_source(WORKER))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [python, str(script), side, json.dumps(spec), *map(str, paths), str(eval_seqlen)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+    return run_worker(python, _worker_source(WORKER), [side, json.dumps(spec), *paths, eval_seqlen], workdir)
 
 
 def main(argv=None) -> int:
@@ -113,18 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
-
-    from kick_common.bundled import heldout_text
-    from kick_models.compression.calibration import calibration_ids
-    from kick_models.config import build_config
-    from kick_models.embedded import embedded_model_path
-
-    model_path = embedded_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    calib = build_config({"method": "rtn", "calib": "bundled", "nsamples": args.nsamples, "seqlen": args.seqlen})
-    ids, info = calibration_ids(tokenizer, calib, embedded_model=True, max_length=None)
-    held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
+    model_path, tokenizer, ids, info, held = calibration_and_heldout(
+        {"method": "rtn", "nsamples": args.nsamples, "seqlen": args.seqlen}, args.eval_tokens)
     plan = [r for r in QUANT + PRUNE if not args.only or any(o in r[1] for o in args.only)]
     plan = [r for r in plan if r[0] == "kick" or args.llmcompressor_python]
     results = []

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
 
 SETTINGS = [("wanda", "0.5"), ("wanda", "2:4"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4")]
 
@@ -72,15 +71,8 @@ def _worker_source(body: str) -> str:
 
 
 def _run(python: str, side: str, method: str, setting: str, model_path, ids_path, held_path, eval_seqlen, workdir) -> dict:
-    script = Path(workdir) / "worker.py"
-    script.write_text(_worker_source(WORKER))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [python, str(script), side, method, setting, str(model_path), str(ids_path), str(held_path), str(eval_seqlen)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+    return run_worker(python, _worker_source(WORKER), [side, method, setting, model_path, ids_path, held_path, eval_seqlen],
+                      workdir)
 
 
 def main(argv=None) -> int:
@@ -94,19 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write all results here")
     args = parser.parse_args(argv)
 
-    from transformers import AutoTokenizer
-
-    from kick_common.bundled import heldout_text
-    from kick_models.compression.calibration import calibration_ids
-    from kick_models.config import build_config
-    from kick_models.embedded import embedded_model_path
-
-    model_path = embedded_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    config = build_config({"method": "wanda", "sparsity": 0.5, "calib": "bundled",
-                           "nsamples": args.nsamples, "seqlen": args.seqlen})
-    ids, info = calibration_ids(tokenizer, config, embedded_model=True, max_length=None)
-    held = torch.tensor(tokenizer(heldout_text())["input_ids"])[: args.eval_tokens]
+    model_path, tokenizer, ids, info, held = calibration_and_heldout(
+        {"method": "wanda", "sparsity": 0.5, "nsamples": args.nsamples, "seqlen": args.seqlen}, args.eval_tokens)
     settings = [s for s in SETTINGS if not args.only or f"{s[0]}@{s[1]}" in args.only]
     results = []
     with tempfile.TemporaryDirectory(prefix="kick-bench-") as workdir:
