@@ -7,26 +7,15 @@ import pytest
 
 
 def write_tiny_llama(out_dir, *, weights: bool):
-    """Config and tokenizer of a 2-layer, 64-wide Llama in ``out_dir``; its random weights too if ``weights``."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    """Config and tokenizer of the suite's 2-layer, 64-wide tiny Llama in ``out_dir``; its random weights too if ``weights``."""
+    from pathlib import Path
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    vocab["<s>"], vocab["</s>"] = len(vocab), len(vocab) + 1
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>").save_pretrained(str(out_dir))
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"], tie_word_embeddings=False)
-    if weights:
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(str(out_dir))
-    else:
-        config.save_pretrained(str(out_dir))
+    from kick_testlib.tiny_models import save_tiny_llama
+
+    save_tiny_llama(out_dir)
+    if not weights:
+        for path in Path(out_dir).glob("*.safetensors*"):
+            path.unlink()
     return out_dir
 
 
