@@ -85,7 +85,7 @@ def provenance_row(runs: Sequence[Run]) -> ProvenanceRow:
                              _measured(run, source), _kl(runs))
     comp = run.extra.get("compression") or {}
     seeds = sorted({r.seed for r in runs if r.seed is not None})
-    calib = f"; seeds {', '.join(map(str, seeds))}" if seeds else ""
+    calib = f"; calibration seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
     return ProvenanceRow(run.setting.label, run.sparsity, _kick_settings(comp) + calib, "kick-hf (compressed when loaded)",
                          "—", _measured(run, None), _kl(runs))
 

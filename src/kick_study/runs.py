@@ -116,6 +116,8 @@ def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     model = (kick or {}).get("model") or pretrained or ("embedded" if config.get("model") == "kick-hf" else "unknown")
     if kick and isinstance(kick.get("compression"), dict):
         return str(model), dict(kick["compression"])
+    if kick and isinstance(kick.get("source"), Mapping):  # a checkpoint or load-time quantizer: its source says it all
+        return str(model), {}
     record = Path(str(pretrained)) / EXPORT_RECORD if pretrained else None
     if record is not None and record.is_file():
         try:
