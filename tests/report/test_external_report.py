@@ -141,7 +141,8 @@ def test_two_gptq_w4_checkpoints_from_two_libraries_stay_apart(contract_dir, tmp
     assert Setting("gptq", "unstructured", 4) in settings
     labels = sorted(s.label for s in settings if s.is_external)
     assert labels == ["bnb8 · bitsandbytes 0.50.0", "gptq-w4 · gptqmodel 1.0", "gptq-w4 · llm-compressor 1.0"]
-    text = cli.build_report(contract_dir, tmp_path / "r.md", plots=False).read_text()
+    text = cli.build_report(contract_dir, tmp_path / "r.md").read_text()
+    assert (tmp_path / "plots").is_dir()
     paired = text[text.index("Paired with dense"):]
     rows = [line.split(" |")[0][2:] for line in paired.splitlines()[4:9] if line.startswith("| ")]
     assert rows == ["gptq w4", "bnb8 · bitsandbytes 0.50.0", "gptq-w4 · gptqmodel 1.0", "gptq-w4 · llm-compressor 1.0"]
