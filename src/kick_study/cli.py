@@ -161,8 +161,9 @@ def _cost_section(paired_s: float, n_cells: int, fid_rows: list, cell_seconds: l
 def _provenance_section(runs, model: str) -> list[str]:
     """Where each row came from; for a model with dense runs only, why it is unpaired and how to pair it."""
     model_runs = [r for r in runs if r.model == model]
-    if all(r.setting.is_dense for r in model_runs):
-        hint = next((why for why in map(looks_compressed, model_runs) if why), None)
+    hint = next((why for why in map(looks_compressed, model_runs) if why), None)
+    alone = len({r.model for r in runs}) == 1  # one model, dense only: nothing yet to pair, nothing to explain
+    if all(r.setting.is_dense for r in model_runs) and (hint or not alone):
         looks = f" It may be a compressed checkpoint: {hint}." if hint else ""
         return ["### Unpaired", "",
                 f"Every run of `{model}` reads as a dense model: its results record no compression (no kick-hf "

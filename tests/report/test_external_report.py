@@ -175,3 +175,10 @@ def test_kick_export_record_still_pairs_a_stock_run(tmp_path, results_writer):
     runs = load_runs(root)
     assert {(r.model, r.setting.label, r.sparsity) for r in runs} == {("org/tiny", "dense", 0.0),
                                                                       ("org/tiny", "wanda", 0.5)}
+
+
+def test_a_lone_dense_model_is_not_called_unpaired(tmp_path, results_writer):
+    root = tmp_path / "results"
+    _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, model="hf")
+    text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
+    assert "Unpaired" not in text and "### Where each row came from" in text
