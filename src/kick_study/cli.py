@@ -16,7 +16,7 @@ from kick_study.paired import Tolerance
 from kick_study.parents import ParentLink, apply_links, looks_compressed, parse_links, read_mapping
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
 from kick_study.provenance import provenance_rows, provenance_table
-from kick_study.runs import ReportError, load_runs, newest
+from kick_study.runs import ReportError, distinct_sources, load_runs, newest, relabel
 from kick_study.tables import (
     build_views,
     category_breakdown,
@@ -185,11 +185,12 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     with a dense run (:mod:`kick_study.parents`).
     """
     root = Path(results_dir).expanduser()
-    runs = load_runs(root)
-    if parents:
-        runs = newest(apply_links(runs, parents))
-    report = _report_path(root, out)
     cells = _index_cells(root)
+    runs = relabel(load_runs(root), {root / str(c["results_file"]): str(c["label"]) for c in cells
+                                     if c.get("label") and c.get("status") == "ok" and c.get("results_file")})
+    if parents:
+        runs = newest(distinct_sources(apply_links(runs, parents)))
+    report = _report_path(root, out)
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
     ppl = [v for v in views if not v.higher_better]

@@ -128,7 +128,7 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
     patterns = [parse_pattern(p) for p in as_list(settings["patterns"]) or ["unstructured"]]
     bits = [int(b) for b in as_list(settings["bits"]) or [16]]
     for method in as_list(settings["methods"]):
-        if isinstance(method, Mapping):  # {name: {params}}: one cell of its own (see _method_cells)
+        if isinstance(method, Mapping) or _loads_quantized(str(method)):  # one cell of its own (_method_entries)
             continue
         method = str(method).strip().lower()
         if method == "none":
@@ -222,13 +222,26 @@ def _seeded_cells(model: Any, comp: dict[str, Any], own: Mapping[str, Any], seed
 
 
 def _method_entries(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The ``{name: {params}}`` entries of ``methods``, as compression dicts (one cell each, never crossed)."""
+    """The ``{name: {params}}`` entries of ``methods`` and the load-time quantizers named plainly, as compression
+    dicts (one cell each, never crossed with the grid)."""
     out = []
     for entry in as_list(settings.get("methods")):
         if isinstance(entry, Mapping):
             (name, params), = entry.items()
             out.append({"method": str(name).strip().lower(), **dict(params or {})})
+        elif _loads_quantized(str(entry)):
+            out.append({"method": str(entry).strip().lower()})
     return out
+
+
+def _loads_quantized(name: str) -> bool:
+    """A registered load-time quantizer (another library quantizes as the model loads): one cell, no grid axis."""
+    from kick_models.compression.registry import get_method
+
+    try:
+        return get_method(name.strip().lower()).kind == "load-time"
+    except KeyError:
+        return False
 
 
 def _is_local(path: str) -> bool:

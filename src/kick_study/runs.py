@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -232,6 +232,48 @@ def newest(runs: list[Run]) -> list[Run]:
     return list(kept.values())
 
 
+def _with_label(run: Run, label: str) -> Run:
+    source = {**run.extra["source"], "label": label}
+    setting = Setting(run.setting.method, run.setting.pattern, run.setting.wbits, source_tag(source))
+    return replace(run, setting=setting, extra={**run.extra, "source": source})
+
+
+def relabel(runs: list[Run], labels: Mapping[Path, str]) -> list[Run]:
+    """Models kick did not compress, labelled as the sweep config named them (results file → label)."""
+    wanted = {path.resolve(): label for path, label in labels.items()}
+    return [_with_label(r, wanted[r.path.resolve()]) if r.setting.is_external and r.path.resolve() in wanted else r
+            for r in runs]
+
+
+def distinct_sources(runs: list[Run]) -> list[Run]:
+    """Two checkpoints that read as the same row (same label, library and bits) get their checkpoint's name added,
+    so they are never pooled as if they were calibration seeds of one setting."""
+    groups: dict[tuple, set[str]] = {}
+    for run in runs:
+        if run.setting.is_external:
+            groups.setdefault((run.model, run.setting), set()).add(str((run.extra.get("source") or {}).get("checkpoint")))
+    names = {key: _short_names(paths) for key, paths in groups.items() if len(paths) > 1}
+    out = []
+    for run in runs:
+        key = (run.model, run.setting)
+        if run.setting.is_external and key in names:
+            source = run.extra.get("source") or {}
+            name = names[key][str(source.get("checkpoint"))]
+            run = _with_label(run, f"{source.get('label') or run.setting.method} [{name}]")
+        out.append(run)
+    return out
+
+
+def _short_names(paths: set[str]) -> dict[str, str]:
+    """Each path's shortest tail (last part, then last two, …) that no other path in the set shares."""
+    parts = {p: Path(p.rstrip("/")).parts for p in paths}
+    for k in range(1, max(len(v) for v in parts.values()) + 1):
+        tails = {p: "/".join(v[-k:]) for p, v in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {p: p for p in paths}
+
+
 def load_runs(results_dir: str | Path) -> list[Run]:
     """Every results file under ``results_dir`` (newest wins when a setting was run twice); a file
     that cannot be read is skipped with one warning."""
@@ -239,7 +281,7 @@ def load_runs(results_dir: str | Path) -> list[Run]:
     if not root.is_dir():
         raise ReportError(
             f"kick-report: {str(root)!r} is not a folder; pass the --out folder of kick-sweep or lm_eval --output_path")
-    runs = newest(read_runs(root))
+    runs = newest(distinct_sources(read_runs(root)))
     if not runs:
         raise ReportError(
             f"kick-report: no lm-eval results (results_*.json) under {str(root)!r}; run kick-sweep --out {root} first"

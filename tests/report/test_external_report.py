@@ -182,3 +182,27 @@ def test_a_lone_dense_model_is_not_called_unpaired(tmp_path, results_writer):
     _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, model="hf")
     text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
     assert "Unpaired" not in text and "### Where each row came from" in text
+
+
+def test_two_checkpoints_read_as_one_row_are_kept_apart_by_their_names(tmp_path, results_writer):
+    root = tmp_path / "results"
+    base = {"model": "org/tiny"}
+    _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, kick={**base, "compression": {"method": "none"}})
+    for name in ("a", "b"):
+        src = {**_source("checkpoint", "GGUF Q4_0", "gguf", "0.19.0", 4), "checkpoint": f"/ckpts/{name}/m.gguf"}
+        _write(results_writer, root / name, {"pretrained": f"/ckpts/{name}"}, CKPT,
+               kick={**base, "method": "checkpoint", "source": src})
+    labels = sorted(r.setting.label for r in load_runs(root) if r.setting.is_external)
+    assert labels == ["GGUF Q4_0 [a/m.gguf]", "GGUF Q4_0 [b/m.gguf]"]  # the library is in the label already
+
+
+def test_sweep_labels_from_the_index_name_the_rows(tmp_path, results_writer):
+    root = tmp_path / "results"
+    base = {"model": "org/tiny"}
+    _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, kick={**base, "compression": {"method": "none"}})
+    path = _write(results_writer, root / "cells" / "c1", {"pretrained": "/ckpts/q4"}, CKPT,
+                  kick={**base, "method": "checkpoint", "source": _source("checkpoint", "GGUF Q4_0", "gguf", "0.19.0", 4)})
+    (root / "index.json").write_text(json.dumps({"cells": {"c1": {
+        "cell_id": "c1", "label": "my-q4", "status": "ok", "results_file": path.relative_to(root).as_posix()}}}))
+    text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
+    assert "| my-q4 · gguf 0.19.0 | 0% | 1 | 10 |" in text
