@@ -13,12 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from kick_models.compression import compress_model
-from kick_models.compression.blocks import block_layout
-from kick_models.compression.loop import (
-    capture_block_inputs,
-    find_decoder_blocks,
-    run_layerwise,
-)
+from kick_models.compression.blocks import block_layout, find_decoder_blocks
+from kick_models.compression.capture import capture_block_inputs
+from kick_models.compression.loop import run_layerwise
 from kick_models.config import build_config
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from kick_models.compression import compress_model
-from kick_models.compression.loop import find_decoder_blocks, run_layerwise
+from kick_models.compression.blocks import find_decoder_blocks
+from kick_models.compression.loop import run_layerwise
 from kick_models.config import build_config
 
 

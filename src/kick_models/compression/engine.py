@@ -12,9 +12,10 @@ import time
 import torch
 from torch import nn
 
-from .blocks import BlockLayout, BlockMatrix, block_layout, summarize, tally
-from .loop import LinearGroup, find_decoder_blocks, run_layerwise
-from .magnitude import PruneResult
+from .blocks import BlockLayout, BlockMatrix, block_layout, find_decoder_blocks, summarize, tally
+from .gather import LinearGroup
+from .loop import run_layerwise
+from .method import PruneResult
 from .offload import onloaded
 from .owl import outlier_ratio, owl_sparsities
 from .quant import QuantGrid

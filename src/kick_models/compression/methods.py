@@ -27,7 +27,7 @@ def _wanda(weights, stats, job: Job):
 def _sparsegpt(weights, stats, job: Job):
     import torch
 
-    from .magnitude import PruneResult
+    from .method import PruneResult
     from .sparsegpt import prune_sparsegpt
 
     rows = [w.shape[0] for w in weights]  # one sweep for the group, each matrix its own tiles
