@@ -13,10 +13,18 @@ from functools import lru_cache
 from importlib import metadata
 
 from .method import KINDS, STATISTICS, Job, Method, MethodError, Param  # noqa: F401 -- plug-ins import these from here
+from .methods import BUILTIN_METHODS, COMPOSING_QUANTIZER
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "kick.methods"
+# kick's own model_args (the fields of kick_models.config.CompressionConfig, which reads this registry):
+# a plug-in param may not shadow them. A test keeps the two equal.
+RESERVED_PARAMS = frozenset({
+    "method", "sparsity", "pattern", "wbits", "group_size", "sym", "act_order", "damp", "blocksize", "calib",
+    "nsamples", "seqlen", "seed", "sparsity_profile", "owl_m", "owl_lambda", "propagate", "true_sequential",
+    "method_args", "skip_experts",
+})
 
 
 @dataclass
@@ -26,8 +34,6 @@ class _Registry:
 
 
 def _builtins() -> list[Method]:
-    from .methods import BUILTIN_METHODS
-
     return list(BUILTIN_METHODS)
 
 
@@ -60,15 +66,11 @@ def _replace(method: Method, **changes) -> Method:
 
 @lru_cache(maxsize=1)
 def _registry() -> _Registry:
-    from kick_models.config import (
-        CompressionConfig,  # reserved keys: a plug-in param may not shadow them
-    )
-
     reg = _Registry()
     for method in _builtins():
         reg.methods[method.name] = method
     reg.builtin = frozenset(reg.methods)
-    reserved = {f.name for f in __import__("dataclasses").fields(CompressionConfig)}
+    reserved = RESERVED_PARAMS
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         method = _load_plugin(ep)
         if method.name in reg.builtin:
@@ -125,8 +127,6 @@ def param_owners() -> dict[str, list[str]]:
 
 def composing_quantizer() -> Method:
     """The quantizer a pruning method's ``wbits < 16`` runs after pruning (mask-aware GPTQ)."""
-    from .methods import COMPOSING_QUANTIZER
-
     return get_method(COMPOSING_QUANTIZER)
 
 
