@@ -1,6 +1,7 @@
 """The weight matrices of a decoder block, whatever their storage: ``nn.Linear``, GPT-2's
 ``Conv1D`` (stored [in, out]) and fused mixture-of-experts parameters (3-D, one matrix per
-expert), each exposed as a live [out, in] view, plus the accounting of what was compressed.
+expert), each exposed as a live [out, in] view, plus the accounting of what was compressed and
+the finder of a model's decoder blocks.
 
 A router (an MoE block's ``gate`` / ``router``) is a matrix too, but it is never compressed: its
 few rows decide which experts a token reaches, so pruning it changes the routing of every
