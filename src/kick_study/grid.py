@@ -209,6 +209,10 @@ def _seeded_cells(model: Any, comp: dict[str, Any], own: Mapping[str, Any], seed
         config = build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
     except ConfigError as err:
         raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
+    load_time = getattr(config.method_spec, "load_time", None)  # a load-time quantizer: its library must be here
+    if load_time is not None and not load_time.installed():
+        raise SweepError(f"kick-sweep: invalid methods value {config.method!r}: it needs {load_time.library}, which is "
+                         f"not installed; accepted: pip install 'kick[{load_time.extra}]', or another method")
     sparsity, pattern, wbits = shape or (config.target_sparsity, config.pattern_str, config.wbits)
     out = []
     # the seed only changes the calibration draw: dense and magnitude run once
