@@ -172,7 +172,12 @@ def _provenance_section(runs, model: str) -> list[str]:
                 f"parent: `kick-report RESULTS --parent {model}=DENSE` (DENSE: the parent's results file or folder, "
                 "or its model name), or evaluate it with `lm_eval --model kick-hf --model_args "
                 "pretrained=CHECKPOINT,parent=DENSE` to add KL to dense.", ""]
-    return ["### Where each row came from", "", provenance_table(provenance_rows(runs, model)), ""]
+    lines = ["### Where each row came from", "", provenance_table(provenance_rows(runs, model)), ""]
+    if not any(r.setting.is_dense for r in model_runs) and any(r.setting.is_external for r in model_runs):
+        lines += [f"No dense run of `{model}` is here, so its rows are unpaired: a checkpoint evaluated without "
+                  "`parent=` is recorded under its own name. Rerun it with `--model_args pretrained=CHECKPOINT,"
+                  f"parent=DENSE`, or pair these runs with a dense run: `kick-report RESULTS --parent {model}=DENSE`.", ""]
+    return lines
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None, tol: Tolerance = Tolerance(),

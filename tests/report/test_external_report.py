@@ -206,3 +206,14 @@ def test_sweep_labels_from_the_index_name_the_rows(tmp_path, results_writer):
         "cell_id": "c1", "label": "my-q4", "status": "ok", "results_file": path.relative_to(root).as_posix()}}}))
     text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
     assert "| my-q4 · gguf 0.19.0 | 0% | 1 | 10 |" in text
+
+
+def test_a_checkpoint_evaluated_without_parent_says_how_to_pair_it(tmp_path, results_writer):
+    root = tmp_path / "results"
+    _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, model="hf")
+    _write(results_writer, root / "ckpt", {"pretrained": "/ckpts/q4"}, CKPT,
+           kick={"model": "/ckpts/q4", "method": "checkpoint", "source": _source("checkpoint", "q4", "gguf", "0.19", 4)})
+    text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
+    assert "No dense run of `/ckpts/q4` is here" in text and "--parent /ckpts/q4=DENSE" in text
+    runs = apply_links(load_runs(root), parse_links(["/ckpts/q4=org/tiny"]))
+    assert {(r.model, r.setting.label) for r in runs} == {("org/tiny", "dense"), ("org/tiny", "q4 · gguf 0.19")}
