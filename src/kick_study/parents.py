@@ -169,20 +169,25 @@ def apply_links(runs: list[Run], links: Sequence[ParentLink]) -> list[Run]:
     labels: dict[str, str] = {}  # row label → the run model it came from: two checkpoints may not share one
     for link in links:
         dense, outside = _dense_parent(link, runs)
-        runs += [r for r in outside if r.path.resolve() not in {x.path.resolve() for x in runs}]
+        known = {r.path.resolve() for r in runs}
+        runs += [r for r in outside if r.path.resolve() not in known]
         hit, outside = _matching(link.run, runs)
         runs += outside
-        targets = [r for r in hit + outside if r.path.resolve() != dense.path.resolve()]
+        targets = {id(r) for r in hit + outside if r.path.resolve() != dense.path.resolve()}
         if not targets:
             raise ReportError(f"kick-report: {link.origin}: RUN {link.run!r} names no run other than the parent's; "
                               "accepted: a results file, a folder of results, or a model name as it appears in results")
-        for run in targets:
-            label = link.label or _default_label(run)
-            if labels.setdefault(label, run.model) != run.model:
-                raise ReportError(f"kick-report: {link.origin}: label {label!r} is already used by {labels[label]!r}; "
-                                  "accepted: a distinct label per checkpoint (give one in --parents FILE)")
-            moved = _rehome(run, dense.model, label)
-            runs[[id(r) for r in runs].index(id(run))] = moved
+        moved = []
+        for run in runs:
+            if id(run) in targets:
+                label = link.label or _default_label(run)
+                if labels.setdefault(label, run.model) != run.model:
+                    raise ReportError(f"kick-report: {link.origin}: label {label!r} is already used by "
+                                      f"{labels[label]!r}; accepted: a distinct label per checkpoint (give one in "
+                                      "--parents FILE)")
+                run = _rehome(run, dense.model, label)
+            moved.append(run)
+        runs = moved
     return runs
 
 
