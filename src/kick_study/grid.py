@@ -151,7 +151,6 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
 
 def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
     """Every cell of the grid, each one's compression checked with ``build_config`` up front."""
-
     models = as_list(settings["models"])
     if not models:
         raise SweepError("kick-sweep: no models given; use --models org/name[,path,...] or 'models:' in the config")
