@@ -21,15 +21,44 @@ def test_bonett_price_matches_the_authors_worked_example():
     assert iv.low == pytest.approx(0.3126438, abs=1e-7) and iv.high == pytest.approx(0.7349752, abs=1e-7)
 
 
-def test_bonett_price_exact_coverage_by_enumeration_at_n_20():
-    # every (b, c) outcome of 20 pairs weighted by its trinomial probability: the interval's true coverage
-    n, worst, total, count = 20, 1.0, 0.0, 0
+def _exact_coverages(interval, n: int) -> list[float]:
+    """True coverage at each (P(lost), P(gained)) of a grid: every (b, c) outcome weighted by its trinomial probability."""
+    b, c = (a.ravel() for a in np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij"))
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    iv = interval(b.astype(float), c.astype(float), n)  # vectorised over every outcome
+    out = []
     for p_l, p_g in itertools.product(np.linspace(0.0, 0.4, 9), repeat=2):
-        cov = sum(stats.multinomial.pmf([b, c, n - b - c], n, [p_l, p_g, 1 - p_l - p_g])
-                  for b in range(n + 1) for c in range(n + 1 - b)
-                  if (iv := paired.bonett_price(b, c, n)).low <= p_g - p_l <= iv.high)
-        worst, total, count = min(worst, cov), total + cov, count + 1
-    assert worst >= 0.92 and total / count >= 0.95
+        pmf = stats.multinomial.pmf(np.stack([b, c, n - b - c], axis=1), n, [p_l, p_g, 1 - p_l - p_g])
+        out.append(float(np.sum(pmf[(iv.low <= p_g - p_l) & (p_g - p_l <= iv.high)])))
+    return out
+
+
+def test_bonett_price_exact_coverage_by_enumeration_at_n_20():
+    cov = _exact_coverages(paired.bonett_price, 20)
+    assert min(cov) >= 0.92 and np.mean(cov) >= 0.95
+
+
+@pytest.mark.parametrize("lost, gained, n", [(4, 26, 40), (7, 1, 21), (0, 0, 52), (2, 0, 2), (45, 5, 1000), (1.5, 0.5, 12)])
+def test_tango_interval_is_the_set_its_score_statistic_accepts(lost, gained, n):
+    # brute force from the definition: scan Δ0 on a fine grid, keep those with |T(Δ0)| ≤ z
+    z = stats.norm.ppf(0.975)
+    grid = np.linspace(-1 + 1e-9, 1 - 1e-9, 400001)
+    accepted = grid[np.abs(paired.tango_statistic(grid, lost, gained, n)) <= z]
+    iv = paired.tango(lost, gained, n)
+    assert iv.low == pytest.approx(accepted.min(), abs=2e-5) and iv.high == pytest.approx(accepted.max(), abs=2e-5)
+    both = paired.paired_counts_interval(lost, gained, n)
+    bp = paired.bonett_price(lost, gained, n)
+    assert both.low == min(iv.low, bp.low) and both.high == max(iv.high, bp.high)
+
+
+def test_tango_score_statistic_against_its_closed_form_at_zero():
+    # at Δ0 = 0 the restricted estimate is (l + g)/(2n) and T is McNemar's z: (g − l)/√(g + l)
+    assert paired.tango_statistic(0.0, 4.0, 26.0, 40) == pytest.approx(22 / math.sqrt(30))
+
+
+def test_paired_interval_exact_coverage_by_enumeration_at_n_20():
+    assert min(_exact_coverages(paired.paired_counts_interval, 20)) >= 0.94
 
 
 def test_no_zero_width_interval_without_discordant_items():
