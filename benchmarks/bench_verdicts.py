@@ -207,8 +207,9 @@ def main() -> None:
     head = ["# Calibration of kick-report's verdicts", "",
             f"`benchmarks/bench_verdicts.py --reps {args.reps} --old_reps {args.old_reps} --resamples {args.resamples} "
             f"--seed {args.seed}` on "
-            f"{platform.machine()} ({os.cpu_count()} CPUs, Python {platform.python_version()}), "
-            f"{datetime.date.today().isoformat()}: {wall:.0f} s wall, {cpu:.0f} s CPU. "
+            f"{platform.machine()} ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, Python "
+            f"{platform.python_version()}), {datetime.date.today().isoformat()}: {wall:.0f} s wall, {cpu:.0f} s CPU, "
+            "single-threaded. "
             "Old = percentile bootstrap of the mean difference (two-level over seeds), no minimum of evidence; new = "
             f"Tango ∪ Bonett–Price on seed-averaged items, too few items below {paired.MIN_ITEMS} items. ε = 5% of the observed "
             f"dense accuracy; false rates at true Δ = −ε; {args.reps} data sets per cell and Δ for the new rule, "

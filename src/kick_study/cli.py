@@ -95,7 +95,8 @@ def _method_note(tol: Tolerance, multiplicity: str, cluster: bool) -> list[str]:
         "or no estimable spread. \"loses at most\" is the achieved margin (apply your own ε); \"items to decide\" "
         "is how many items the observed spread would need. " + adjust,
         "",
-        "Intervals: 0/1 metrics Bonett–Price (paired); retention, accuracy on dense-wrong items and dense's own "
+        "Intervals: 0/1 metrics the more cautious end of Tango's and Bonett–Price's paired intervals; retention, "
+        "accuracy on dense-wrong items and dense's own "
         f"accuracy Clopper–Pearson; continuous metrics BCa bootstrap ({paired.RESAMPLES} resamples, seed "
         f"{paired.BOOTSTRAP_SEED}; a t interval below {paired.T_BELOW} items); perplexity paired by document, the "
         "ratio of sums bootstrapped. Calibration seeds are replicates: each item's outcome is averaged over the "

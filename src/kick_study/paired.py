@@ -37,7 +37,7 @@ BOOTSTRAP_SEED = 0
 REL_TOLERANCE = 0.05  # LLM-KICK's ε₀: a matching model loses at most 5% of dense's performance
 MIN_ITEMS = 10  # fewer paired items: "too few items", whatever the interval says
 T_BELOW = 30  # continuous metrics on fewer items: t interval (BCa's acceleration is unreliable there)
-EXACT_SIGN_FLIPS = 20  # up to this many non-zero differences the sign-flip test enumerates all 2^m signs
+EXACT_SIGN_FLIPS = 16  # up to this many non-zero differences the sign-flip test enumerates all 2^m signs
 SIGN_FLIP_DRAWS = 20000  # Monte-Carlo sign flips beyond that
 
 MATCHES, WORSE, INCONCLUSIVE, TOO_FEW = "matches", "worse", "inconclusive", "too few items"
