@@ -219,16 +219,23 @@ def _answers(cell: CellComparison, keys: list, dense_items: dict, seed_items: li
             for items in seed_items]))
 
 
+def _leaf_se(d: np.ndarray) -> float:
+    """Standard error of a leaf's mean difference; for differences in [−1, 1] Bonett–Price's (never 0)."""
+    if np.all(np.abs(d) <= 1.0):
+        n = d.size
+        p_l, p_g = (np.clip(-d, 0, None).sum() + 1) / (n + 2), (np.clip(d, 0, None).sum() + 1) / (n + 2)
+        return math.sqrt(max(p_l + p_g - (p_g - p_l) ** 2, 0.0) / (n + 2))
+    return float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
+
+
 def _leaf_spread(keys: list, dense: np.ndarray, comp: np.ndarray) -> tuple | None:
     """Cochran's Q of the per-leaf mean differences (items of a group keyed by their leaf task)."""
     d = paired.seed_averaged_difference(dense, comp)
     leaves: dict[str, list[float]] = {}
     for key, value in zip(keys, d):
         leaves.setdefault(key[0], []).append(float(value))
-    if len(leaves) < 2:
-        return None
-    groups = [np.asarray(v) for v in leaves.values() if len(v) > 1]
-    return paired.heterogeneity([g.mean() for g in groups], [g.std(ddof=1) / math.sqrt(g.size) for g in groups])
+    groups = [np.asarray(v) for v in leaves.values()]
+    return paired.heterogeneity([g.mean() for g in groups], [_leaf_se(g) for g in groups])
 
 
 def _cluster_interval(keys: list, dense: np.ndarray, comp: np.ndarray) -> Interval | None:

@@ -189,3 +189,57 @@ def test_holm_adjustment_and_pooled_decision_appear(tmp_path, results_writer):
     assert _row(_task(report), "magnitude", "10%")[4] == "matches"
     pooled = report[report.index("### One decision per cell across tasks"):]
     assert _row(pooled, "magnitude", "10%") == ["1", "matches"]
+
+
+def _mc(doc_id: int, leaf: str, correct: bool) -> dict:
+    logliks = [-1.0, -2.0, -3.0, -4.0] if correct else [-2.0, -1.0, -3.0, -4.0]  # gold is option 0
+    return {"doc_id": doc_id, "doc": {}, "target": 0, "arguments": [["ctx", f" {c}"] for c in "ABCD"],
+            "resps": [[[str(x), "False"]] for x in logliks], "filtered_resps": [[str(x), "False"] for x in logliks],
+            "filter": "none", "metrics": ["acc"], "doc_hash": f"{leaf}{doc_id}", "prompt_hash": "p",
+            "target_hash": "t", "acc": float(correct)}
+
+
+def _write_group(root, writer, name, args, outcomes):
+    from kick_models.config import build_config
+
+    leaves = list(outcomes)
+    acc = {leaf: sum(v) / len(v) for leaf, v in outcomes.items()}
+    scores = {"kick_mmlu": {"acc": sum(map(sum, outcomes.values())) / sum(map(len, outcomes.values()))},
+              **{leaf: {"acc": a} for leaf, a in acc.items()}}
+    kick = {"model": "org/tiny", "compression": build_config(dict(args)).to_dict(), "result": {}}
+    path = writer(root / name, {"pretrained": "org/tiny", **args}, scores, kick=kick, groups={"kick_mmlu": leaves},
+                  stamp=STAMP)
+    data = json.loads(path.read_text())
+    data["configs"] = {leaf: {"output_type": "multiple_choice"} for leaf in leaves}
+    path.write_text(json.dumps(data))
+    for leaf, values in outcomes.items():
+        (path.parent / f"samples_{leaf}_{STAMP}.jsonl").write_text(
+            "\n".join(json.dumps(_mc(i, leaf, bool(v))) for i, v in enumerate(values)) + "\n")
+
+
+def test_groups_get_a_heterogeneity_line_a_cluster_option_and_a_chance_baseline(tmp_path, results_writer):
+    dense = {"kick_mmlu_physics": [1] * 20 + [0] * 20, "kick_mmlu_history": [1] * 20 + [0] * 20}
+    comp = {"kick_mmlu_physics": [0] * 10 + [1] * 10 + [0] * 20, "kick_mmlu_history": dense["kick_mmlu_history"]}
+    _write_group(tmp_path, results_writer, "dense", {"method": "none"}, dense)
+    _write_group(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, comp)
+    runs = load_runs(tmp_path)
+    view = next(v for v in tables.build_views(runs) if v.task == "kick_mmlu")
+    pooled = comparison.compare_view(view, runs, Tolerance()).cells[0]
+    q, df, p, _ = pooled.heterogeneity  # physics lost 10 of 40, history nothing
+    assert df == 1 and p < 0.01
+    clustered = comparison.compare_view(view, runs, Tolerance(), cluster=True).cells[0]
+    assert clustered.diff.method == "t (1 df)" and clustered.diff.high - clustered.diff.low > \
+        pooled.diff.high - pooled.diff.low  # two subjects say little about subjects in general
+    chance = comparison.compare_view(view, runs, Tolerance(chance_corrected=True))
+    assert chance.chance == pytest.approx(25.0) and chance.width == pytest.approx(0.05 * (50.0 - 25.0))
+    report = cli.build_report(tmp_path, plots=False, tol=Tolerance(chance_corrected=True)).read_text()
+    assert "heterogeneity across leaf tasks Q = " in report and "chance 25" in report
+    assert "5% of (dense − chance)" in report
+
+
+def test_dense_at_chance_is_said(tmp_path, results_writer):
+    dense = {"kick_mmlu_physics": [1] * 6 + [0] * 14, "kick_mmlu_history": [1] * 5 + [0] * 15}  # 27.5% vs 25%
+    _write_group(tmp_path, results_writer, "dense", {"method": "none"}, dense)
+    _write_group(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, dense)
+    report = cli.build_report(tmp_path, plots=False).read_text()
+    assert "dense is at chance: nothing to lose, no margin" in report
