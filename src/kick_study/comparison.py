@@ -273,7 +273,10 @@ def compare_cell(cell: CellComparison, dense_items: dict, seed_items: list[dict]
     if keys and paired.is_binary(dense) and paired.is_binary(comp):
         cell.diff = _binary_cell(cell, dense, comp, factor)
     elif keys:
-        diff = paired.mean_interval(paired.seed_averaged_difference(dense, comp), resamples=resamples, seed=seed)
+        d = paired.seed_averaged_difference(dense, comp)
+        strata = [k[0] for k in keys]
+        diff = (paired.stratified_mean_interval(d, strata, resamples=resamples, seed=seed) if len(set(strata)) > 1
+                else paired.mean_interval(d, resamples=resamples, seed=seed))
         cell.diff = None if diff is None else diff.scaled(factor)
         cell.p_value = paired.sign_flip_p(paired.seed_averaged_difference(dense, comp), seed=seed)
     if keys and len({k[0] for k in keys}) > 1:

@@ -9,7 +9,8 @@ report, the calibration benchmark and the tests share one definition of each sta
   of zero width;
 * **proportions** (retention, accuracy on dense-wrong items, single-model accuracy): Clopper–Pearson;
 * **continuous per-item differences** (ROUGE, judge scores): BCa bootstrap, t interval below
-  ``T_BELOW`` items; **ratios of sums** (perplexity over documents): BCa, delta-method t below;
+  ``T_BELOW`` items; in groups, resampled within leaf tasks (stratified); **ratios of sums**
+  (perplexity over documents): BCa, delta-method t below;
 * **seeds are replicates**: each item's outcome is averaged over the calibration seeds first, then
   the one-level interval and an exact / permutation sign-flip test run on those averages; flips are
   reported per seed (mean ± sd), never summed into evidence;
@@ -174,6 +175,29 @@ def mean_interval(values: np.ndarray | Sequence, *, resamples: int = RESAMPLES, 
         if math.isfinite(low) and math.isfinite(high):
             return Interval(mean, float(low), float(high), "BCa bootstrap")
     return _t_interval(mean, float(x.std(ddof=1)) / math.sqrt(n), n - 1, confidence)
+
+
+def stratified_mean_interval(values: np.ndarray | Sequence, strata: Sequence, *, resamples: int = RESAMPLES,
+                             seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> Interval | None:
+    """Mean over a group's items with items resampled within their leaf task (lm-eval's size-weighted score).
+
+    Percentile bootstrap with every stratum keeping its size; below ``T_BELOW`` items a t interval with
+    the stratified standard error √(Σ_h n_h·s_h²)/n on n − H degrees of freedom. None without spread.
+    """
+    x = np.asarray(values, dtype=np.float64)  # [n]
+    labels = np.asarray([str(s) for s in strata])
+    n = x.size
+    if n < 2 or float(np.ptp(x)) == 0.0:
+        return None
+    groups = [x[labels == h] for h in dict.fromkeys(labels)]
+    mean = float(x.mean())
+    if n >= T_BELOW:
+        rng = np.random.default_rng(seed)
+        total = sum(g[rng.integers(0, g.size, size=(resamples, g.size))].sum(axis=1) for g in groups)  # [B]
+        low, high = np.percentile(total / n, [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2])
+        return Interval(mean, float(low), float(high), "stratified bootstrap")
+    var = sum(g.size * (g.var(ddof=1) if g.size > 1 else 0.0) for g in groups) / n ** 2
+    return _t_interval(mean, math.sqrt(var), max(n - len(groups), 1), confidence)
 
 
 def ratio_interval(x: np.ndarray | Sequence, w: np.ndarray | Sequence, *, resamples: int = RESAMPLES,

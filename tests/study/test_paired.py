@@ -229,3 +229,19 @@ def test_largest_matching_walks_verdicts():
     assert lm.describe(pct) == "≥ 10% (inconclusive at 30%)"
     assert paired.largest_matching([(0.1, TOO_FEW)]).describe(pct) == "none (too few items at 10%)"
     assert paired.largest_matching([(0.3, MATCHES), (0.5, MATCHES)]).describe(pct) == "50%"
+
+
+def test_stratified_interval_keeps_leaf_sizes_and_drops_between_leaf_variance():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(-1.0, 0.3, 200), rng.normal(1.0, 0.3, 200)  # two leaves with very different means
+    x, strata = np.concatenate([a, b]), ["a"] * 200 + ["b"] * 200
+    strat = paired.stratified_mean_interval(x, strata, resamples=20000, seed=1)
+    pooled = paired.mean_interval(x)
+    se = math.sqrt((200 * a.var(ddof=1) + 200 * b.var(ddof=1))) / 400  # the stratified standard error
+    assert strat.estimate == pytest.approx(x.mean()) and strat.method == "stratified bootstrap"
+    assert strat.high - strat.low == pytest.approx(2 * 1.96 * se, rel=0.05)
+    assert strat.high - strat.low < (pooled.high - pooled.low) / 2
+    small = paired.stratified_mean_interval(x[:10].tolist() + x[-10:].tolist(), ["a"] * 10 + ["b"] * 10)
+    s = np.concatenate([a[:10], b[-10:]])
+    se = math.sqrt(10 * a[:10].var(ddof=1) + 10 * b[-10:].var(ddof=1)) / 20
+    assert small.method == "t (18 df)" and small.high - s.mean() == pytest.approx(stats.t.ppf(0.975, 18) * se)
