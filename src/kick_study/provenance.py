@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from kick_models.compression.registry import is_quantizer
 from kick_study.runs import Run
 
 NOT_MEASURED = "not measured (fidelity=false, or results from before kick-hf measured it)"
@@ -55,7 +56,9 @@ def _measured(run: Run, source: Mapping[str, Any] | None) -> str:
         return text if not note or source.get("kind") == "run" else f"{text}; {note}"
     parts = {}
     if isinstance(run.extra.get("achieved_sparsity"), (int, float)):
-        parts["sparsity"] = f"{run.extra['achieved_sparsity']:.4f}"
+        # a quantizer's zeros are rounding, not pruning: named for what they are
+        name = "zero_fraction" if is_quantizer(run.setting.method) else "sparsity"
+        parts[name] = f"{run.extra['achieved_sparsity']:.4f}"
     if run.setting.wbits < 16:
         parts["bits"] = run.setting.wbits
     return _kv(parts)
