@@ -30,7 +30,8 @@ class ProvenanceRow:
 
 
 def _kv(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items() if v is not None and v != "") or "—"
+    shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items() if v is not None and v != ""}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "—"
 
 
 def _kick_settings(comp: Mapping[str, Any]) -> str:
