@@ -301,6 +301,7 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
         raise _fail("method", METHOD_NONE,
                     f"{pruners} (to prune) or {quantizers} (to quantize) when sparsity, pattern or wbits is given")
     spec = c.method_spec
+    _refuse_noop(c, spec, given)
     if spec is not None and not spec.prunes and (c.sparsity > 0 or c.pattern is not None):
         raise _fail("method", c.method,
                     f"{pruners} with wbits=N to prune and quantize; {c.method} alone takes no sparsity or pattern")
@@ -309,3 +310,17 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
         raise _fail(*refusal)
     if c.sparsity_profile == "owl" and c.pattern is not None:
         raise _fail("sparsity_profile", "owl", "uniform with an N:M pattern (OWL sets per-layer unstructured ratios)")
+
+
+def _refuse_noop(c: CompressionConfig, spec: registry.Method | None, given: set[str]) -> None:
+    """A method that would change nothing is refused, so a dense model is never recorded as compressed:
+    a pruning method needs a sparsity above 0 or a pattern, a quantizer fewer than 16 bits."""
+    if spec is None:
+        return
+    if spec.prunes and c.pattern is None and c.sparsity == 0:
+        value = c.sparsity if "sparsity" in given else "(not given)"
+        raise _fail("sparsity", value, f"a number in (0, 1), or pattern=N:M, with method={c.method} "
+                    "(a pruning method without either prunes nothing; method=none is the dense model)")
+    if not spec.prunes and c.wbits >= 16:
+        raise _fail("wbits", c.wbits, f"one of 2, 3, 4, 8 with method={c.method} "
+                    "(16 bits quantizes nothing; method=none is the dense model)")

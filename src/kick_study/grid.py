@@ -13,12 +13,12 @@ import logging
 import math
 import os
 import re
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kick_common.args import ArgsError, as_bool, format_kv, is_true, parse_kv
+from kick_common.args import ArgsError, as_bool, format_kv, parse_kv
+from kick_common.env import hub_reachable
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
 from kick_models.compression.registry import is_quantizer, param_owners
 
@@ -227,17 +227,6 @@ def check_tasks(tasks: Sequence[str], manager) -> None:
             f"kick-sweep: unknown task(s) {', '.join(map(repr, unknown))}; accepted: any name listed by "
             "`lm_eval ls tasks` (kick tasks start with 'kick_'; add --include_path DIR for your own YAMLs)"
         )
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """False when offline mode is set or huggingface.co does not answer quickly."""
-    if any(is_true(os.environ.get(var, "")) for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def grid_tasks(settings: Mapping[str, Any], online: Callable[[], bool] = hub_reachable) -> list[str]:
