@@ -296,17 +296,17 @@ _DTYPES_ACCEPTED = "auto | float16 | bfloat16 | float32 | float64 (or half, floa
 def check_hflm_args(hflm_args: Mapping[str, Any]) -> None:
     """The HFLM arguments that otherwise fail deep inside the load: dtype, device, max_length, batch_size."""
     _check_dtype(hflm_args.get("dtype"))
-    _check_device(hflm_args.get("device"))
+    check_device(hflm_args.get("device"))
     for key in ("max_length", "max_batch_size"):
         value = hflm_args.get(key)
         if value is not None and (isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1):
             raise ConfigError(f"kick-hf: invalid model_arg {key}={value!r}; accepted: a positive integer")
     batch = hflm_args.get("batch_size")
-    if batch is not None and not _batch_size_ok(batch):
+    if batch is not None and not batch_size_ok(batch):
         raise ConfigError(f"kick-hf: invalid model_arg batch_size={batch!r}; accepted: a positive integer, auto or auto:N")
 
 
-def _batch_size_ok(value: Any) -> bool:
+def batch_size_ok(value: Any) -> bool:
     text = str(value).strip().lower()
     if isinstance(value, bool):
         return False
@@ -329,7 +329,7 @@ def _check_dtype(value: Any) -> None:
                       "(integer dtypes hold no trained weights; to quantize use method=gptq|rtn|awq with wbits=N)")
 
 
-def _check_device(value: Any) -> None:
+def check_device(value: Any) -> None:
     """A device string torch knows and this machine has (cuda:N needs N < the GPUs visible)."""
     if value is None:
         return

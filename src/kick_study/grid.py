@@ -76,7 +76,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("=")[-1].rstrip("/").split("/")[-1])[:40] or "model"
-        spec = f"{self.method}-{self.pattern.replace(':', 'of')}-s{self.sparsity:.2f}-w{self.wbits}"
+        spec = f"{self.method}-{self.pattern.replace(':', 'of')}-{sparsity_label(self.sparsity)}-w{self.wbits}"
         if self.seed is not None:
             spec += f"-seed{self.seed}"
         digest = hashlib.sha256(
@@ -316,6 +316,96 @@ def check_settings(settings: Mapping[str, Any]) -> None:
         value = settings.get(key)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: a string")
+    _check_models(settings.get("models"))
+    _check_sparsity_labels(settings.get("sparsities"))
+    _check_paths(settings)
+    _check_cell_args(settings)
+
+
+def _check_models(value: Any) -> None:
+    """Every model a non-empty string; one that names a local folder (or a full model_args string's
+    ``pretrained``) passes kick-hf's own folder checks now, not when its first cell starts."""
+    from kick_models.config import ConfigError
+    from kick_models.preflight import check_pretrained
+
+    accepted = "Hub ids, local model folders, embedded, or kick-hf model_args strings"
+    for model in as_list(value):
+        if not isinstance(model, str) or not model.strip():
+            raise SweepError(f"kick-sweep: invalid models item {model!r}; accepted: {accepted}")
+        if model.strip().lower() == "embedded":
+            continue
+        pretrained = parse_kv(model, strict=False).get("pretrained") if "=" in model else model.strip()
+        try:
+            check_pretrained(pretrained)
+        except ConfigError as err:
+            raise SweepError(f"kick-sweep: invalid models item {model!r}: {err}") from None
+
+
+def sparsity_label(sparsity: float) -> str:
+    """How a cell's sparsity is written in its id (and so in folders and the report's cell names)."""
+    return f"s{sparsity:.2f}"
+
+
+def _check_sparsity_labels(value: Any) -> None:
+    seen: dict[str, Any] = {}
+    for item in as_list(value):
+        label = sparsity_label(float(item))
+        if label in seen and float(seen[label]) != float(item):
+            raise SweepError(f"kick-sweep: sparsities {seen[label]!r} and {item!r} share the label {label} (cells are "
+                             "named at two decimals), so their cells would collide; accepted: sparsities that differ "
+                             "at the second decimal")
+        seen.setdefault(label, item)
+
+
+def _check_paths(settings: Mapping[str, Any]) -> None:
+    """Folders the sweep reads or writes: include_path must exist (lm-eval skips a missing one without a word,
+    and the sweep then runs every cell without those tasks); cache_dir must not be a file."""
+    paths = as_list(settings.get("include_path"))
+    for path in paths:
+        if not Path(path).expanduser().is_dir():
+            what = "a file, not a folder" if Path(path).expanduser().exists() else "no such folder"
+            raise SweepError(f"kick-sweep: invalid include_path={path!r}: {what} ({Path(path).expanduser().absolute()}); "
+                             "accepted: an existing folder of task YAMLs")
+    serial = str(settings.get("launcher") or "serial").strip().lower() != "ray"
+    if len(paths) > 1 and serial and settings.get("runner", "subprocess") == "subprocess":
+        raise SweepError(f"kick-sweep: include_path={settings['include_path']!r} names {len(paths)} folders, but "
+                         "lm_eval's --include_path (each subprocess cell) takes one; accepted: one folder, or several "
+                         "with --runner inprocess or --launcher ray")
+    cache = settings.get("cache_dir")
+    if cache is not None and Path(cache).expanduser().exists() and not Path(cache).expanduser().is_dir():
+        raise SweepError(f"kick-sweep: invalid cache_dir={cache!r}: a file, not a folder; accepted: a folder "
+                         "(created when missing)")
+
+
+def _check_cell_args(settings: Mapping[str, Any]) -> None:
+    """batch_size and device as every cell's lm-eval will read them (device only where cells run here)."""
+    from kick_models.config import ConfigError
+    from kick_models.preflight import batch_size_ok, check_device
+
+    batch = settings.get("batch_size")
+    if batch is not None and not batch_size_ok(batch):
+        raise SweepError(f"kick-sweep: invalid batch_size={batch!r}; accepted: a positive integer, auto or auto:N")
+    device = settings.get("device")
+    if device is not None and str(settings.get("launcher") or "serial").strip().lower() != "ray":
+        try:
+            check_device(device)
+        except ConfigError as err:
+            raise SweepError(f"kick-sweep: invalid device={device!r}: {str(err).split(': ', 2)[-1]}") from None
+
+
+def check_every_method_has_cells(settings: Mapping[str, Any], cells: Sequence[Cell]) -> None:
+    """A method named in ``methods`` whose grid gives it no cell is an error, not a silently shorter sweep."""
+    have = {c.method for c in cells}
+    for method in as_list(settings.get("methods")):
+        name = str(method).strip().lower()
+        if name == "none" or name in have:
+            continue
+        if is_quantizer(name):
+            need = f"bits below 16 (bits={settings.get('bits')!r}); accepted: e.g. bits: [4] or --bits 4,16"
+        else:
+            need = (f"a sparsity above 0 or an N:M pattern (sparsities={settings.get('sparsities')!r}, "
+                    f"patterns={settings.get('patterns')!r}); accepted: e.g. --sparsities 0.5 or --patterns 2:4")
+        raise SweepError(f"kick-sweep: methods item {name!r} has no cell in this grid: it needs {need}")
 
 
 # --------------------------------------------------------------------------- config files

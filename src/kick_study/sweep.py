@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from kick_common.args import ArgsError, parse_kv
+from kick_common.env import EnvError, check_environment
 from kick_study.grid import (
     DEFAULTS,
     GRID_KEYS,
     RAY_ONLY_KEYS,
     SweepError,
     as_list,
+    check_every_method_has_cells,
     check_settings,
     check_tasks,
     grid_tasks,
@@ -33,7 +35,7 @@ from kick_study.grid import (
     plan_cells,
     task_manager,
 )
-from kick_study.index import run_sweep
+from kick_study.index import load_index, run_sweep
 from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
 
@@ -135,6 +137,23 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
         settings["address"] = str(settings["address"]).strip() or None
 
 
+def check_judge(tasks: Sequence[str]) -> None:
+    """With judged tasks in the grid and a judge configured, ask the judge now: an endpoint that is down or
+    refuses the key stops the sweep before the first cell compresses, not after its first generation."""
+    from kick_study.judged import JUDGED_PREFIXES
+
+    if not any(str(t).startswith(JUDGED_PREFIXES) for t in tasks):
+        return
+    from kick_tasks.judge.client import JudgeConfig, JudgeConfigError, check_endpoint
+
+    try:
+        config = JudgeConfig.from_env()
+        if config is not None:
+            check_endpoint(config)
+    except JudgeConfigError as err:
+        raise SweepError(f"kick-sweep: the judge for the judged tasks cannot be used: {err}") from None
+
+
 def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -146,13 +165,17 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             require_ray()  # before any task index, cell or compression
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
+        check_every_method_has_cells(settings, cells)
         if args.dry_run:
             for cell in cells:
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
+        check_environment()
+        load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
         manager = task_manager(settings.get("include_path"))
         check_tasks(tasks, manager)
-    except SweepError as err:
+        check_judge(tasks)
+    except (SweepError, EnvError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
     launcher = None
@@ -164,8 +187,9 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                                runner=runner)
     elif runner is None and settings["runner"] == "inprocess":
         runner = inprocess_runner(settings.get("include_path"), manager)
-    elif runner is None:
-        runner = subprocess_runner(settings.get("include_path"))
+    elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
+        include = settings.get("include_path")
+        runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
     out_dir = Path(settings["out"]).expanduser()
     try:
         outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)

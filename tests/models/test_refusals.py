@@ -107,7 +107,8 @@ def test_a_plugin_that_compresses_nothing_is_recorded_as_such(tiny_model_dir, no
     assert len(warnings) == 1 and "achieved sparsity 0.0000 over the compressed matrices, target 0.5" in warnings[0]
     assert any("achieved sparsity 0.0000" in r.getMessage() for r in caplog.records)
     lm = kick_hf(tiny_model_dir, method="noquant", wbits=4, group_size=32, no_cache=True, fidelity=False)
-    assert "distinct values in one group of 32, more than the 16 a 4-bit grid allows" in lm.get_model_info()["kick"]["warnings"][0]
+    warning = lm.get_model_info()["kick"]["warnings"][0]
+    assert "distinct values in one group of 32, more than the 16 a 4-bit grid allows" in warning
 
 
 def test_real_compression_records_no_warning(tiny_model_dir):
@@ -212,7 +213,8 @@ def test_bad_environment_settings_are_refused_before_loading(tiny_config_dir, no
 
 def test_a_non_http_judge_url_is_refused_without_its_credentials(monkeypatch):
     monkeypatch.setenv("KICK_JUDGE_BASE_URL", "ftp://user:secret@judge.example/v1")
-    with pytest.raises(EnvError, match=r"KICK_JUDGE_BASE_URL='ftp://judge.example…'; accepted: an http:// or https:// URL") as err:
+    message = r"KICK_JUDGE_BASE_URL='ftp://judge.example…'; accepted: an http:// or https:// URL"
+    with pytest.raises(EnvError, match=message) as err:
         check_environment()
     assert "secret" not in str(err.value)
 
