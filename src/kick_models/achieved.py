@@ -56,9 +56,8 @@ def bits_warning(config, model: nn.Module) -> str | None:
     Silent when a group holds no more weights than the grid has levels (nothing could tell)."""
     if not config.quantizes:
         return None
-    from kick_models.compression.blocks import block_layout
+    from kick_models.compression.blocks import block_layout, find_decoder_blocks
     from kick_models.compression.engine import is_routed_expert
-    from kick_models.compression.loop import find_decoder_blocks
     from kick_models.compression.offload import onloaded
 
     allowed = 2 ** config.wbits + (1 if config.prunes else 0)

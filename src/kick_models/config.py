@@ -175,6 +175,18 @@ def _as_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     return text
 
 
+def _method(value: Any) -> str:
+    """A registered method name; a plug-in that was skipped is named with the reason."""
+    try:
+        return _as_choice("method", value, method_choices())
+    except ConfigError:
+        skipped = registry.skipped_plugins().get(str(value).strip().lower())
+        if skipped is None:
+            raise
+        raise _fail("method", value, f"{' | '.join(method_choices())} (the plug-in {str(value).strip()!r} was "
+                    f"skipped: {skipped})") from None
+
+
 def parse_pattern(value: Any) -> tuple[int, int] | None:
     """``"unstructured"`` → None; ``"2:4"`` → (2, 4). N:M means keep N of every M (0 < N < M)."""
     accepted = "unstructured or N:M with 0 < N < M, e.g. 1:2, 2:4, 4:8"
@@ -201,7 +213,7 @@ def _calib(value: Any) -> str:
 
 # key -> converter(value) for the compression args; anything else is an HFLM arg or an error
 _CONVERTERS = {
-    "method": lambda v: _as_choice("method", v, method_choices()),
+    "method": lambda v: _method(v),
     "sparsity": lambda v: _as_float("sparsity", v, "a number in [0, 1)"),
     "pattern": parse_pattern,
     "wbits": lambda v: _as_int("wbits", v, "one of 2, 3, 4, 8, 16"),

@@ -168,9 +168,8 @@ def matrix_widths(model_config, hflm_args: Mapping[str, Any], skip_experts: bool
     import torch
     from transformers import AutoModelForCausalLM
 
-    from kick_models.compression.blocks import block_layout
+    from kick_models.compression.blocks import block_layout, find_decoder_blocks
     from kick_models.compression.engine import is_routed_expert
-    from kick_models.compression.loop import find_decoder_blocks
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
