@@ -129,3 +129,5 @@ def test_stock_cli_prints_the_refusal_before_the_traceback(tmp_path, subprocess_
     traceback = proc.stderr.find("Traceback")
     assert traceback == -1 or first < traceback
     assert "ConfigError" in proc.stderr  # still raised, for programs that catch it
+    assert traceback == -1, proc.stderr[-3000:]  # the rest is short: the refusal as one line, no 40-line traceback
+    assert proc.stderr[first:].count("\n") <= 3, proc.stderr[first:]
