@@ -162,9 +162,9 @@ def _short_traceback(err: BaseException) -> None:
     does not catch it; Python's excepthook is the one place left). Every other exception keeps its traceback."""
     import sys
 
-    from _kick_lm_eval_hook import is_lm_eval_process
+    from kick_models.registration import in_lm_eval_cli
 
-    if not is_lm_eval_process(getattr(sys, "orig_argv", sys.argv)):
+    if not in_lm_eval_cli():
         return
     previous = sys.excepthook
 
@@ -253,12 +253,11 @@ class KickHFLM(HFLM):
         then the model's config and tokenizer), in that order; returns the HFLM arguments."""
         import sys
 
-        from _kick_lm_eval_hook import is_lm_eval_process
         from kick_models import preflight
+        from kick_models.registration import in_lm_eval_cli
 
-        argv = list(getattr(sys, "orig_argv", sys.argv))
-        if is_lm_eval_process(argv):  # lm-eval's CLI merges repeated keys before kick sees them
-            refuse_duplicates(command_line_model_args(argv))
+        if in_lm_eval_cli():  # lm-eval's CLI merges repeated keys before kick sees them
+            refuse_duplicates(command_line_model_args(sys.argv))
         config, kick, hflm_args = split_model_args(kwargs)
         check_environment_early()
         preflight.check_hflm_args(hflm_args)

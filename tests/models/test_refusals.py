@@ -327,3 +327,25 @@ def test_arguments_the_model_cannot_take_are_refused(tiny_config_dir, no_weight_
 def test_a_cuda_device_on_a_cpu_machine_is_refused(tiny_config_dir, no_weight_loading):
     with pytest.raises(ConfigError, match=r"device='cuda:0': this machine has no CUDA GPU; accepted: cpu"):
         KickHFLM(pretrained=str(tiny_config_dir), device="cuda:0", method="magnitude", sparsity=0.5)
+
+
+@pytest.mark.parametrize("model_config, narrow", [
+    ("gpt2", r"transformer.h.0.attn.c_attn"),  # Conv1D, stored [in, out]
+    ("mixtral", r"model.layers.0.mlp.experts.down_proj\[0\]"),  # fused experts: each expert's own width
+])
+def test_group_size_is_checked_against_conv1d_and_expert_widths(model_config, narrow):
+    from transformers import GPT2Config, MixtralConfig
+
+    from kick_models.preflight import check_group_size, matrix_widths
+
+    config = (GPT2Config(n_embd=48, n_layer=1, n_head=2, vocab_size=64) if model_config == "gpt2" else
+              MixtralConfig(vocab_size=64, hidden_size=64, intermediate_size=48, num_hidden_layers=1,
+                            num_attention_heads=2, num_key_value_heads=1, num_local_experts=2, num_experts_per_tok=1))
+    widths = matrix_widths(config, {})
+    assert min(widths.values()) == 48
+    with pytest.raises(ConfigError, match=rf"group_size=64: larger than the 48 input features of {narrow}.*here "
+                                          r"group_size=16, or -1"):
+        check_group_size(build_config({"method": "rtn", "wbits": 4, "group_size": 64}), widths)
+    check_group_size(build_config({"method": "rtn", "wbits": 4, "group_size": 48}), widths)
+    if model_config == "mixtral":  # experts left dense are not grouped
+        assert min(matrix_widths(config, {}, skip_experts=True).values()) == 64
