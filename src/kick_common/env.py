@@ -7,7 +7,6 @@ is accepted. Secrets (the judge's API key) are checked for presence only and nev
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +27,9 @@ def _fail(name: str, value: str, accepted: str) -> EnvError:
     return EnvError(f"kick: invalid environment variable {name}={value!r}; accepted: {accepted}")
 
 
-def _number(text: str, kind: type) -> float | None:
-    """``text`` as ``kind`` (int or float), or None when it is not one (NaN and infinities are not numbers here)."""
-    try:
-        value = kind(text.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _ranged(kind: type, low: float, accepted: str) -> Callable[[str, str], Any]:
     def read(name: str, text: str) -> Any:
-        value = _number(text, kind)
+        value = as_number(text, kind)
         if value is None or value < low:
             raise _fail(name, text, accepted)
         return value
@@ -48,7 +38,7 @@ def _ranged(kind: type, low: float, accepted: str) -> Callable[[str, str], Any]:
 
 
 def _lock_timeout(name: str, text: str) -> float:
-    value = _number(text, float)
+    value = as_number(text, float)
     if value is None or not (value >= 0 or value == -1):
         raise _fail(name, text, "seconds >= 0, or -1 to wait forever")
     return value

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 from kick_models.compression import registry
 
 METHOD_NONE = "none"  # leave the weights as they are; every other method name comes from the registry
@@ -145,25 +145,15 @@ def _as_bool(key: str, value: Any) -> bool:
 
 
 def _as_int(key: str, value: Any, accepted: str) -> int:
-    if isinstance(value, bool):
+    out = as_number(value, int)
+    if out is None:
         raise _fail(key, value, accepted)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    raise _fail(key, value, accepted)
+    return out
 
 
 def _as_float(key: str, value: Any, accepted: str) -> float:
-    if isinstance(value, bool):
-        raise _fail(key, value, accepted)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise _fail(key, value, accepted) from None
-    if not math.isfinite(out):
+    out = as_number(value)
+    if out is None:
         raise _fail(key, value, accepted)
     return out
 

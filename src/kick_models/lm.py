@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
 
 log = logging.getLogger(__name__)
@@ -107,11 +106,8 @@ def check_environment_early() -> dict[str, Any]:
 
 def _lock_timeout(value: Any) -> float:
     """``cache_lock_timeout``: seconds to wait for another process compressing the same model and config."""
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not (seconds >= 0 or seconds == -1) or math.isinf(seconds):
+    seconds = as_number(value)
+    if seconds is None or not (seconds >= 0 or seconds == -1):
         raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
                           "accepted: seconds >= 0, or -1 to wait forever")
     return seconds

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kick_common.args import ArgsError, as_bool, format_kv, parse_kv
+from kick_common.args import ArgsError, as_bool, as_number, format_kv, parse_kv
 from kick_common.env import hub_reachable
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
 from kick_models.compression.registry import is_quantizer, param_owners
@@ -261,11 +260,9 @@ def _items(key: str, value: Any, accepted: str) -> list:
 
 
 def _number(key: str, item: Any, accepted: str) -> float:
-    try:
-        value = float(item) if not isinstance(item, bool) else math.nan
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
+    """``item`` as a number, or the sweep's refusal naming ``key``."""
+    value = as_number(item)
+    if value is None:
         raise SweepError(f"kick-sweep: invalid {key} value {item!r}; accepted: {accepted}")
     return value
 

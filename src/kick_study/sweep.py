@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kick_common.args import ArgsError, parse_kv
+from kick_common.args import ArgsError, as_number, parse_kv
 from kick_common.env import EnvError, check_environment
 from kick_study.grid import (
     DEFAULTS,
@@ -105,13 +105,6 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def check_launcher_settings(settings: dict[str, Any]) -> None:
     """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
     launcher = str(settings.get("launcher") or "serial").strip().lower()
@@ -124,12 +117,12 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
             raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
         return
     if settings.get("gpus_per_cell") is not None:
-        gpus = _number(settings["gpus_per_cell"])
+        gpus = as_number(settings["gpus_per_cell"])
         if gpus is None or gpus < 0:
             raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
                              "(a fraction such as 0.5 lets cells share a GPU)")
         settings["gpus_per_cell"] = gpus
-    cpus = 1.0 if settings.get("cpus_per_cell") is None else _number(settings["cpus_per_cell"])
+    cpus = 1.0 if settings.get("cpus_per_cell") is None else as_number(settings["cpus_per_cell"])
     if cpus is None or cpus < 1 or not cpus.is_integer():
         raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
     settings["cpus_per_cell"] = int(cpus)

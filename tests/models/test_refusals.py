@@ -349,3 +349,14 @@ def test_group_size_is_checked_against_conv1d_and_expert_widths(model_config, na
     check_group_size(build_config({"method": "rtn", "wbits": 4, "group_size": 48}), widths)
     if model_config == "mixtral":  # experts left dense are not grouped
         assert min(matrix_widths(config, {}, skip_experts=True).values()) == 64
+
+
+@pytest.mark.parametrize("value, kind, expected", [
+    ("0.5", float, 0.5), (3, float, 3.0), (" 4 ", int, 4), (4.0, int, 4), ("4.0", int, None), (4.5, int, None),
+    (True, float, None), (True, int, None), ("nan", float, None), ("inf", float, None), ("abc", float, None),
+    (None, float, None), ("-1", int, -1),
+])
+def test_one_reading_of_numbers(value, kind, expected):
+    from kick_common.args import as_number
+
+    assert as_number(value, kind) == expected and type(as_number(value, kind)) is type(expected)
