@@ -360,3 +360,17 @@ def test_one_reading_of_numbers(value, kind, expected):
     from kick_common.args import as_number
 
     assert as_number(value, kind) == expected and type(as_number(value, kind)) is type(expected)
+
+
+def test_kicks_own_model_args_are_declared_as_params_matching_the_config():
+    """kick's own keys are Params like a plug-in's (one coercion, one message shape); they must not drift from the config."""
+    import dataclasses
+
+    from kick_models.config import KICK_PARAMS, CompressionConfig, compression_keys
+
+    defaults = CompressionConfig().to_dict()  # as the user writes them (pattern: "unstructured")
+    fields = {f.name: defaults[f.name] for f in dataclasses.fields(CompressionConfig) if f.name != "method_args"}
+    assert {p.name: p.default for p in KICK_PARAMS} == fields
+    assert set(fields) <= set(compression_keys())
+    with pytest.raises(ConfigError, match=r"^kick-hf: invalid model_arg owl_m=0.0; accepted: a number > 0$"):
+        build_config({"method": "wanda", "sparsity": 0.5, "sparsity_profile": "owl", "owl_m": 0.0})
