@@ -77,8 +77,9 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
     if kick.get("keep_grids") and not config.quantizes:
-        raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
-                          "accepted with method=gptq or wbits in 2, 3, 4, 8")
+        raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
+                          "grids, but this config does not quantize; accepted: false, or true with a quantizer "
+                          "(method=gptq|rtn|awq) or a pruner with wbits in 2, 3, 4, 8")
     hflm = {k: v for k, v in kwargs.items() if k not in keys and k not in KICK_KEYS}
     return config, kick, hflm
 

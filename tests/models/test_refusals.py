@@ -316,7 +316,8 @@ def test_names_that_cannot_be_a_model_are_refused(tmp_path, monkeypatch, no_weig
     ({"method": "magnitude", "sparsity": 0.5, "max_length": -1}, r"max_length=-1; accepted: a positive integer"),
     ({"method": "magnitude", "sparsity": 0.5, "dtype": "int8"}, r"dtype='int8'; accepted: auto \| float16 \| bfloat16"),
     ({"method": "magnitude", "sparsity": 0.5, "batch_size": "abc"}, r"batch_size='abc'; accepted: a positive integer, auto"),
-    ({"method": "magnitude", "sparsity": 0.5, "keep_grids": True}, r"keep_grids=true keeps GPTQ grids"),
+    ({"method": "magnitude", "sparsity": 0.5, "keep_grids": True},
+     r"invalid model_arg keep_grids=true with method=magnitude: .*accepted: false, or true with a quantizer"),
 ])
 def test_arguments_the_model_cannot_take_are_refused(tiny_config_dir, no_weight_loading, args, message):
     with pytest.raises(ConfigError, match=message):
