@@ -69,6 +69,14 @@ def _report_path(root: Path, out: str | Path | None) -> Path:
     return report
 
 
+def _check_plots_dir(report: Path) -> None:
+    """The plots go to ``plots/`` beside the report: a file of that name is refused now, before any work."""
+    plots = report.parent / PLOTS_DIR
+    if plots.exists() and not plots.is_dir():
+        raise ReportError(f"kick-report: {str(plots)!r} is a file, but the plots go in a folder of that name; accepted: "
+                          "move the file away, write the report elsewhere (--out), or pass --no_plots")
+
+
 def _cell_seconds(cells: list[dict]) -> list[float]:
     seconds = []
     for cell in cells:
@@ -183,6 +191,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     root = Path(results_dir).expanduser()
     runs = load_runs(root)
     report = _report_path(root, out)
+    if plots:
+        _check_plots_dir(report)
     cells = _index_cells(root)
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
