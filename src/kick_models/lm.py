@@ -254,6 +254,8 @@ class KickHFLM(HFLM):
         )
         self.kick_quant_grids = grids
         summary = dict(summary)
+        if summary.get("cache", {}).get("hit") and self._kick_fidelity_enabled():
+            self._kick_refresh_fidelity(summary)
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
         self._kick_summary = summary
@@ -277,23 +279,45 @@ class KickHFLM(HFLM):
 
         return fidelity_windows(self.tokenizer, max_length=self.max_length)
 
-    def _kick_reference(self, windows):
-        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
-        from the cache, where the first cell of a base model leaves it for the others."""
-        from kick_models.fidelity import dense_reference, load_reference, reference_key, save_reference
-
-        if not self._kick_cache_enabled():
-            return dense_reference(self.model, windows)
+    def _kick_reference_path(self, windows) -> Path:
         from kick_models.cache import ensure_writable, model_identity
+        from kick_models.fidelity import reference_key
 
         root = ensure_writable(self._kick_options.get("cache_dir"))
         identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
-        path = root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+        return root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+
+    def _kick_reference(self, windows):
+        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
+        from the cache, where the first cell of a base model leaves it for the others."""
+        from kick_models.fidelity import dense_reference, load_reference, save_reference
+
+        if not self._kick_cache_enabled():
+            return dense_reference(self.model, windows)
+        path = self._kick_reference_path(windows)
         reference = load_reference(path)
         if reference is None:
             reference = dense_reference(self.model, windows)
             save_reference(reference, path)
         return reference
+
+    def _kick_refresh_fidelity(self, summary: dict[str, Any]) -> None:
+        """A cache entry's fidelity measured with an older KL formula is measured again against the stored
+        dense reference (the dense cell of a sweep leaves one); without a reference it is dropped, with why."""
+        from kick_models.fidelity import KL_FORMAT, load_reference
+
+        stored = summary.get("fidelity")
+        if not isinstance(stored, dict) or stored.get("kl_format") == KL_FORMAT:
+            return
+        windows = self._kick_fidelity_windows()
+        reference = load_reference(self._kick_reference_path(windows))
+        if reference is not None:
+            summary["fidelity"] = self._kick_measure(windows, reference)
+            return
+        summary.pop("fidelity")
+        summary["fidelity_dropped"] = ("the cache entry's fidelity used an older KL formula and no current dense "
+                                       "reference is cached; run method=none once, or rerun with no_cache=true")
+        log.warning("kick-hf: %s", summary["fidelity_dropped"])
 
     def _kick_measure(self, windows, reference) -> dict[str, Any]:
         from kick_models.fidelity import compare
