@@ -20,7 +20,10 @@ from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, buil
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor")
+# ``floor``: marks a run that re-does another under other numerics to measure the noise floor
+# (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
+FLOOR_ROLES = ("dense", "recompressed")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -77,6 +80,8 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
+    if "floor" in kick:
+        kick["floor"] = _floor_role(kick["floor"], config)
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
                           "accepted with method=gptq or wbits in 2, 3, 4, 8")
@@ -94,6 +99,23 @@ def _lock_timeout(value: Any) -> float:
         raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
                           "accepted: seconds >= 0, or -1 to wait forever")
     return seconds
+
+
+def _floor_role(value: Any, config: CompressionConfig) -> str:
+    """``floor``: dense (a re-run of dense, method=none) or recompressed (a compression method run again)."""
+    role = str(value).strip().lower()
+    if role not in FLOOR_ROLES or (role == "dense") != config.is_noop:
+        raise ConfigError(f"kick-hf: invalid model_arg floor={value!r}; accepted: dense (with method=none) | "
+                          "recompressed (with a compression method)")
+    return role
+
+
+def numerics(batch_size: Any, device: Any, dtype: Any, floor: str | None) -> dict[str, Any]:
+    """What can change a run's floats besides its settings: two runs that differ here may differ in their results."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "batch_size": batch_size, "device": str(device),
+            "dtype": str(dtype), "torch": torch.__version__, "floor": floor}
 
 
 # why a compression arg can be given and still change nothing, by the fields relevant_config drops
@@ -145,6 +167,8 @@ class KickHFLM(HFLM):
         with refusals_logged():
             hflm_args = self._kick_setup(pretrained, kwargs)
         super().__init__(pretrained=self._kick_pretrained, **hflm_args)
+        self._kick_numerics = numerics(getattr(self, "batch_size_per_gpu", hflm_args.get("batch_size")), self.device,
+                                       getattr(self.model, "dtype", None), self._kick_options.get("floor"))
         with refusals_logged():
             self._compress()
 
@@ -336,6 +360,7 @@ class KickHFLM(HFLM):
             "compression": self.kick_config.to_dict(),
             "calibration": self._kick_calibration,
             "result": self._kick_summary,
+            "numerics": self._kick_numerics,
         }
         if self._kick_ignored:
             info["kick"]["ignored"] = self._kick_ignored

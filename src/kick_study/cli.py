@@ -12,6 +12,7 @@ from typing import Sequence
 
 from kick_study import paired
 from kick_study.comparison import compare_view, fidelity_rows
+from kick_study.floor import floor_section
 from kick_study.paired import Tolerance
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
 from kick_study.runs import ReportError, load_runs
@@ -187,6 +188,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
         fid_lines, fid_rows = _fidelity_section(model, runs, model_ppl, report, plots)
         lines += fid_lines
+        lines += floor_section(root, model, runs, comparisons, fid_rows)
         fid_all += fid_rows
         for view in model_ppl:
             lines += [f"### Perplexity contrast: {view.task} — {view.metric_name}", "", markdown_table(view), ""]
