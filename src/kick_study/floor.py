@@ -275,6 +275,10 @@ def floor_section(root: Path, model: str, runs: Sequence, comparisons: Mapping, 
     if within:
         lines += ["Cells within the floor (as many items changed vs dense as numerics alone change, or fewer):", "",
                   *within, ""]
+    cost = floor_seconds(Path(root))
+    if cost is not None:
+        lines += [f"Cost of the floor: {cost[1]} extra cell{'s' if cost[1] != 1 else ''}, {cost[0]:.0f} s "
+                  "(from index.json).", ""]
     kl_floor = _dense_kl_floor(floor_runs)
     if kl_floor is not None:
         below = [f"{r.setting.label} {r.sparsity * 100:g}%" for r in fid_rows
@@ -290,3 +294,15 @@ def _dense_kl_floor(floor_runs: Sequence) -> float | None:
         if run.floor == ROLE_DENSE and isinstance(fid, Mapping) and isinstance(fid.get("kl_mean"), (int, float)):
             return float(fid["kl_mean"])
     return None
+
+
+def floor_seconds(root: Path) -> tuple[float, int] | None:
+    """(seconds, cells) the sweep's floor cells took, from ``index.json``; None without a sweep index."""
+    import json
+
+    try:
+        cells = json.loads((root / "index.json").read_text(encoding="utf-8")).get("cells", {})
+        timed = [float(c["seconds"]) for c in cells.values() if isinstance(c, dict) and c.get("floor") and c.get("seconds")]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return None
+    return (sum(timed), len(timed)) if timed else None

@@ -90,6 +90,7 @@ def test_tiny_sweep_with_the_noise_floor_end_to_end(tmp_path, subprocess_env, mo
     assert verdict not in ("worse", "—"), row
     assert "| wanda 50% vs recompressed | kick_mmlu_abstract_algebra" in report
     assert "held-out KL(dense ‖ dense')" in report and "recompressed" in report and "Cells within the floor" in report
+    assert "Cost of the floor: 2 extra cells" in report
 
 
 def _kick_tasks():
