@@ -7,7 +7,7 @@ With ``noise_floor: true`` kick-sweep adds, per model, two cells run under other
 
 * **dense** again (``floor=dense``): its items paired with dense's give the flips, score change
   and held-out KL(dense ‖ dense') that numerics alone produce;
-* the **cheapest calibrating cell** compressed again, bypassing the cache (``floor=recompressed``):
+* the **cheapest calibrating cell** (at its largest sparsity) compressed again, bypassing the cache (``floor=recompressed``):
   paired with the cell as first compressed, it shows how far a recompression alone moves it.
 
 kick-hf records ``config.kick.numerics`` (threads, batch size, device, dtype, torch, floor role)
@@ -71,9 +71,11 @@ def floor_cells(cells: Sequence, threads: int, batch_size: Any) -> list:
     for model in dict.fromkeys(c.model for c in cells):
         mine = [c for c in cells if c.model == model and c.floor is None]
         out += [_redo(c, ROLE_DENSE, floor_threads, floor_batch) for c in mine[:1] if c.method == "none"]
-        ranked = [(cost, i) for i, c in enumerate(mine) if (cost := calibration_cost(c.method, c.wbits)) is not None]
+        # same cost, the largest sparsity: where the issue's rerun with another thread count moved most
+        ranked = [(cost, -c.sparsity, i) for i, c in enumerate(mine)
+                  if (cost := calibration_cost(c.method, c.wbits)) is not None]
         if ranked:
-            out.append(_redo(mine[min(ranked)[1]], ROLE_RECOMPRESSED, floor_threads, floor_batch))
+            out.append(_redo(mine[min(ranked)[-1]], ROLE_RECOMPRESSED, floor_threads, floor_batch))
     return out
 
 
