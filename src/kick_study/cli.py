@@ -131,7 +131,8 @@ def _fidelity_section(model: str, runs, ppl_views, report: Path, plots: bool) ->
              "Mean KL(dense ‖ compressed) of the next-token distribution and the share of positions whose most "
              "likely next token is unchanged, measured by kick-hf on fixed bundled held-out text (dense top-k "
              "log-probabilities + one bucket for the rest of the vocabulary: a lower bound of the full KL). "
-             "Intervals resample the text's windows (and seeds).", "", table, ""]
+             "Intervals: Student t over the text's windows (df = windows − 1), each window first averaged over "
+             "seeds (docs/fidelity.md).", "", table, ""]
     if notes:
         lines += ["Not measured:", "", *[f"- {n}" for n in notes], ""]
     if plots:
