@@ -19,7 +19,10 @@ from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, buil
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor")
+# ``floor``: marks a run that re-does another under other numerics to measure the noise floor
+# (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
+FLOOR_ROLES = ("dense", "recompressed")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -76,6 +79,8 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
+    if "floor" in kick:
+        kick["floor"] = _floor_role(kick["floor"], config)
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
                           "grids, but this config does not quantize; accepted: false, or true with a quantizer "
@@ -112,6 +117,23 @@ def _lock_timeout(value: Any) -> float:
         raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
                           "accepted: seconds >= 0, or -1 to wait forever")
     return seconds
+
+
+def _floor_role(value: Any, config: CompressionConfig) -> str:
+    """``floor``: dense (a re-run of dense, method=none) or recompressed (a compression method run again)."""
+    role = str(value).strip().lower()
+    if role not in FLOOR_ROLES or (role == "dense") != config.is_noop:
+        raise ConfigError(f"kick-hf: invalid model_arg floor={value!r}; accepted: dense (with method=none) | "
+                          "recompressed (with a compression method)")
+    return role
+
+
+def numerics(batch_size: Any, device: Any, dtype: Any, floor: str | None) -> dict[str, Any]:
+    """What can change a run's floats besides its settings: two runs that differ here may differ in their results."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "batch_size": batch_size, "device": str(device),
+            "dtype": str(dtype), "torch": torch.__version__, "floor": floor}
 
 
 # why a compression arg can be given and still change nothing, by the fields relevant_config drops
@@ -235,6 +257,8 @@ class KickHFLM(HFLM):
                                   "folder, or no pretrained at all for the embedded model")
             hflm_args = self._kick_setup(None if pretrained is EMBEDDED else pretrained, kwargs)
         super().__init__(pretrained=self._kick_pretrained, **hflm_args)
+        self._kick_numerics = numerics(getattr(self, "batch_size_per_gpu", hflm_args.get("batch_size")), self.device,
+                                       getattr(self.model, "dtype", None), self._kick_options.get("floor"))
         with refusals_logged():
             self._compress()
 
@@ -360,6 +384,8 @@ class KickHFLM(HFLM):
         )
         self.kick_quant_grids = grids
         summary = dict(summary)
+        if summary.get("cache", {}).get("hit") and self._kick_fidelity_enabled():
+            self._kick_refresh_fidelity(summary)
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
         self._kick_summary = summary
@@ -393,23 +419,45 @@ class KickHFLM(HFLM):
 
         return fidelity_windows(self.tokenizer, max_length=self.max_length)
 
-    def _kick_reference(self, windows):
-        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
-        from the cache, where the first cell of a base model leaves it for the others."""
-        from kick_models.fidelity import dense_reference, load_reference, reference_key, save_reference
-
-        if not self._kick_cache_enabled():
-            return dense_reference(self.model, windows)
+    def _kick_reference_path(self, windows) -> Path:
         from kick_models.cache import ensure_writable, model_identity
+        from kick_models.fidelity import reference_key
 
         root = ensure_writable(self._kick_options.get("cache_dir"))
         identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
-        path = root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+        return root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
+
+    def _kick_reference(self, windows):
+        """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
+        from the cache, where the first cell of a base model leaves it for the others."""
+        from kick_models.fidelity import dense_reference, load_reference, save_reference
+
+        if not self._kick_cache_enabled():
+            return dense_reference(self.model, windows)
+        path = self._kick_reference_path(windows)
         reference = load_reference(path)
         if reference is None:
             reference = dense_reference(self.model, windows)
             save_reference(reference, path)
         return reference
+
+    def _kick_refresh_fidelity(self, summary: dict[str, Any]) -> None:
+        """A cache entry's fidelity measured with an older KL formula is measured again against the stored
+        dense reference (the dense cell of a sweep leaves one); without a reference it is dropped, with why."""
+        from kick_models.fidelity import KL_FORMAT, load_reference
+
+        stored = summary.get("fidelity")
+        if not isinstance(stored, dict) or stored.get("kl_format") == KL_FORMAT:
+            return
+        windows = self._kick_fidelity_windows()
+        reference = load_reference(self._kick_reference_path(windows))
+        if reference is not None:
+            summary["fidelity"] = self._kick_measure(windows, reference)
+            return
+        summary.pop("fidelity")
+        summary["fidelity_dropped"] = ("the cache entry's fidelity used an older KL formula and no current dense "
+                                       "reference is cached; run method=none once, or rerun with no_cache=true")
+        log.warning("kick-hf: %s", summary["fidelity_dropped"])
 
     def _kick_measure(self, windows, reference) -> dict[str, Any]:
         from kick_models.fidelity import compare
@@ -428,6 +476,7 @@ class KickHFLM(HFLM):
             "compression": self.kick_config.to_dict(),
             "calibration": self._kick_calibration,
             "result": self._kick_summary,
+            "numerics": self._kick_numerics,
         }
         if self._kick_ignored:
             info["kick"]["ignored"] = self._kick_ignored

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from kick_study import paired
 from kick_study.comparison import compare_view, fidelity_rows
+from kick_study.floor import floor_section
 from kick_study.paired import Tolerance
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
 from kick_study.runs import ReportError, load_runs
@@ -154,7 +155,8 @@ def _fidelity_section(model: str, runs, ppl_views, report: Path, plots: bool) ->
              "Mean KL(dense ‖ compressed) of the next-token distribution and the share of positions whose most "
              "likely next token is unchanged, measured by kick-hf on fixed bundled held-out text (dense top-k "
              "log-probabilities + one bucket for the rest of the vocabulary: a lower bound of the full KL). "
-             "Intervals resample the text's windows (and seeds).", "", table, ""]
+             "Intervals: Student t over the text's windows (df = windows − 1), each window first averaged over "
+             "seeds (docs/fidelity.md).", "", table, ""]
     if notes:
         lines += ["Not measured:", "", *[f"- {n}" for n in notes], ""]
     if plots:
@@ -220,6 +222,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
         fid_lines, fid_rows = _fidelity_section(model, runs, model_ppl, report, plots)
         lines += fid_lines
+        lines += floor_section(root, model, runs, comparisons, fid_rows)
         fid_all += fid_rows
         for view in model_ppl:
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)

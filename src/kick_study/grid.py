@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "address": None,
     "gpus_per_cell": None,
     "cpus_per_cell": None,
+    "noise_floor": False,
 }
 RAY_ONLY_KEYS = ("address", "gpus_per_cell", "cpus_per_cell")
 
@@ -71,6 +72,8 @@ class Cell:
     batch_size: Any = 1
     device: str | None = None
     seed: int | None = None  # calibration seed, for the methods that calibrate
+    threads: int | None = None  # torch threads for this cell (None: the sweep's own); set for noise-floor cells
+    floor: str | None = None  # "dense" / "recompressed" for the noise-floor cells (kick_study.floor)
 
     @property
     def cell_id(self) -> str:
@@ -78,6 +81,8 @@ class Cell:
         spec = f"{self.method}-{self.pattern.replace(':', 'of')}-{sparsity_label(self.sparsity)}-w{self.wbits}"
         if self.seed is not None:
             spec += f"-seed{self.seed}"
+        if self.floor is not None:
+            spec += "-floor"
         digest = hashlib.sha256(
             json.dumps([self.model_args, sorted(self.tasks), self.limit], sort_keys=True).encode()
         ).hexdigest()[:8]
@@ -185,7 +190,20 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
                 if cell.cell_id not in seen:
                     seen.add(cell.cell_id)
                     cells.append(cell)
+    if as_bool(settings.get("noise_floor"), key="noise_floor", lenient=True, default=False):
+        from kick_study.floor import floor_cells
+
+        cells += floor_cells(cells, sweep_threads(settings), settings.get("batch_size", 1))
     return cells
+
+
+def sweep_threads(settings: Mapping[str, Any]) -> int:
+    """The torch thread count the grid's cells run with: Ray's CPUs per cell, else this process's."""
+    if settings.get("launcher") == "ray":
+        return int(settings.get("cpus_per_cell") or 1)
+    import torch
+
+    return torch.get_num_threads()
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -309,6 +327,10 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     limit = settings.get("limit")
     if limit is not None and _number("limit", limit, "a count >= 1 or a fraction in (0, 1)") <= 0:
         raise SweepError(f"kick-sweep: invalid limit={limit!r}; accepted: a count >= 1 or a fraction in (0, 1)")
+    try:
+        as_bool(settings.get("noise_floor"), key="noise_floor", lenient=True, default=False)
+    except ArgsError:
+        raise SweepError(f"kick-sweep: invalid noise_floor={settings.get('noise_floor')!r}; accepted: true | false") from None
     for key in ("out", "device", "cache_dir", "include_path"):
         value = settings.get(key)
         if value is not None and not isinstance(value, (str, os.PathLike)):

@@ -64,6 +64,7 @@ class Run:
     date: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # calibration seed; None for settings that calibrate on nothing
+    floor: str | None = None  # "dense" / "recompressed": a noise-floor re-run (kick_study.floor), kept apart
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,14 +189,16 @@ def parse_run(path: Path) -> Run:
         path=path,
         date=date,
         extra={"achieved_sparsity": _nested(data, "config", "kick", "result", "achieved_sparsity"),
-               "fidelity": _nested(data, "config", "kick", "result", "fidelity")},
+               "fidelity": _nested(data, "config", "kick", "result", "fidelity"),
+               "numerics": _nested(data, "config", "kick", "numerics")},
         seed=int(seed) if seed is not None else None,
+        floor=_nested(data, "config", "kick", "numerics", "floor"),
     )
 
 
 def load_runs(results_dir: str | Path) -> list[Run]:
     """Every results file under ``results_dir`` (newest wins when a setting was run twice); a file
-    that cannot be read is skipped with one warning."""
+    that cannot be read is skipped with one warning. Noise-floor re-runs are left to :mod:`kick_study.floor`."""
     root = Path(results_dir).expanduser()
     if not root.is_dir():
         raise ReportError(
@@ -206,6 +209,8 @@ def load_runs(results_dir: str | Path) -> list[Run]:
             run = parse_run(path)
         except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
             log.warning("kick-report: skipping %s (%s)", path, err)
+            continue
+        if run.floor:
             continue
         key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
         if key not in runs or runs[key].date <= run.date:

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --launcher ray: CPUs each cell asks for, also its torch / OpenMP threads (default 1)")
     p.add_argument("--seeds", help="comma-separated calibration seeds, e.g. 0,1,2: one cell per seed for the methods "
                                   "that calibrate (the report shows mean ± sd and folds seed variance into intervals)")
+    p.add_argument("--noise_floor", choices=["true", "false"],
+                   help="also run dense and the cheapest calibrating cell again under another thread count and batch "
+                        "size (the second without the cache): the report shows what numerics alone change")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
@@ -82,7 +85,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         settings.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds", "launcher", *RAY_ONLY_KEYS):
+                "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
