@@ -66,7 +66,13 @@ def _measured(run: Run, source: Mapping[str, Any] | None) -> str:
 
 
 def _kl(runs: Sequence[Run]) -> str:
-    values = [f.get("kl_mean") for f in (r.extra.get("fidelity") for r in runs) if isinstance(f, Mapping)]
+    from kick_models.fidelity import KL_FORMAT  # lazily: kick_models.fidelity imports torch
+    from kick_study.comparison import STALE_KL
+
+    fids = [f for f in (r.extra.get("fidelity") for r in runs) if isinstance(f, Mapping)]
+    if any(f.get("kl_format") != KL_FORMAT for f in fids if f.get("kl_windows")):
+        return STALE_KL  # the same judgement as the fidelity table
+    values = [f.get("kl_mean") for f in fids]
     values = [float(v) for v in values if isinstance(v, (int, float))]
     if values:
         return f"{sum(values) / len(values):.4f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1 else "")

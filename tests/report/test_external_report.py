@@ -41,8 +41,11 @@ def _source(kind, label, library, version, bits, **measured):
 
 
 def _fid(kl):
-    return {"kl_mean": kl, "top1_agreement": 0.9, "kl_windows": [kl] * 4, "top1_windows": [0.9] * 4, "ppl_dense": 10.0,
-            "ppl_compressed": 11.0, "tokens": 1024, "top_k": 64, "seconds": 2.0}
+    from kick_models.fidelity import KL_FORMAT
+
+    return {"kl_format": KL_FORMAT, "kl_mean": kl, "top1_agreement": 0.9, "kl_windows": [kl] * 4,
+            "top1_windows": [0.9] * 4, "ppl_dense": 10.0, "ppl_compressed": 11.0, "tokens": 1024, "top_k": 64,
+            "seconds": 2.0}
 
 
 @pytest.fixture
@@ -218,3 +221,20 @@ def test_a_checkpoint_evaluated_without_parent_says_how_to_pair_it(tmp_path, res
     assert "No dense run of `/ckpts/q4` is here" in text and "--parent /ckpts/q4=DENSE" in text
     runs = apply_links(load_runs(root), parse_links(["/ckpts/q4=org/tiny"]))
     assert {(r.model, r.setting.label) for r in runs} == {("org/tiny", "dense"), ("org/tiny", "q4 · gguf 0.19")}
+
+
+def test_a_stale_kl_and_an_unquantized_checkpoint_are_said_so(tmp_path, results_writer):
+    """An older kick-hf's KL is not shown as a number; a checkpoint of 16-bit weights is not a failed compression."""
+    from kick_study.comparison import STALE_KL
+
+    root = tmp_path / "results"
+    base = {"model": "org/tiny"}
+    _write(results_writer, root / "dense", {"pretrained": "org/tiny"}, DENSE, kick={**base, "compression": {"method": "none"}})
+    old = {**_fid(0.2), "kl_format": 1}
+    src = {"kind": "checkpoint", "label": "fp16 copy", "library": None, "checkpoint": "/ckpts/fp16", "declared": {}}
+    _write(results_writer, root / "ckpt", {"pretrained": "/ckpts/fp16"}, CKPT,
+           kick={**base, "method": "checkpoint", "source": src, "result": {"fidelity": old}})
+    rows = {r.label: r for r in provenance_rows(load_runs(root), "org/tiny")}
+    assert rows["fp16 copy"].kl == STALE_KL
+    text = cli.build_report(root, tmp_path / "r.md", plots=False).read_text()
+    assert "Compression warnings" not in text and "| fp16 copy | 0% | 1 | 10 |" in text
