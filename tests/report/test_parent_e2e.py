@@ -37,6 +37,19 @@ def _stock_run(model_dir, out, env):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _paired_row(text: str, label: str) -> dict[str, str]:
+    """The paired-statistics row of ``label``, keyed by the start of each column's header."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| setting | sparsity | seeds | n |"))
+    names = [c.strip() for c in lines[head].split("|")[1:-1]]
+    keys = {"flips": next(n for n in names if n.startswith("flips")), "p": next(n for n in names if n.endswith(" p"))}
+    for line in lines[head + 2:]:
+        cells = dict(zip(names, (c.strip() for c in line.split("|")[1:-1])))
+        if cells.get("setting") == label:
+            return {**cells, "flips": cells[keys["flips"]], "p": cells[keys["p"]]}
+    raise AssertionError(f"no paired row for {label!r}")
+
+
 def test_a_stock_hf_run_of_a_checkpoint_pairs_with_dense_through_parent(tmp_path, tiny_llama_dir, subprocess_env):
     ckpt = tmp_path / "pruned-elsewhere"
     _prune_copy(tiny_llama_dir, ckpt)
@@ -51,14 +64,12 @@ def test_a_stock_hf_run_of_a_checkpoint_pairs_with_dense_through_parent(tmp_path
                      "--parent", f"{results / 'pruned'}={results / 'dense'}"]) == 0
     text = (tmp_path / "paired.md").read_text()
     assert f"## {ckpt}" not in text and f"## {tiny_llama_dir}" in text
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
-            if line.startswith("| pruned-elsewhere · lm_eval --model hf |")]
-    cells = next(r for r in rows if len(r) == 12)  # the paired-statistics row
-    assert cells[3] == str(LIMIT)  # n: the same 8 items on both sides
-    assert cells[6] in ("matches", "worse", "inconclusive")
-    right_to_wrong, wrong_to_right = (int(x) for x in cells[8].split(" / "))
-    assert 0 <= right_to_wrong + wrong_to_right <= LIMIT and cells[9] != "—"  # McNemar p on those flips
-    assert float(cells[11]) > 0  # choice KL from both runs' option log-likelihoods: the pruned model did move
+    row = _paired_row(text, "pruned-elsewhere · lm_eval --model hf")
+    assert row["n"] == str(LIMIT)  # the same 8 items on both sides
+    assert row["verdict"].split()[0] in ("matches", "worse", "inconclusive")
+    right_to_wrong, wrong_to_right = (int(x) for x in row["flips"].split(" / "))
+    assert 0 <= right_to_wrong + wrong_to_right <= LIMIT and row["p"] != "—"  # the paired test on those flips
+    assert float(row["choice KL"]) > 0  # from both runs' option log-likelihoods: the pruned model did move
     assert "no KL to dense" in text
 
 
