@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,6 +136,20 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
         settings["address"] = str(settings["address"]).strip() or None
 
 
+def use_all_cores() -> int:
+    """torch threads for in-process cells: ``$OMP_NUM_THREADS`` when the user set it, else every core
+    this process may run on (one thread per cell is the test suite's constraint, not a user's)."""
+    import torch
+
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = int(given) if given.isdigit() and int(given) > 0 else cores
+    torch.set_num_threads(threads)
+    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", threads,
+             "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
+    return threads
+
+
 def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -163,6 +178,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                                cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
                                runner=runner)
     elif runner is None and settings["runner"] == "inprocess":
+        use_all_cores()
         runner = inprocess_runner(settings.get("include_path"), manager)
     elif runner is None:
         runner = subprocess_runner(settings.get("include_path"))
