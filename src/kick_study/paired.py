@@ -15,7 +15,6 @@ report and the tests share one definition of each statistic:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -231,6 +230,3 @@ def seed_mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
     mean = float(arr.mean())
     return mean, (float(arr.std(ddof=1)) if arr.size > 1 else None)
 
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
