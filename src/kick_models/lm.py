@@ -143,6 +143,9 @@ class KickHFLM(HFLM):
     """
 
     def __init__(self, pretrained: Any = None, **kwargs: Any) -> None:
+        from kick_models.registration import follow_lm_eval_logging
+
+        follow_lm_eval_logging()
         with refusals_logged():
             hflm_args = self._kick_setup(pretrained, kwargs)
         super().__init__(pretrained=self._kick_pretrained, **hflm_args)
