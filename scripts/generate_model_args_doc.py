@@ -3,63 +3,55 @@
     python scripts/generate_model_args_doc.py          # rewrite
     python scripts/generate_model_args_doc.py --check  # exit 1 if the page is stale (used by the tests)
 
-Defaults of the compression settings come from ``CompressionConfig``; a method's rows come from its
-registry entry. kick-hf's own arguments get their meaning from ``OWN_ARGS`` below, and the run stops
-when an argument the code accepts has no row there (or a row names an argument the code does not accept).
+The compression settings come from ``kick_models.config.KICK_PARAMS`` and a method's rows from its registry
+entry. kick-hf's other arguments (``kick_models.lm.KICK_KEYS``) get their meaning from ``OWN_ARGS`` below, and
+the run stops when one of them has no row there (or a row names an argument the code does not accept).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "model_args.md"
 
-# kick-hf's own arguments: name -> (values, default when the config has none, meaning)
-OWN_ARGS: dict[str, tuple[str, str | None, str]] = {
-    "method": ("`none` or a registered method (below)", None,
-               "what to do to the weight matrices of the decoder blocks"),
-    "sparsity": ("number in [0, 1)", None, "fraction of weights set to zero (unstructured)"),
-    "pattern": ("`unstructured` or `N:M` (`2:4`, `4:8`, …)", "`unstructured`",
-                "N:M keeps N of every M consecutive input weights of each row; `sparsity` may be omitted or must equal "
-                "1 − N/M"),
-    "wbits": ("`2`, `3`, `4`, `8`, `16`", "`4` for a quantizer, else `16`",
-              "bit width; with a pruning method, prune then quantize with mask-aware GPTQ; 16 = none"),
-    "group_size": ("positive integer or `-1`", None, "quantization group (−1 = one grid per output channel)"),
-    "sym": ("`true`/`false`", None, "symmetric quantization grid"),
-    "act_order": ("`true`/`false`", None, "GPTQ visits columns by decreasing Hessian diagonal (static groups)"),
-    "damp": ("number in (0, 1]", None, "Hessian dampening, fraction of the mean diagonal"),
-    "blocksize": ("positive integer", None, "columns per lazy-update block (SparseGPT, GPTQ)"),
-    "calib": ("`c4`, `wikitext2`, `bundled`, or a `.txt`/`.jsonl` path", "the method's; `bundled` on the embedded model",
-              "calibration data"),
-    "nsamples": ("positive integer", None, "calibration windows"),
-    "seqlen": ("positive integer", None, "tokens per calibration window (capped at the model's context)"),
-    "seed": ("integer", None, "seed of the one RNG that draws calibration windows"),
-    "sparsity_profile": ("`uniform`, `owl`", None, "OWL: outlier-weighed per-block sparsity with the same mean"),
-    "owl_m": ("number > 0", None, "OWL outlier threshold M"),
-    "owl_lambda": ("number in [0, 1)", None, "OWL ratio spread λ"),
-    "propagate": ("`compressed`, `dense`", None, "which outputs feed the next block during calibration"),
-    "true_sequential": ("`true`/`false`", None,
-                        "inside a block, compress q/k/v, then o, then gate/up, then down, re-collecting statistics"),
-    "skip_experts": ("`true`/`false`", None, "leave routed mixture-of-experts experts dense (recorded in the results)"),
+# kick-hf's arguments that are not compression settings (kick_models.lm.KICK_KEYS): name -> (values, default, meaning)
+OWN_ARGS: dict[str, tuple[str, str, str]] = {
     "cache_dir": ("path", "`$KICK_CACHE_DIR` or `~/.cache/kick`", "compressed-model cache folder"),
-    "no_cache": ("`true`/`false`", "`false`", "compress afresh and store nothing"),
+    "no_cache": ("true or false", "`false`", "compress afresh and store nothing"),
     "cache_lock_timeout": ("seconds ≥ 0, or `-1`", "`$KICK_CACHE_LOCK_TIMEOUT`, else `-1` (no limit)",
                            "how long to wait for another process compressing the same model and settings"),
-    "keep_grids": ("`true`/`false`", "`false`", "keep GPTQ scales/zeros on the model for a packed export (no cache)"),
-    "fidelity": ("`true`/`false`", "`true`", "measure KL(dense ‖ compressed) and top-1 agreement on held-out text"),
+    "keep_grids": ("true or false", "`false`", "keep GPTQ scales/zeros on the model for a packed export (no cache)"),
+    "fidelity": ("true or false", "`true`", "measure KL(dense ‖ compressed) and top-1 agreement on held-out text"),
+    "floor": ("dense (with method=none) \\| recompressed", "unset",
+              "marks a noise-floor re-run (kick-sweep's `noise_floor` sets it); the report keeps such runs apart"),
+}
+# compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
+# or whose default depends on the method
+VALUES = {
+    "method": "`none`, a built-in method (below) or an installed plug-in's name",
+    "pattern": "`unstructured` or `N:M` (`2:4`, `4:8`, …); `sparsity` may be omitted or must equal 1 − N/M",
+    "calib": "`bundled`, `c4`, `wikitext2`, or a `.txt`/`.jsonl` path",
+    "group_size": "a positive integer, or `-1`",
+}
+DEFAULTS = {
+    "wbits": "`4` for a quantizer, else `16`",
+    "calib": "the method's (`c4` for pruning, `wikitext2` for GPTQ); `bundled` on the embedded model",
 }
 
 
-def _own_keys() -> list[str]:
-    from kick_models.config import compression_keys
+def _kick_params():
+    from kick_models.config import KICK_PARAMS
+
+    return KICK_PARAMS
+
+
+def _kick_keys() -> tuple[str, ...]:
     from kick_models.lm import KICK_KEYS
 
-    method_params = {p.name for m in _methods().values() for p in m.params}
-    return [k for k in (*compression_keys(), *KICK_KEYS) if k not in method_params]
+    return KICK_KEYS
 
 
 def _methods():
@@ -79,20 +71,11 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _default(name: str, given: str | None) -> str:
-    if given is not None:
-        return given
-    from kick_models.config import CompressionConfig
-
-    fields = {f.name: f.default for f in dataclasses.fields(CompressionConfig)}
-    return f"`{_shown(fields[name])}`"
-
-
 def render() -> str:
-    own = _own_keys()
-    missing, extra = sorted(set(own) - set(OWN_ARGS)), sorted(set(OWN_ARGS) - set(own))
+    keys = _kick_keys()
+    missing, extra = sorted(set(keys) - set(OWN_ARGS)), sorted(set(OWN_ARGS) - set(keys))
     if missing or extra:
-        raise SystemExit(f"OWN_ARGS is out of step with kick-hf: undocumented {missing}, not accepted {extra}")
+        raise SystemExit(f"OWN_ARGS is out of step with kick_models.lm.KICK_KEYS: undocumented {missing}, not accepted {extra}")
     lines = [
         "# Model arguments of `kick-hf`",
         "",
@@ -101,18 +84,24 @@ def render() -> str:
         "Every `hf` model argument (`pretrained`, `revision`, `dtype`, `device_map`, `parallelize`, `trust_remote_code`,",
         "`peft`, …) is accepted as with `--model hf`; kick's own arguments below are removed before the rest reach",
         "`HFLM`. An unknown argument, a bad value, or a method's argument given without that method is refused",
-        "before any weight loads: `kick-hf: invalid model_arg KEY=VALUE; accepted: …`. Without `pretrained`, the",
-        "embedded SmolLM2-135M-Instruct is used. Effective settings are written to the results JSON under",
-        "`config.kick`; arguments a configuration does not use are logged and listed under `config.kick.ignored`.",
+        "before any weight loads: `kick-hf: invalid model_arg KEY=VALUE; accepted: …` ([refusals.md](refusals.md)).",
+        "Without `pretrained`, the embedded SmolLM2-135M-Instruct is used. Effective settings are written to the",
+        "results JSON under `config.kick`; arguments a configuration does not use are logged and listed under",
+        "`config.kick.ignored`.",
         "",
-        "## kick's own arguments",
+        "## Compression settings",
         "",
         "| argument | values | default | meaning |",
         "|---|---|---|---|",
     ]
-    for name in own:
+    for p in _kick_params():
+        values = VALUES.get(p.name, p.accepted())
+        default = DEFAULTS.get(p.name, f"`{_shown(p.default)}`")
+        lines.append(f"| `{p.name}` | {_cell(values)} | {_cell(default)} | {_cell(p.help)} |")
+    lines += ["", "## Cache, fidelity and bookkeeping", "", "| argument | values | default | meaning |", "|---|---|---|---|"]
+    for name in keys:
         values, default, meaning = OWN_ARGS[name]
-        lines.append(f"| `{name}` | {_cell(values)} | {_cell(_default(name, default))} | {_cell(meaning)} |")
+        lines.append(f"| `{name}` | {values} | {default} | {meaning} |")
     lines += ["", "## Methods", "",
               "Each method is one registry entry (`kick_models.compression.methods`); plug-ins register the same way",
               "([plugins.md](plugins.md)) and their arguments are checked alike.", "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,6 +64,7 @@ class Run:
     date: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # calibration seed; None for settings that calibrate on nothing
+    floor: str | None = None  # "dense" / "recompressed": a noise-floor re-run (kick_study.floor), kept apart
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,6 +128,33 @@ def _nested(data: Any, *keys: str) -> Any:
     return data
 
 
+def _sparsity(comp: Mapping[str, Any], path: Path) -> float:
+    """The target sparsity, refused (the file is skipped with this reason) unless a number in [0, 1]."""
+    key = "target_sparsity" if "target_sparsity" in comp else "sparsity"
+    raw = comp.get(key, 0.0)
+    try:
+        value = float(raw or 0.0)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ReportError(f"kick-report: {path}: invalid {key} {raw!r}; accepted: a number in [0, 1]")
+    return value
+
+
+def _finite_metrics(results: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """Drop NaN / infinite metric values with one warning naming them: they would give meaningless verdicts."""
+    bad = []
+    for task, metrics in results.items():
+        for key, value in list(metrics.items()):
+            if isinstance(value, float) and not math.isfinite(value) and "_stderr," not in key:
+                bad.append(f"{task} {key}={value}")
+                del metrics[key]
+    if bad:
+        log.warning("kick-report: %s: refusing non-finite metric values %s; those cells show no score and no verdict",
+                    path, ", ".join(bad[:5]) + (" …" if len(bad) > 5 else ""))
+    return results
+
+
 def parse_run(path: Path) -> Run:
     """A :class:`Run` from one lm-eval results file (a :class:`ReportError` if it is not one)."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -137,11 +166,11 @@ def parse_run(path: Path) -> Run:
     method = str(comp.get("method", "none"))
     pattern = str(comp.get("pattern") or "unstructured")
     wbits = int(comp.get("wbits", 16))
-    sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
+    sparsity = _sparsity(comp, path)
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
     seed = comp.get("seed") if method != "none" and (calibrates(method) or wbits < 16) else None
-    results = _field(data, "results", path, dict)
+    results = _finite_metrics(_field(data, "results", path, dict), path)
     if not results:
         raise ReportError(f"kick-report: {path} holds no task results")
     for name, values in _field(data, "groups", path, dict).items():
@@ -160,14 +189,16 @@ def parse_run(path: Path) -> Run:
         path=path,
         date=date,
         extra={"achieved_sparsity": _nested(data, "config", "kick", "result", "achieved_sparsity"),
-               "fidelity": _nested(data, "config", "kick", "result", "fidelity")},
+               "fidelity": _nested(data, "config", "kick", "result", "fidelity"),
+               "numerics": _nested(data, "config", "kick", "numerics")},
         seed=int(seed) if seed is not None else None,
+        floor=_nested(data, "config", "kick", "numerics", "floor"),
     )
 
 
 def load_runs(results_dir: str | Path) -> list[Run]:
     """Every results file under ``results_dir`` (newest wins when a setting was run twice); a file
-    that cannot be read is skipped with one warning."""
+    that cannot be read is skipped with one warning. Noise-floor re-runs are left to :mod:`kick_study.floor`."""
     root = Path(results_dir).expanduser()
     if not root.is_dir():
         raise ReportError(
@@ -178,6 +209,8 @@ def load_runs(results_dir: str | Path) -> list[Run]:
             run = parse_run(path)
         except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
             log.warning("kick-report: skipping %s (%s)", path, err)
+            continue
+        if run.floor:
             continue
         key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
         if key not in runs or runs[key].date <= run.date:
