@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             from kick_study.ray_launcher import require_ray
 
             require_ray()  # before any task index, cell or compression
+        if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
+            use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)
@@ -197,7 +199,6 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                                cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
                                runner=runner)
     elif runner is None and settings["runner"] == "inprocess":
-        use_all_cores()
         runner = inprocess_runner(settings.get("include_path"), manager)
     elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
         include = settings.get("include_path")

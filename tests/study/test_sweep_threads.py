@@ -25,3 +25,17 @@ def test_omp_num_threads_wins(monkeypatch, restore_threads):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(2)
     assert use_all_cores() == 1 == torch.get_num_threads()
+
+
+def test_threads_are_set_before_the_grid_is_planned(monkeypatch, tmp_path):
+    """The noise-floor cells are planned with other threads than the grid's, so those must be known first."""
+    from kick_study import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "use_all_cores", lambda: calls.append("threads") or 2)
+    real_plan = sweep.plan_cells
+    monkeypatch.setattr(sweep, "plan_cells", lambda *a, **k: calls.append("plan") or real_plan(*a, **k))
+    code = sweep.main(["--models", "embedded", "--methods", "magnitude", "--sparsities", "0.5", "--tasks",
+                       "kick_ppl_heldout", "--runner", "inprocess", "--out", str(tmp_path / "out"), "--dry_run"])
+    assert code == 0
+    assert calls == ["threads", "plan"]
