@@ -52,6 +52,7 @@ def _switch(name: str, text: str) -> bool:
 
 
 def _http_url(name: str, text: str) -> str:
+    text = str(text)  # task metadata (the judge's) may hold a non-text value
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = f"{parts.scheme}://{parts.hostname or ''}…" if parts.scheme else text.split("@")[-1]
@@ -61,7 +62,7 @@ def _http_url(name: str, text: str) -> str:
 
 
 def _folder(name: str, text: str) -> str:
-    path = os.path.expanduser(text)
+    path = os.path.expanduser(str(text))
     if os.path.exists(path) and not os.path.isdir(path):
         raise _fail(name, text, "a folder (it is created when missing), not a file")
     return text

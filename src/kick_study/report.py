@@ -13,6 +13,7 @@ from typing import Sequence
 
 from kick_study import paired
 from kick_study.comparison import compare_view, fidelity_rows
+from kick_study.flags import left_out_note, split_flagged, warnings_section
 from kick_study.floor import floor_section
 from kick_study.paired import Tolerance
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
@@ -191,7 +192,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     compressed cell's generated answers against dense's.
     """
     root = Path(results_dir).expanduser()
-    runs = load_runs(root)
+    runs, flagged = split_flagged(load_runs(root))
     report = _report_path(root, out)
     if plots:
         _check_plots_dir(report)
@@ -206,13 +207,14 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     paired_s = time.perf_counter() - start
     n_pairs = sum(len(c.cells) for c in comparisons.values())
 
-    lines = ["# LLM-KICK report", "", f"{len(runs)} lm-eval runs from `{root}`.", "", *_method_note(tol, multiplicity, cluster)]
+    lines = ["# LLM-KICK report", "", f"{len(runs) + len(flagged)} lm-eval runs from `{root}`.", "",
+             *warnings_section(flagged, root), *_method_note(tol, multiplicity, cluster)]
     fid_all: list = []
     for model in sorted({v.model for v in views}):
         model_scores = [v for v in scores if v.model == model]
         model_ppl = [v for v in ppl if v.model == model]
         lines += [f"## {model}", "", "### Largest sparsity still matching dense", "",
-                  matching_table(model_scores + model_ppl, tol, comparisons), ""]
+                  matching_table(model_scores + model_ppl, tol, comparisons), "", *left_out_note(flagged, model)]
         pooled = pooled_table(comparisons, model)
         if pooled:
             lines += ["### One decision per cell across tasks", "",
