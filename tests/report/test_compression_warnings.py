@@ -68,7 +68,7 @@ def test_recorded_and_noop_runs_are_listed_and_kept_out_of_tables_and_verdicts(w
 
 def test_the_plots_never_draw_a_set_aside_run(warned_dir, monkeypatch):
     drawn = []
-    monkeypatch.setattr(cli, "plot_view", lambda view, *a, **k: drawn.append(view) or (a[0] / "x.png"))
+    monkeypatch.setattr(kick_report, "plot_view", lambda view, *a, **k: drawn.append(view) or (a[0] / "x.png"))
     kick_report.build_report(warned_dir)
     points = {(c.setting, s) for v in drawn for c in v.curves for s, _ in c.points}
     assert (Setting("wanda"), 0.5) in points
