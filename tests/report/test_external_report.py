@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kick_study import cli
+from kick_study import report as cli
 from kick_study.parents import NO_KL, ParentLink, apply_links, parse_links, read_mapping
 from kick_study.provenance import provenance_rows
 from kick_study.runs import ReportError, Setting, load_runs

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from kick_study import cli, paired
+from kick_study import paired
+from kick_study import report as cli
 
 TASK = "kick_mmlu_conceptual_physics"
 LIMIT = 8
