@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "kick.methods"
-KINDS = ("prune", "quantize")
+KINDS = ("prune", "quantize", "load-time")  # load-time: another library quantizes (kick_models.external)
 # statistics the one calibration loop can gather for a method, per Linear input
 STATISTICS = {
     "col_norms": "‖X_j‖₂ per input column (Wanda, RIA)",
@@ -145,6 +145,8 @@ class Method:
     check: Callable | None = None  # check(config) -> None or (key, value, accepted)
     default_calib: str = "c4"
     default_wbits: int = 4  # quantizers only: wbits when none is given
+    default_group_size: int | None = None  # group_size when none is given (None: kick's default)
+    load_time: Any = None  # kind 'load-time': its kick_models.external.loadtime.LoadTime
     source: str = "built-in"
 
     def __post_init__(self):
@@ -157,6 +159,8 @@ class Method:
             problems.append("kind 'prune' without a callable prune")
         if self.kind == "quantize" and not callable(self.quantize):
             problems.append("kind 'quantize' without a callable quantize")
+        if self.kind == "load-time" and self.load_time is None:
+            problems.append("kind 'load-time' without its load_time description")
         unknown = set(self.stats) - set(STATISTICS)
         if unknown:
             problems.append(f"stats {sorted(unknown)} (accepted: {' | '.join(STATISTICS)})")
@@ -190,9 +194,11 @@ class _Registry:
 
 
 def _builtins() -> list[Method]:
+    from kick_models.external.loadtime import LOAD_TIME_METHODS
+
     from .methods import BUILTIN_METHODS
 
-    return list(BUILTIN_METHODS)
+    return [*BUILTIN_METHODS, *LOAD_TIME_METHODS]
 
 
 def _load_plugin(ep) -> Method:
@@ -309,7 +315,7 @@ def label_of(method: str, wbits: int) -> str:
         kind = get_method(method).kind
     except KeyError:
         kind = "prune"
-    if kind == "quantize":
+    if kind != "prune":
         return f"{method} W{wbits}"
     return method
 
@@ -317,7 +323,7 @@ def label_of(method: str, wbits: int) -> str:
 def is_quantizer(name: str) -> bool:
     """True for a registered quantization-only method (no sparsity axis in the report)."""
     try:
-        return get_method(name).kind == "quantize"
+        return get_method(name).kind != "prune"
     except KeyError:
         return False
 
