@@ -114,8 +114,13 @@ def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, 
 
     used = relevant_config(config)
     described = f"method={config.method}" + (f" wbits={config.wbits}" if config.wbits < 16 else "")
+    reasons = _IGNORED_REASONS
+    if config.method_spec is not None and config.method_spec.kind == "load-time":
+        # another library quantizes: only the fields the method declares it uses reach it
+        reasons = ((tuple(k for keys, _ in _IGNORED_REASONS for k in keys), f"is {config.method_spec.load_time.library}'s "
+                    "quantizer, which does not take it"),)
     out = {}
-    for keys, reason in _IGNORED_REASONS:
+    for keys, reason in reasons:
         for key in keys:
             if key in given and given[key] is not None and key not in used:
                 out[key] = {"value": given[key], "reason": f"{described} {reason}"}

@@ -65,7 +65,10 @@ def test_every_builtin_is_listed_with_its_statistics_and_parameters():
             assert p.name in described and p.accepted()
     assert {p.name for p in methods["dsnot"].params} >= {"dsnot_init", "dsnot_cycles"}
     assert [p.choices for p in methods["dsnot"].params if p.name == "dsnot_init"] == [("wanda", "sparsegpt")]
-    assert {m.kind for m in methods.values()} == {"prune", "quantize"}
+    assert {m.kind for m in methods.values()} == {"prune", "quantize", "load-time"}
+    load_time = {name for name, m in methods.items() if m.kind == "load-time"}
+    assert load_time == {"bnb8", "bnb4", "torchao", "hqq", "quanto"}
+    assert all(methods[name].load_time is not None and not methods[name].stats for name in load_time)
 
 
 def test_unknown_method_lists_every_method_including_plugins(plugins):

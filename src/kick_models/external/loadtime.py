@@ -41,6 +41,7 @@ class LoadTime:
     at_load: Callable[[Any, Any], Any] | None = None
     after_load: Callable[[Any, Any, Any], None] | None = None
     symmetric: Callable[[Any], bool | None] = lambda config: None
+    divides: bool = True  # False: the library's blocks run over the flattened weight, any width works
 
     def installed(self) -> bool:
         try:
@@ -136,7 +137,7 @@ LOAD_TIME = {
         library="bitsandbytes", module="bitsandbytes", extra="bnb", at_load=_bnb4_config,
         fmt=lambda c: f"bitsandbytes-{c.params['quant_type']}",
         label=lambda c: f"bitsandbytes {c.params['quant_type'].upper()}" + (" dq" if c.params["bnb_double_quant"] else ""),
-        group=lambda c: BNB_BLOCKSIZE, symmetric=lambda c: True, devices=("cpu", "cuda", "xpu")),
+        group=lambda c: BNB_BLOCKSIZE, symmetric=lambda c: True, devices=("cpu", "cuda", "xpu"), divides=False),
     "torchao": LoadTime(
         library="torchao", module="torchao", extra="torchao", after_load=_torchao_apply,
         fmt=lambda c: "torchao-int8-weight-only" if c.wbits == 8 else f"torchao-intx-int{c.wbits}",
@@ -202,7 +203,7 @@ def missing_library(name: str, spec: LoadTime) -> str | None:
 def shape_refusal(name: str, config, in_features: Mapping[str, int]) -> str | None:
     """A group size that does not divide some quantized layer's input width, refused with what would."""
     group = LOAD_TIME[name].group(config)
-    if group is None or not in_features:
+    if group is None or not in_features or not LOAD_TIME[name].divides:
         return None
     width = math.gcd(*in_features.values())
     bad = {layer: n for layer, n in in_features.items() if n % group}
@@ -210,7 +211,7 @@ def shape_refusal(name: str, config, in_features: Mapping[str, int]) -> str | No
         return None
     layer, n = next(iter(bad.items()))
     fits = [g for g in range(8, width + 1) if width % g == 0]
-    key, value = ("group_size", config.group_size) if name not in ("bnb4",) else ("method", name)
+    key, value = "group_size", config.group_size
     return (f"kick-hf: invalid model_arg {key}={value!r}: groups of {group} do not divide the {n} input features of "
             f"{layer}; accepted for this model with method={name}: {', '.join(map(str, fits)) or 'none'}"
             + (" or -1 (per row)" if name == "torchao" else ""))
