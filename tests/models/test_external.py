@@ -238,3 +238,14 @@ def test_gguf_checkpoints_with_the_embedded_parent(smol_ggufs, smol_path):
         assert info["result"]["fidelity"]["kl_mean"] > 0
     assert runs["Q8_0"]["result"]["fidelity"]["kl_mean"] < runs["Q4_0"]["result"]["fidelity"]["kl_mean"]
     assert runs["Q4_0"]["result"]["fidelity"]["reference"]["cached"] is True  # the parent is measured once
+
+
+def test_kick_methods_and_dense_record_a_source_of_the_same_shape(tiny_model_dir):
+    pruned = kick_info(pretrained=str(tiny_model_dir), method="magnitude", sparsity=0.5, no_cache=True)
+    assert pruned["method"] == "magnitude"
+    assert pruned["source"]["kind"] == "kick" and pruned["source"]["label"] == "magnitude 0.5"
+    assert pruned["source"]["measured"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    dense = kick_info(pretrained=str(tiny_model_dir), no_cache=True)
+    assert dense["method"] == "none" and dense["source"]["label"] == "dense"
+    keys = {"kind", "label", "library", "version", "format", "checkpoint", "declared", "measured"}
+    assert set(pruned["source"]) == set(dense["source"]) == keys

@@ -163,8 +163,6 @@ def _check(name: str):
             return "wbits", config.wbits, f"{' | '.join(map(str, BITS[name]))} with method={name}"
         if name == "hqq" and config.group_size == -1:
             return "group_size", -1, "a positive group size dividing every layer's input width with method=hqq (e.g. 64)"
-        if name == "torchao" and config.wbits == 2 and config.group_size == -1:
-            return None
         return None
     return check
 
