@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from kick_models.compression.registry import Method, Param
+from kick_models.compression.method import Method, Param
 
 KIND = "load-time"
 
