@@ -209,7 +209,7 @@ def finish(plan: Plan, model, config: CompressionConfig, *, reference_of_loaded=
                  plan.source["label"], fidelity["kl_mean"], fidelity["top1_agreement"], fidelity["ppl_dense"],
                  fidelity["ppl_compressed"], fidelity["tokens"])
         summary["fidelity"] = fidelity
-    elif plan.kind == "checkpoint":
+    elif plan.kind == "checkpoint" and plan.parent is None:
         summary["fidelity"] = None
         summary["unpaired"] = "no parent= given: no dense model to pair with, so no KL"
     return summary
