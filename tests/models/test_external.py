@@ -249,3 +249,37 @@ def test_kick_methods_and_dense_record_a_source_of_the_same_shape(tiny_model_dir
     assert dense["method"] == "none" and dense["source"]["label"] == "dense"
     keys = {"kind", "label", "library", "version", "format", "checkpoint", "declared", "measured"}
     assert set(pruned["source"]) == set(dense["source"]) == keys
+
+
+GPTQ_CONFIG = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False,
+               "meta": {"quantizer": ["gptqmodel:7.6.0"]}}
+
+
+@pytest.mark.parametrize("qc,expected", [
+    (GPTQ_CONFIG, ("gptqmodel", "7.6.0", "gptq", {"bits": 4, "group_size": 128, "symmetric": True})),
+    ({"quant_method": "awq", "w_bit": 4, "q_group_size": 64, "zero_point": True},
+     ("awq", None, "awq", {"bits": 4, "group_size": 64, "symmetric": False})),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "fp4"},
+     ("bitsandbytes", None, "bitsandbytes-fp4", {"bits": 4, "group_size": 64, "symmetric": True})),
+    ({"quant_method": "compressed-tensors", "format": "pack-quantized", "version": "0.14.0",
+      "config_groups": {"g": {"weights": {"num_bits": 4, "group_size": 64, "symmetric": False}}}},
+     ("compressed-tensors", "0.14.0", "compressed-tensors:pack-quantized", {"bits": 4, "group_size": 64, "symmetric": False})),
+])
+def test_declared_settings_are_read_from_each_quantization_config(qc, expected):
+    from kick_models.external.checkpoint import declared_from_config
+
+    library, version, fmt, declared = declared_from_config(qc)
+    assert (library, version, fmt) == expected[:3]
+    assert {k: declared[k] for k in expected[3]} == expected[3]
+
+
+def test_gptq_checkpoint_without_its_loader_is_refused(tiny_config_dir, tmp_path, no_weight_loading, monkeypatch):
+    import shutil
+
+    folder = shutil.copytree(tiny_config_dir, tmp_path / "gptq")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": GPTQ_CONFIG}))
+    monkeypatch.setitem(sys.modules, "gptqmodel", None)
+    with pytest.raises(ConfigError) as err:
+        kick_lm(pretrained=str(folder), parent=str(tiny_config_dir))
+    assert "its quantization (gptq) needs gptqmodel" in str(err.value) and "pip install gptqmodel" in str(err.value)
