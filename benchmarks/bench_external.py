@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 SETTINGS = [  # bnb8 first: it loads the dense model separately for the reference, which the next run reads cached
     ("bnb8 (cold reference)", {"method": "bnb8"}),
@@ -27,6 +28,10 @@ SETTINGS = [  # bnb8 first: it loads the dense model separately for the referenc
     ("hqq 4 g64", {"method": "hqq", "wbits": 4, "group_size": 64}),
     ("quanto qint8", {"method": "quanto", "wbits": 8}),
     ("quanto qint4", {"method": "quanto", "wbits": 4}),
+    # pre-compressed checkpoints of the embedded model, written by the libraries' own writers (kick_testlib)
+    ("compressed-tensors W4 g64 sym", {"pretrained": "{ct}", "parent": "embedded"}),
+    ("GGUF Q8_0", {"pretrained": "{gguf}", "gguf_file": "smol-Q8_0.gguf", "parent": "embedded"}),
+    ("GGUF Q4_0", {"pretrained": "{gguf}", "gguf_file": "smol-Q4_0.gguf", "parent": "embedded"}),
 ]
 
 CHILD = """
@@ -44,6 +49,23 @@ print("RESULT " + json.dumps({"kl": fid.get("kl_mean"), "top1": fid.get("top1_ag
       "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def checkpoints(folder: Path, labels: list[str]) -> dict[str, str]:
+    """Write the checkpoints the chosen settings evaluate: {"ct": folder, "gguf": folder}."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from kick_models.embedded import embedded_gguf_path, embedded_model_path
+    from kick_testlib.ct_files import write_compressed_tensors
+    from kick_testlib.gguf_files import requantize_gguf
+
+    out = {"ct": str(folder / "ct"), "gguf": str(folder / "gguf")}
+    if any(label.startswith("compressed-tensors") for label in labels):
+        write_compressed_tensors(embedded_model_path(), folder / "ct", bits=4, group_size=64)
+    (folder / "gguf").mkdir()
+    for qtype in ("Q8_0", "Q4_0"):
+        if f"GGUF {qtype}" in labels:
+            requantize_gguf(embedded_gguf_path(), folder / "gguf" / f"smol-{qtype}.gguf", qtype)
+    return out
 
 
 def run(args: dict, cache: str) -> dict:
@@ -65,11 +87,11 @@ def main() -> None:
     print("| setting | library version | KL (nats/token) | top-1 agreement | perplexity | bits measured "
           "| reference (s, cached?) | wall (s) | CPU (s) | peak RSS (MiB) |")
     print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    chosen = [(label, setting) for label, setting in SETTINGS if not args.only or label in args.only]
     with tempfile.TemporaryDirectory(prefix="kick-bench-external-") as cache:
-        for label, setting in SETTINGS:
-            if args.only and label not in args.only:
-                continue
-            r = run(setting, cache)
+        paths = checkpoints(Path(cache), [label for label, _ in chosen])
+        for label, setting in chosen:
+            r = run({k: str(v).format(**paths) if isinstance(v, str) else v for k, v in setting.items()}, cache)
             ref = r.get("reference") or {}
             bits = (r.get("measured") or {}).get("bits_effective")
             print(f"| {label} | {r.get('version') or '—'} | {fmt(r['kl'], '.4g')} | {fmt(r['top1'], '.3f')} "
