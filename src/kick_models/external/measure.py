@@ -55,6 +55,9 @@ def summarize(matrices: Iterable[tuple[str, torch.Tensor, torch.Tensor | None]],
     note = []
     if code_bits:
         note.append("bits_effective from the stored integer codes per row")
+    elif isinstance(group, int) and group < 256:
+        note.append(f"a group of {group} weights shows at most {group} distinct values, so bits_effective here "
+                    f"cannot exceed {bits_for(group)} even for a wider grid")
     if symmetric and zeros:
         note.append(ZERO_NOTE)
     if note:
