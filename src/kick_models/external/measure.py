@@ -4,7 +4,7 @@ group, the bit width they need, and the zero fraction (which for symmetric integ
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -27,9 +27,11 @@ def bits_for(distinct: int) -> int:
     return max(1, math.ceil(math.log2(max(distinct, 1))))
 
 
-def summarize(matrices: Iterable[tuple[str, torch.Tensor, torch.Tensor | None]], group: int | None, *,
+def summarize(matrices: Iterable[tuple[str, torch.Tensor, torch.Tensor | None]], group: int | None | Callable, *,
               symmetric: bool | None, what: str) -> dict[str, Any]:
     """Measured figures over (name, dequantized weight, stored integer codes or None) triples.
+
+    ``group`` is the group size, or a function of the matrix name where the library picks it per layer.
 
     ``bits_effective`` counts stored codes per row where the format exposes them, else distinct
     dequantized values per group; ``zero_fraction`` is the share of dequantized weights equal to 0.
@@ -37,7 +39,7 @@ def summarize(matrices: Iterable[tuple[str, torch.Tensor, torch.Tensor | None]],
     names, distinct, zeros, total, code_bits = [], 0, 0, 0, 0
     for name, weight, codes in matrices:
         names.append(name)
-        distinct = max(distinct, distinct_per_group(weight.float(), group))
+        distinct = max(distinct, distinct_per_group(weight.float(), group(name) if callable(group) else group))
         zeros += int((weight == 0).sum())
         total += weight.numel()
         if codes is not None:
@@ -47,7 +49,7 @@ def summarize(matrices: Iterable[tuple[str, torch.Tensor, torch.Tensor | None]],
     out: dict[str, Any] = {
         "bits_effective": code_bits or bits_for(distinct),
         "distinct_per_group_max": distinct,
-        "group": group if group is not None else "per-row",
+        "group": "per layer" if callable(group) else group if group is not None else "per-row",
         "zero_fraction": zeros / total,
         "matrices": len(names),
         "measured_on": what,

@@ -194,7 +194,8 @@ def finish(plan: Plan, model, config: CompressionConfig, *, reference_of_loaded=
             spec.after_load(model, config, model.get_output_embeddings())
             summary["seconds"] = round(time.perf_counter() - start, 3)
         group = _group(spec, config, model, plan.layers)
-        plan.source["declared"]["group_size"] = group if group is not None else "per-row"
+        plan.source["declared"]["group_size"] = ({name: group(name) for name in plan.layers} if callable(group)
+                                                 else group if group is not None else "per-row")
         plan.source["measured"] = summarize(probe_weights(model, plan.layers), group, symmetric=spec.symmetric(config),
                                             what="effective weights (module output on the identity) of block 0")
         summary["cache"] = {"enabled": False, "reason": "load-time quantizers run at every load; their quantized "
@@ -222,10 +223,11 @@ class _Loaded:
     info: dict | None = None
 
 
-def _group(spec, config, model, layers) -> int | None:
-    """The group the library really used: quanto picks its own (stored on each module)."""
+def _group(spec, config, model, layers):
+    """The group the library really used: quanto picks its own per layer (stored on each module)."""
     if spec.library == "optimum-quanto" and layers:
-        return getattr(dict(model.named_modules())[layers[0]], "weight_group_size", None)
+        modules = dict(model.named_modules())
+        return lambda name: getattr(modules[name], "weight_group_size", None)
     return spec.group(config)
 
 
