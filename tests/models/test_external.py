@@ -132,7 +132,6 @@ def other_vocab_dir(tmp_path):
     ({"parent": "./no/such/parent"}, "parent='./no/such/parent': no such folder"),
     ({"parent": "{tiny}", "method": "magnitude", "sparsity": 0.5}, "never compressed again; accepted: method=none"),
     ({"method": "hqq", "group_size": 48}, "group_size=48: groups of 48 do not divide the 64 input features"),
-    ({"method": "bnb8", "device": "mps"}, "device='mps': bitsandbytes (bnb8) does not run there; accepted with"),
     ({"method": "bnb8", "wbits": 4}, "wbits=4; accepted: 8 with method=bnb8"),
     ({"method": "bnb4", "quant_type": "int4"}, "quant_type='int4'; accepted: nf4 | fp4"),
     ({"method": "hqq", "group_size": -1}, "group_size=-1; accepted: a positive group size"),
@@ -142,6 +141,14 @@ def test_bad_input_is_refused_before_loading(tiny_config_dir, no_weight_loading,
     with pytest.raises(ConfigError, match="kick-hf: invalid model_arg") as err:
         kick_lm(pretrained=str(tiny_config_dir), **args)
     assert expected in str(err.value)
+
+
+def test_a_device_the_library_does_not_run_on_is_refused():
+    from kick_models.external.loadtime import device_refusal
+
+    assert device_refusal("bnb8", "cpu") is None and device_refusal("quanto", "mps:0") is None
+    assert "device='mps': bitsandbytes (bnb8) does not run there; accepted with method=bnb8: cpu | cuda | xpu" \
+        in device_refusal("bnb8", "mps")
 
 
 def test_parent_with_another_vocabulary_is_refused(tiny_config_dir, other_vocab_dir, no_weight_loading):

@@ -91,7 +91,7 @@ def prepare_load_time(config: CompressionConfig, pretrained: str, hflm_args: dic
         raise ConfigError(f"kick-hf: invalid model_arg quantization_config with method={name}: the method builds its "
                           "own; accepted: one of them")
     model_config = _config(pretrained, hflm_args, "pretrained")
-    in_features = preflight.linear_in_features(model_config, hflm_args)
+    in_features = preflight.matrix_widths(model_config, hflm_args)
     refusal = loadtime.shape_refusal(name, config, in_features)
     if refusal:
         raise ConfigError(refusal)
