@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from kick_models.config import ConfigError
 from kick_models.external.measure import summarize
 
 log = logging.getLogger(__name__)
@@ -30,10 +29,6 @@ LOADERS = {
     "quanto": ("optimum-quanto", "optimum.quanto", "pip install 'kick[quanto]'"),
 }
 MEASURE_BLOCK = 0  # measured figures read the first decoder block: enough to see the grid, seconds not minutes
-
-
-def _fail(key: str, value: Any, why: str, accepted: str) -> ConfigError:
-    return ConfigError(f"kick-hf: invalid model_arg {key}={value!r}: {why}; accepted: {accepted}")
 
 
 def _version(dist: str) -> str | None:
@@ -172,7 +167,7 @@ def _ct_matrices(folder: Path, declared: Mapping[str, Any]):
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
     from safetensors import safe_open
 
-    bits, group = declared.get("bits"), declared.get("group_size")
+    bits = declared.get("bits")
     prefix = f".layers.{MEASURE_BLOCK}."
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
@@ -187,7 +182,6 @@ def _ct_matrices(folder: Path, declared: Mapping[str, Any]):
                 weight = (codes.float() - (zero.repeat_interleave(per, 1) if torch.is_tensor(zero) else zero)) \
                     * scale.repeat_interleave(per, 1)
                 yield base, weight, codes
-    del group
 
 
 _GGUF_CODES = {"Q4_0": (2, 4), "Q4_1": (4, 4), "Q8_0": (2, 8)}  # type -> (header bytes per block, bits per code)
