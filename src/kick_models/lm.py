@@ -301,7 +301,7 @@ class KickHFLM(HFLM):
             from kick_models.cache import ensure_writable
 
             ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
-        preflight.check_pretrained(pretrained)
+        preflight.check_pretrained(pretrained, hflm_args.get("gguf_file"))
         calib_source = preflight.check_calib_file_text(config)
         preflight.check_hub_calibration(config, embedded=pretrained is None)
         if pretrained is None:

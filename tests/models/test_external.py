@@ -290,3 +290,15 @@ def test_gptq_checkpoint_without_its_loader_is_refused(tiny_config_dir, tmp_path
     with pytest.raises(ConfigError) as err:
         kick_lm(pretrained=str(folder), parent=str(tiny_config_dir))
     assert "its quantization (gptq) needs gptqmodel" in str(err.value) and "pip install gptqmodel" in str(err.value)
+
+
+def test_a_gguf_folder_needs_no_config_json_but_its_gguf_file_must_exist(tmp_path):
+    from kick_models.preflight import check_pretrained
+
+    (tmp_path / "model-Q4_0.gguf").write_bytes(b"GGUF")
+    check_pretrained(str(tmp_path), "model-Q4_0.gguf")  # GGUF carries its own config
+    with pytest.raises(ConfigError) as err:
+        check_pretrained(str(tmp_path), "model-Q8_0.gguf")
+    assert "gguf_file='model-Q8_0.gguf': no such file" in str(err.value) and "model-Q4_0.gguf" in str(err.value)
+    with pytest.raises(ConfigError, match="no config.json"):
+        check_pretrained(str(tmp_path))
