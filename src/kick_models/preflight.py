@@ -149,6 +149,8 @@ def _from_pretrained_kwargs(hflm_args: Mapping[str, Any]) -> dict[str, Any]:
               "trust_remote_code": bool(hflm_args.get("trust_remote_code") or False)}
     if hflm_args.get("subfolder"):
         kwargs["subfolder"] = hflm_args["subfolder"]
+    if hflm_args.get("gguf_file"):  # HFLM reads the config (and tokenizer) from the GGUF file too
+        kwargs["gguf_file"] = hflm_args["gguf_file"]
     return kwargs
 
 
