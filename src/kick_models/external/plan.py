@@ -243,7 +243,7 @@ def kick_source(config: CompressionConfig, summary: Mapping[str, Any]) -> dict[s
     """``config.kick["source"]`` for kick's own methods (and the dense model), in the same shape as the others."""
     from importlib import metadata
 
-    from kick_models.compression.registry import label_of
+    from kick_models.compression.registry import is_quantizer
 
     try:
         version = metadata.version("kick")
@@ -252,7 +252,7 @@ def kick_source(config: CompressionConfig, summary: Mapping[str, Any]) -> dict[s
     if config.is_noop:
         return {"kind": "kick", "label": "dense", "library": None, "version": None, "format": None, "checkpoint": None,
                 "declared": {}, "measured": None}
-    label = label_of(config.method, config.wbits)
+    label = f"{config.method} W{config.wbits}" if is_quantizer(config.method) else config.method
     if config.prunes:
         label += f" {config.pattern_str if config.pattern else f'{config.target_sparsity:g}'}"
         if config.quantizes:
