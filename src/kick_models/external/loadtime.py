@@ -171,7 +171,7 @@ def _method(name: str, summary: str, params: tuple = (), default_wbits: int = 8,
             default_group_size: int | None = None) -> Method:
     return Method(name=name, kind=KIND, summary=summary, version="1", params=params, uses=uses,
                   default_wbits=default_wbits, default_group_size=default_group_size, check=_check(name),
-                  load_time=LOAD_TIME[name], source=f"built-in (needs {LOAD_TIME[name].library})")
+                  load_time=LOAD_TIME[name])
 
 
 LOAD_TIME_METHODS = (
