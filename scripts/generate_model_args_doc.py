@@ -27,6 +27,9 @@ OWN_ARGS: dict[str, tuple[str, str, str]] = {
     "fidelity": ("true or false", "`true`", "measure KL(dense ‖ compressed) and top-1 agreement on held-out text"),
     "floor": ("dense (with method=none) \\| recompressed", "unset",
               "marks a noise-floor re-run (kick-sweep's `noise_floor` sets it); the report keeps such runs apart"),
+    "parent": ("a dense model's folder or Hub id, or `embedded`", "unset",
+               "judge `pretrained` (a pre-compressed checkpoint, evaluated as it is) against this dense parent: KL, "
+               "and results recorded under the parent's name (docs/external-models.md)"),
 }
 # compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
 # or whose default depends on the method
@@ -37,7 +40,7 @@ VALUES = {
     "group_size": "a positive integer, or `-1`",
 }
 DEFAULTS = {
-    "wbits": "`4` for a quantizer, else `16`",
+    "wbits": "`4` for a quantizer (`8` for bnb8, torchao, quanto), else `16`",
     "calib": "the method's (`c4` for pruning, `wikitext2` for GPTQ); `bundled` on the embedded model",
 }
 

@@ -34,7 +34,9 @@ class _Registry:
 
 
 def _builtins() -> list[Method]:
-    return list(BUILTIN_METHODS)
+    from kick_models.external.loadtime import LOAD_TIME_METHODS  # other libraries' quantizers, as methods
+
+    return [*BUILTIN_METHODS, *LOAD_TIME_METHODS]
 
 
 def _load_plugin(ep) -> Method:
@@ -163,7 +165,7 @@ def required_stats(method: Method, quantizes: bool) -> frozenset:
 def is_quantizer(name: str) -> bool:
     """True for a registered quantization-only method (no sparsity axis in the report)."""
     try:
-        return get_method(name).kind == "quantize"
+        return get_method(name).kind != "prune"
     except KeyError:
         return False
 
