@@ -109,14 +109,34 @@ def test_the_table2_example_plans_its_cells(tmp_path, monkeypatch):
     s = {**grid.DEFAULTS, **data, "wikitext": "false"}
     from kick_models.config import method_choices
 
-    if "bnb8" not in method_choices():  # the load-time quantizer is not registered in this build: refused by name
-        with pytest.raises(grid.SweepError, match="invalid methods value 'bnb8'"):
-            grid.check_settings(s)
+    assert "bnb8" in method_choices()
+    if not _bitsandbytes():  # an optional extra: refused by name before any cell, then planned without it
+        with pytest.raises(grid.SweepError, match="'bnb8': it needs bitsandbytes, which is not installed"):
+            grid.plan_cells(s, grid.grid_tasks(s))
         s["methods"] = [m for m in s["methods"] if "bnb8" not in m]
     grid.check_settings(s)
     cells = grid.plan_cells(s, grid.grid_tasks(s))
     specs = [(c.method, c.wbits, c.label) for c in cells]
     assert specs[:4] == [("none", 16, None), ("gptq", 8, None), ("awq", 8, None), ("awq", 4, None)]
+    if _bitsandbytes():
+        assert specs[4] == ("bnb8", 8, None) and cells[4].model_args.startswith("method=bnb8")
     assert specs[-1] == ("checkpoint", 16, "gguf-q4_0")
     assert "gguf_file=SmolLM2-135M-Instruct.Q4_0.gguf" in cells[-1].model_args
     assert cells[0].tasks == ("kick_icrqa_mini_open", "kick_ppl_heldout")
+
+
+def _bitsandbytes() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("bitsandbytes") is not None
+
+
+def test_a_plainly_named_load_time_quantizer_is_one_cell_never_crossed():
+    s = settings(models=["embedded"], methods=["wanda", "bnb8"], sparsities=[0.3, 0.5], bits=[8, 4])
+    grid.check_settings(s)
+    if not _bitsandbytes():
+        with pytest.raises(grid.SweepError, match="needs bitsandbytes"):
+            grid.plan_cells(s, ["t"])
+        return
+    specs = [(c.method, c.sparsity, c.wbits) for c in grid.plan_cells(s, ["t"])]
+    assert specs == [("none", 0.0, 16), ("wanda", 0.3, 16), ("wanda", 0.5, 16), ("bnb8", 0.0, 8)]
