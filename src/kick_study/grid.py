@@ -572,6 +572,8 @@ def check_every_method_has_cells(settings: Mapping[str, Any], cells: Sequence[Ce
     """A method named in ``methods`` whose grid gives it no cell is an error, not a silently shorter sweep."""
     have = {c.method for c in cells}
     for method in as_list(settings.get("methods")):
+        if isinstance(method, Mapping):  # {name: {params}} is always its own cell
+            continue
         name = str(method).strip().lower()
         if name == "none" or name in have:
             continue

@@ -140,3 +140,13 @@ def test_a_plainly_named_load_time_quantizer_is_one_cell_never_crossed():
         return
     specs = [(c.method, c.sparsity, c.wbits) for c in grid.plan_cells(s, ["t"])]
     assert specs == [("none", 0.0, 16), ("wanda", 0.3, 16), ("wanda", 0.5, 16), ("bnb8", 0.0, 8)]
+
+
+def test_a_sweep_of_method_entries_and_a_checkpoint_plans_every_cell(ckpt, tmp_path, capsys):
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({"models": ["embedded"], "methods": [{"gptq": {"wbits": 8}}, {"awq": {"wbits": 4}}],
+                                      "tasks": ["t"], "external": [{"path": str(ckpt / "m.Q4_0.gguf"), "parent": "embedded"}]}))
+    assert sweep.main(["--config", str(config), "--out", str(tmp_path / "out"), "--wikitext", "false", "--dry_run"]) == 0
+    ids = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert [i.split("__")[1] for i in ids] == ["none-unstructured-s0.00-w16", "gptq-unstructured-s0.00-w8",
+                                              "awq-unstructured-s0.00-w4", "checkpoint-m.Q4-0.gguf"]
