@@ -20,7 +20,7 @@ from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, buil
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "continuous_batching")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -77,6 +77,10 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
+    if "continuous_batching" in kick:
+        from kick_models.generation import parse_mode
+
+        kick["continuous_batching"] = parse_mode(kick["continuous_batching"])
     if kick.get("keep_grids") and not config.quantizes:
         raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
                           "accepted with method=gptq or wbits in 2, 3, 4, 8")
@@ -303,6 +307,19 @@ class KickHFLM(HFLM):
                  "(%d held-out tokens, %.1fs)", fidelity["kl_mean"], fidelity["top1_agreement"],
                  fidelity["ppl_dense"], fidelity["ppl_compressed"], fidelity["tokens"], fidelity["seconds"])
         return fidelity
+
+    # ------------------------------------------------------------------ generation
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's answers, by continuous batching where it is on and reproduces them (kick_models.generation)."""
+        from kick_models import generation
+
+        if generation.wanted(self._kick_options.get("continuous_batching", "auto"), self.device):
+            answers = generation.generate_until(self, requests, disable_tqdm=disable_tqdm)
+            if answers is not None:
+                self._kick_summary["generation"] = "continuous batching"
+                return answers
+        self._kick_summary["generation"] = "lm-eval batches"
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:
