@@ -215,8 +215,8 @@ class KickHFLM(HFLM):
             return
         from kick_models.cache import compress_with_cache
         from kick_models.compression import compress_model
+        from kick_models.compression.blocks import find_decoder_blocks
         from kick_models.compression.calibration import calibration_ids
-        from kick_models.compression.loop import find_decoder_blocks
         from kick_models.compression.offload import is_offloaded
 
         start = time.perf_counter()
