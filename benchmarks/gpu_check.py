@@ -149,7 +149,7 @@ def two_forward_floor(model: nn.Module, ids: torch.Tensor, device: torch.device,
 def compress_timed(model: nn.Module, ids: torch.Tensor, args: dict, device: torch.device) -> dict[str, Any]:
     """One method through kick's loop, with per-block spans and forward time."""
     from kick_models.compression import compress_model
-    from kick_models.compression.loop import find_decoder_blocks
+    from kick_models.compression.blocks import find_decoder_blocks
     from kick_models.config import build_config
 
     config = build_config({**args, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
