@@ -70,3 +70,26 @@ def test_hub_sources_offline_name_bundled(name, char_tokenizer, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(CalibrationError, match="calib=bundled"):
         calibration_ids(char_tokenizer, cfg(calib=name), embedded_model=False, max_length=None)
+
+
+def test_the_bundled_corpus_is_tokenized_once_per_tokenizer_definition(monkeypatch):
+    """Two models with equal tokenizers (separate objects) share one tokenization of the 2 MB corpus; a
+    different tokenizer gets its own; the windows are those of a fresh tokenization."""
+    from kick_models.compression import calibration
+    from kick_testlib.tiny_models import byte_tokenizer
+
+    encoded = []
+    encode = calibration._encode
+    monkeypatch.setattr(calibration, "_encode", lambda tok, text: encoded.append(len(text)) or encode(tok, text))
+    monkeypatch.setattr(calibration, "_CORPUS_IDS", {}, raising=False)
+    config = cfg(nsamples=3, seqlen=16)
+    first, _ = calibration_ids(byte_tokenizer(), config, embedded_model=True, max_length=None)
+    second, _ = calibration_ids(byte_tokenizer(), config, embedded_model=True, max_length=None)
+    assert len(encoded) == 1 and torch.equal(first, second)
+    other = byte_tokenizer()
+    other.add_tokens(["the"])  # another definition: tokenized again
+    third, _ = calibration_ids(other, config, embedded_model=True, max_length=None)
+    assert len(encoded) == 2 and not torch.equal(third, first)
+    monkeypatch.setattr(calibration, "_CORPUS_IDS", {}, raising=False)
+    fresh, _ = calibration_ids(byte_tokenizer(), config, embedded_model=True, max_length=None)
+    assert torch.equal(fresh, first)
