@@ -30,12 +30,12 @@ def tiny_lm(tiny_model_dir):
 
 
 def test_answers_are_lm_evals_with_and_without_stop_sequences(tiny_lm):
-    free = {"until": [], "max_gen_toks": 24, "do_sample": False}
+    free = {"until": [], "max_gen_toks": 16, "do_sample": False}
     expected = HFLM.generate_until(tiny_lm, requests(free))
     assert generation.generate_until(tiny_lm, requests(free)) == expected
     # stop sequences taken from the free answers, so they do occur: the answers are cut there
     stops = [expected[0][5:7], expected[1][3]]
-    stopped = {"until": stops, "max_gen_toks": 24, "do_sample": False}
+    stopped = {"until": stops, "max_gen_toks": 16, "do_sample": False}
     expected_cut = HFLM.generate_until(tiny_lm, requests(stopped))
     assert len(expected_cut[0]) <= 5 and len(expected_cut[1]) <= 3
     mixed = requests(stopped) + requests({**free, "max_gen_toks": 7})  # two groups, answered in request order
@@ -49,12 +49,12 @@ def test_prompts_longer_than_the_context_are_left_truncated_like_lm_eval(tiny_lm
 
 
 def test_a_request_is_cancelled_once_its_stop_sequence_shows(tiny_lm):
-    prompts = [generation.encode(tiny_lm, c, 64) for c in CONTEXTS]
-    runs = generation.run_group(tiny_lm, prompts, generation.Group(list(range(len(prompts))), [], 64))
-    prompt, free = next((p, run) for p, run in zip(prompts, runs) if len(run) == 64)  # one that never hit EOS
+    prompts = [generation.encode(tiny_lm, c, 40) for c in CONTEXTS]
+    runs = generation.run_group(tiny_lm, prompts, generation.Group(list(range(len(prompts))), [], 40))
+    prompt, free = next((p, run) for p, run in zip(prompts, runs) if len(run) == 40)  # one that never hit EOS
     stop = tiny_lm.tokenizer.decode(free)[2:4]  # early in the free answer
-    cut = generation.run_group(tiny_lm, [prompt], generation.Group([0], [stop], 64))[0]
-    assert cut == free[:len(cut)] and len(cut) < 32  # stopped soon after the stop, not at max_gen_toks
+    cut = generation.run_group(tiny_lm, [prompt], generation.Group([0], [stop], 40))[0]
+    assert cut == free[:len(cut)] and len(cut) < 20  # stopped soon after the stop, not at max_gen_toks
 
 
 @pytest.mark.parametrize(("gen_kwargs", "reason"), [
