@@ -6,7 +6,8 @@ new request as soon as one finishes and never pads. The answers are meant to be 
 encoded and left-truncated by lm-eval's ``tok_batch_encode``, the model's generation config (EOS) is kept, at most
 ``max_gen_toks`` tokens are generated, and the text is cut at the first stop sequence by lm-eval's own
 ``postprocess_generated_text``. A request whose text already holds a stop sequence is cancelled, as lm-eval stops
-a row once its stop criterion fires. Anything this path cannot reproduce (sampling, extra generation kwargs,
+a row once its stop criterion fires; kick's ``FIRST_LINE`` marker ends a request where its first line closes,
+as kick-hf's own stop does in lm-eval's path. Anything this path cannot reproduce (sampling, extra generation kwargs,
 offloaded or multi-device models, mixed-precision autocast, seq2seq, thinking tokens, an attention
 implementation the scheduler cannot page) falls back to lm-eval's path with one info line.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kick_common.args import ArgsError, as_bool
+from kick_common.stops import FIRST_LINE, first_line_done
 from kick_models.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -137,21 +139,32 @@ def has_stop(tokenizer: Any, tokens: list[int], until: list[str], tail: int) -> 
     return any(stop and stop in text for stop in until)
 
 
+def first_line_length(tokenizer: Any, tokens: list[int], start: int) -> int | None:
+    """The fewest tokens (at least ``start``) whose text holds a complete first line, as kick-hf's
+    ``FIRST_LINE`` stop ends a sequence in lm-eval's path; None while the line is still open."""
+    for k in range(max(start, 1), len(tokens) + 1):
+        if first_line_done(tokenizer.decode(tokens[:k], skip_special_tokens=True)):
+            return k
+    return None
+
+
 def run_group(lm: Any, prompts: list[list[int]], group: Group) -> list[list[int]]:
     """Generate every prompt of one group; each request is cancelled once a stop sequence shows."""
     model, tokenizer = lm.model, lm.tokenizer
     config = copy.deepcopy(model.generation_config)  # its EOS and penalties, as lm-eval's model.generate uses them
     config.do_sample, config.max_new_tokens = False, group.max_gen_toks
     config.temperature = config.top_p = config.top_k = None
-    stops = [s for s in group.until if s]
+    first_line = FIRST_LINE in group.until
+    stops = [s for s in group.until if s and s != FIRST_LINE]
     tail = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in stops), default=0) + STOP_TAIL_EXTRA_TOKENS
     tokens: list[list[int] | None] = [None] * len(prompts)
+    checked = [0] * len(prompts)  # tokens already known not to close the first line
     with model.continuous_batching_context_manager(
         generation_config=config, continuous_batching_config=batching_config(model, prompts, group.max_gen_toks),
         block=True, warmup=model.device.type == "cuda",
     ) as manager:
         ids = {manager.add_request(input_ids=p, request_id=f"kick-{i}", max_new_tokens=group.max_gen_toks,
-                                   streaming=bool(stops)): i for i, p in enumerate(prompts)}
+                                   streaming=bool(stops) or first_line): i for i, p in enumerate(prompts)}
         pending = set(ids)
         while pending:
             out = manager.get_result(timeout=1)
@@ -163,11 +176,14 @@ def run_group(lm: Any, prompts: list[list[int]], group: Group) -> list[list[int]
                 continue  # a streamed step of a request already cancelled
             if out.error is not None:
                 raise RuntimeError(f"continuous batching request failed: {out.error}")
-            stopped = not out.is_finished() and has_stop(tokenizer, out.generated_tokens, stops, tail)
+            i, generated = ids[out.request_id], list(out.generated_tokens)
+            line = first_line_length(tokenizer, generated, checked[i] + 1) if first_line else None
+            checked[i] = len(generated)
+            stopped = line is not None or (not out.is_finished() and has_stop(tokenizer, generated, stops, tail))
             if out.is_finished() or stopped:
-                tokens[ids[out.request_id]] = list(out.generated_tokens)
+                tokens[i] = generated[:line] if line is not None else generated
                 pending.discard(out.request_id)
-                if stopped:
+                if not out.is_finished():
                     manager.cancel_request(out.request_id)
     return tokens  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
+from kick_common.stops import FIRST_LINE
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,9 @@ class KickHFLM(HFLM):
     """
 
     def __init__(self, pretrained: Any = EMBEDDED, **kwargs: Any) -> None:
+        from kick_models.registration import follow_lm_eval_logging
+
+        follow_lm_eval_logging()
         with refusals_logged():
             if pretrained is None:  # lm-eval turns the text "None" into None: never the embedded model by accident
                 raise ConfigError("kick-hf: invalid model_arg pretrained=None; accepted: a Hub id or a local model "
@@ -484,6 +488,27 @@ class KickHFLM(HFLM):
                 return answers
         self._kick_summary["generation"] = "lm-eval batches"
         return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """HFLM's generation; a task whose ``until`` names ``FIRST_LINE`` stops at its first line's end."""
+        if FIRST_LINE not in stop:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        from transformers import StoppingCriteriaList
+
+        from kick_models.stopping import FirstLineStop
+
+        first_line = FirstLineStop(self.tokenizer, context.shape[1])
+        generate = self.model.generate
+
+        def generate_to_first_line(*args, stopping_criteria, **kwargs):
+            return generate(*args, stopping_criteria=StoppingCriteriaList([*stopping_criteria, first_line]), **kwargs)
+
+        # HFLM builds its stop-string criteria inside; adding ours to that call keeps its sampling logic
+        self.model.generate = generate_to_first_line
+        try:
+            return super()._model_generate(context, max_length, [s for s in stop if s != FIRST_LINE], **generation_kwargs)
+        finally:
+            del self.model.generate
 
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:

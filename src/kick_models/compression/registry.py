@@ -7,7 +7,6 @@ Importing this module loads no torch and no plug-in; the registry is built on fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
@@ -129,10 +128,6 @@ def method_names() -> tuple[str, ...]:
     return tuple(_registry().methods)
 
 
-def builtin_names() -> frozenset:
-    return _registry().builtin
-
-
 def get_method(name: str) -> Method:
     """The method called ``name``; KeyError listing every registered one otherwise."""
     reg = _registry()
@@ -165,17 +160,6 @@ def required_stats(method: Method, quantizes: bool) -> frozenset:
     return frozenset(needed)
 
 
-def label_of(method: str, wbits: int) -> str:
-    """Short label for tables and plots: quantizers name their bit width, pruners their name."""
-    try:
-        kind = get_method(method).kind
-    except KeyError:
-        kind = "prune"
-    if kind == "quantize":
-        return f"{method} W{wbits}"
-    return method
-
-
 def is_quantizer(name: str) -> bool:
     """True for a registered quantization-only method (no sparsity axis in the report)."""
     try:
@@ -190,12 +174,3 @@ def calibrates(name: str) -> bool:
         return bool(get_method(name).stats)
     except KeyError:
         return False
-
-
-def param_table(methods: Mapping[str, Method] | None = None) -> list[tuple[str, str, str, str]]:
-    """(method, param, default, accepted) rows, for listings and the README."""
-    rows = []
-    for method in (methods or all_methods()).values():
-        for p in method.params:
-            rows.append((method.name, p.name, str(p.default), p.accepted()))
-    return rows
