@@ -9,6 +9,7 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
+from kick_common.stops import FIRST_LINE
 from kick_models import generation
 from kick_models.config import ConfigError
 from kick_models.lm import split_model_args
@@ -101,3 +102,12 @@ def test_auto_is_on_for_cuda_and_in_place_of_one_request_at_a_time_on_a_cpu():
     assert generation.wanted("auto", "cuda:0", 16) and generation.wanted("auto", "cpu", 1)
     assert not generation.wanted("auto", "cpu", 8) and not generation.wanted("auto", "cpu", "auto")
     assert generation.wanted("true", "cpu", 8) and not generation.wanted("false", "cuda", 1)
+
+
+def test_the_first_line_marker_ends_a_request_where_its_first_line_closes(tiny_lm):
+    tokenizer = tiny_lm.tokenizer
+    tokens = tokenizer("\n  ab\ncd\n", add_special_tokens=False)["input_ids"]  # byte tokens
+    assert generation.first_line_length(tokenizer, tokens, 1) == 6  # "\n  ab\n": the leading break is skipped
+    assert generation.first_line_length(tokenizer, tokens[:5], 1) is None
+    kwargs = {"until": [FIRST_LINE], "max_gen_toks": 16, "do_sample": False}
+    assert generation.generate_until(tiny_lm, requests(kwargs)) == HFLM.generate_until(tiny_lm, requests(kwargs))
