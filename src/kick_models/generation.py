@@ -53,12 +53,11 @@ def parse_mode(value: Any) -> str:
         raise ConfigError(f"kick-hf: invalid model_arg continuous_batching={value!r}; accepted: auto | true | false") from None
 
 
-def wanted(mode: str, device: Any, batch_size: Any = 1) -> bool:
-    """Whether to try continuous batching. ``auto``: on CUDA devices, and on a CPU in place of lm-eval's
-    one-request-at-a-time default (``batch_size=1``), where it was measured faster; on a CPU lm-eval's padded
-    batches of 8 were faster than it (docs/benchmarks/generation.md)."""
+def wanted(mode: str, device: Any) -> bool:
+    """Whether to try continuous batching. ``auto``: on CUDA devices only; on a CPU it was not reliably faster
+    than lm-eval's batches, one at a time or padded (docs/benchmarks/generation.md)."""
     if mode == "auto":
-        return str(device).startswith("cuda") or (str(device) == "cpu" and batch_size == 1)
+        return str(device).startswith("cuda")
     return mode == "true"
 
 

@@ -481,7 +481,7 @@ class KickHFLM(HFLM):
         """lm-eval's answers, by continuous batching where it is on and reproduces them (kick_models.generation)."""
         from kick_models import generation
 
-        if generation.wanted(self._kick_options.get("continuous_batching", "auto"), self.device, self.batch_size):
+        if generation.wanted(self._kick_options.get("continuous_batching", "auto"), self.device):
             answers = generation.generate_until(self, requests, disable_tqdm=disable_tqdm)
             if answers is not None:
                 self._kick_summary["generation"] = "continuous batching"
