@@ -27,6 +27,9 @@ OWN_ARGS: dict[str, tuple[str, str, str]] = {
     "fidelity": ("true or false", "`true`", "measure KL(dense ‖ compressed) and top-1 agreement on held-out text"),
     "floor": ("dense (with method=none) \\| recompressed", "unset",
               "marks a noise-floor re-run (kick-sweep's `noise_floor` sets it); the report keeps such runs apart"),
+    "continuous_batching": ("auto \\| true \\| false", "`auto` (on for CUDA devices)",
+                            "answer generation requests by continuous batching instead of lm-eval's padded batches "
+                            "(greedy, same answers; see gpu.md)"),
 }
 # compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
 # or whose default depends on the method
