@@ -30,6 +30,9 @@ OWN_ARGS: dict[str, tuple[str, str, str]] = {
     "parent": ("a dense model's folder or Hub id, or `embedded`", "unset",
                "judge `pretrained` (a pre-compressed checkpoint, evaluated as it is) against this dense parent: KL, "
                "and results recorded under the parent's name (docs/external-models.md)"),
+    "continuous_batching": ("auto \\| true \\| false", "`auto` (on for CUDA devices)",
+                            "answer generation requests by continuous batching instead of lm-eval's padded batches "
+                            "(greedy, same answers; see gpu.md)"),
 }
 # compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
 # or whose default depends on the method

@@ -20,7 +20,7 @@ from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, buil
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent", "continuous_batching")
 # ``floor``: marks a run that re-does another under other numerics to measure the noise floor
 # (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
 FLOOR_ROLES = ("dense", "recompressed")
@@ -84,6 +84,10 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
         kick["parent"] = str(kick["parent"]).strip()
     if "floor" in kick:
         kick["floor"] = _floor_role(kick["floor"], config)
+    if "continuous_batching" in kick:
+        from kick_models.generation import parse_mode
+
+        kick["continuous_batching"] = parse_mode(kick["continuous_batching"])
     if kick.get("keep_grids") and (not config.quantizes or config.method_spec.kind == "load-time"):
         raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
                           "grids, but this config does not quantize; accepted: false, or true with a quantizer "
@@ -528,6 +532,18 @@ class KickHFLM(HFLM):
         return fidelity
 
     # ------------------------------------------------------------------ generation
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """lm-eval's answers, by continuous batching where it is on and reproduces them (kick_models.generation)."""
+        from kick_models import generation
+
+        if generation.wanted(self._kick_options.get("continuous_batching", "auto"), self.device):
+            answers = generation.generate_until(self, requests, disable_tqdm=disable_tqdm)
+            if answers is not None:
+                self._kick_summary["generation"] = "continuous batching"
+                return answers
+        self._kick_summary["generation"] = "lm-eval batches"
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
         """HFLM's generation; a task whose ``until`` names ``FIRST_LINE`` stops at its first line's end."""
         if FIRST_LINE not in stop:

@@ -70,3 +70,44 @@ def test_hub_sources_offline_name_bundled(name, char_tokenizer, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(CalibrationError, match="calib=bundled"):
         calibration_ids(char_tokenizer, cfg(calib=name), embedded_model=False, max_length=None)
+
+
+
+def test_a_corpus_is_tokenized_once_per_tokenizer_definition(monkeypatch):
+    """Equal tokenizers (separate objects) share one tokenization of a corpus; another definition gets its own;
+    the remembered ids are a fresh tokenization's, and only the last two pairs are kept."""
+    from kick_models.compression import calibration
+    from kick_testlib.tiny_models import byte_tokenizer
+
+    reads = []
+    monkeypatch.setattr(calibration, "_CORPUS_IDS", {}, raising=False)
+    text = "\n\n".join(bundled_documents()[:3])
+
+    def corpus(tokenizer, name="bundled"):
+        return calibration.encode_corpus(tokenizer, name, lambda: reads.append(name) or text)
+
+    first, second = corpus(byte_tokenizer()), corpus(byte_tokenizer())
+    assert reads == ["bundled"] and torch.equal(first, second)
+    assert first.tolist() == byte_tokenizer()(text, add_special_tokens=False)["input_ids"]
+    other = byte_tokenizer()
+    other.add_tokens(["the"])  # another definition: tokenized again
+    assert corpus(other).numel() < first.numel() and reads == ["bundled"] * 2
+    corpus(other, "wikitext2")  # a third pair: the oldest is forgotten
+    corpus(byte_tokenizer())
+    assert reads == ["bundled", "bundled", "wikitext2", "bundled"]
+    import random
+
+    from_tensor = calibration.windows_from_text(first, 3, 16, random.Random(0))
+    assert torch.equal(from_tensor, calibration.windows_from_text(first.tolist(), 3, 16, random.Random(0)))
+
+
+def test_bundled_calibration_reuses_the_corpus_tokenization(monkeypatch):
+    from kick_models.compression import calibration
+    from kick_testlib.tiny_models import byte_tokenizer
+
+    config = cfg(nsamples=3, seqlen=16)
+    first, _ = calibration_ids(byte_tokenizer(), config, embedded_model=True, max_length=None)
+    encoded = []
+    monkeypatch.setattr(calibration, "_encode", lambda tok, text: encoded.append(text) or [])
+    second, _ = calibration_ids(byte_tokenizer(), config, embedded_model=True, max_length=None)
+    assert encoded == [] and torch.equal(first, second)

@@ -47,20 +47,27 @@ DRIVER = textwrap.dedent('''
         path.write_text(json.dumps({"results": {t: {"word_perplexity,none": 1.0} for t in cell.tasks}}))
         return path
 
-    if os.environ.get("KICK_TEST_RAY_CPUS"):
+    if os.environ.get("KICK_TEST_RAY_ADDRESS"):  # join the test module's running instance
+        import ray
+        ray.init(address=os.environ["KICK_TEST_RAY_ADDRESS"], runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+    elif os.environ.get("KICK_TEST_RAY_CPUS"):
         import ray
         ray.init(num_cpus=int(os.environ["KICK_TEST_RAY_CPUS"]), include_dashboard=False)
     sys.exit(sweep.main(sys.argv[3:], runner=sleepy))
 ''')
 
 
-def start_driver(tmp_path: Path, out: Path, sleep_s: float, cpus: int | None = 2) -> subprocess.Popen:
+def start_driver(tmp_path: Path, out: Path, sleep_s: float, cpus: int | None = 2, address: str | None = None) -> subprocess.Popen:
+    """The driver joins the Ray instance at ``address``, else starts one with ``cpus`` (None: the launcher starts it)."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("KICK_TEST_RAY_CPUS", None)
-    if cpus:
+    env.pop("KICK_TEST_RAY_ADDRESS", None)
+    if address:
+        env["KICK_TEST_RAY_ADDRESS"] = address
+    elif cpus:
         env["KICK_TEST_RAY_CPUS"] = str(cpus)
     return subprocess.Popen([sys.executable, str(script), str(tmp_path / "calls.txt"), str(sleep_s), *GRID_ARGS,
                              "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,7 +112,30 @@ def calls(tmp_path: Path) -> list[str]:
     return path.read_text().split() if path.is_file() else []
 
 
-def test_killed_worker_fails_its_cell_and_the_rerun_completes_only_it(tmp_path):
+@pytest.fixture(scope="module", autouse=True)
+def _stop_ray_after_the_module():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def local_ray() -> str:
+    """Address of this module's one local Ray instance (2 CPUs), started on first use and kept for the next
+    test: starting Ray is most of what these tests cost. Tests of how kick-sweep starts Ray do not use it."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture
+def no_local_ray() -> None:
+    """For a test of kick's own Ray start and stop in this process: no instance left by another test."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_killed_worker_fails_its_cell_and_the_rerun_completes_only_it(tmp_path, local_ray):
     out, killed = tmp_path / "out", []
 
     def kill_one(index):
@@ -115,7 +145,7 @@ def test_killed_worker_fails_its_cell_and_the_rerun_completes_only_it(tmp_path):
                 killed.append(worker.pid)
                 break
 
-    code, log, reads = watch(start_driver(tmp_path, out, sleep_s=4), out, kill_one)
+    code, log, reads = watch(start_driver(tmp_path, out, sleep_s=4, address=local_ray), out, kill_one)
     assert killed, log
     index = read_index(out)
     failed = [e for e in index["cells"].values() if e["status"] == "failed"]
@@ -127,13 +157,13 @@ def test_killed_worker_fails_its_cell_and_the_rerun_completes_only_it(tmp_path):
         assert entry["worker"]["threads"] == 1 and entry["worker"]["pid"] not in killed
 
     first_calls = calls(tmp_path)
-    code, log, _ = watch(start_driver(tmp_path, out, sleep_s=0), out, lambda index: None)
+    code, log, _ = watch(start_driver(tmp_path, out, sleep_s=0, address=local_ray), out, lambda index: None)
     assert code == 0, log
     assert calls(tmp_path)[len(first_calls):] == [failed[0]["cell_id"]]
     assert all(e["status"] == "ok" for e in read_index(out)["cells"].values())
 
 
-def test_ctrl_c_cancels_outstanding_cells_and_leaves_a_consistent_index(tmp_path):
+def test_ctrl_c_cancels_outstanding_cells_and_leaves_a_consistent_index(tmp_path, local_ray):
     out, sent = tmp_path / "out", []
     proc = start_driver(tmp_path, out, sleep_s=3, cpus=None)  # the driver starts (and stops) its own Ray
 
@@ -155,46 +185,42 @@ def test_ctrl_c_cancels_outstanding_cells_and_leaves_a_consistent_index(tmp_path
 
     done = {cid for cid, e in index["cells"].items() if e["status"] == "ok"}
     before = len(calls(tmp_path))
-    code, log, _ = watch(start_driver(tmp_path, out, sleep_s=0), out, lambda index: None)
+    code, log, _ = watch(start_driver(tmp_path, out, sleep_s=0, address=local_ray), out, lambda index: None)
     assert code == 0, log
     rerun = calls(tmp_path)[before:]
     assert set(rerun) == set(index["cells"]) - done and len(rerun) == len(set(rerun))
 
 
-def test_cache_lock_holds_across_ray_workers(tmp_path):
+def test_cache_lock_holds_across_ray_workers(tmp_path, local_ray):
     """Two workers ask for the same compressed model at the same moment: one compresses, one loads."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    try:
-        @ray.remote(num_cpus=1, max_retries=0)
-        def load(cache_dir: str, rendezvous: str, log_path: str):
-            import torch
-            from torch import nn
+    @ray.remote(num_cpus=1, max_retries=0)
+    def load(cache_dir: str, rendezvous: str, log_path: str):
+        import torch
+        from torch import nn
 
-            from kick_models.cache import load_or_compress
+        from kick_models.cache import load_or_compress
 
-            torch.manual_seed(0)
-            model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
 
-            def compress():
-                with open(log_path, "a") as log:
-                    log.write(f"{os.getpid()}\n")
-                time.sleep(2)  # long enough that the other worker reaches the lock meanwhile
-                with torch.no_grad():
-                    for layer in model:
-                        layer.weight[:, ::2] = 0
-                return {"achieved_sparsity": 0.5}
+        def compress():
+            with open(log_path, "a") as log:
+                log.write(f"{os.getpid()}\n")
+            time.sleep(2)  # long enough that the other worker reaches the lock meanwhile
+            with torch.no_grad():
+                for layer in model:
+                    layer.weight[:, ::2] = 0
+            return {"achieved_sparsity": 0.5}
 
-            Path(rendezvous, str(os.getpid())).touch()
-            while len(list(Path(rendezvous).iterdir())) < 2:  # both workers call at the same moment
-                time.sleep(0.01)
-            _, hit = load_or_compress(model, {"schema": 1, "test": "shared"}, compress, cache_dir=cache_dir)
-            return hit, os.getpid(), [layer.weight.detach().clone() for layer in model]
+        Path(rendezvous, str(os.getpid())).touch()
+        while len(list(Path(rendezvous).iterdir())) < 2:  # both workers call at the same moment
+            time.sleep(0.01)
+        _, hit = load_or_compress(model, {"schema": 1, "test": "shared"}, compress, cache_dir=cache_dir)
+        return hit, os.getpid(), [layer.weight.detach().clone() for layer in model]
 
-        (tmp_path / "meet").mkdir()
-        args = (str(tmp_path / "cache"), str(tmp_path / "meet"), str(tmp_path / "compress.log"))
-        results = ray.get([load.remote(*args), load.remote(*args)])
-    finally:
-        ray.shutdown()
+    (tmp_path / "meet").mkdir()
+    args = (str(tmp_path / "cache"), str(tmp_path / "meet"), str(tmp_path / "compress.log"))
+    results = ray.get([load.remote(*args), load.remote(*args)])
     assert sorted(hit for hit, _, _ in results) == [False, True]
     assert results[0][1] != results[1][1]  # two worker processes
     assert len((tmp_path / "compress.log").read_text().split()) == 1
@@ -218,7 +244,7 @@ def max_concurrency(entries) -> int:
 
 
 @pytest.mark.slow
-def test_four_cells_run_two_at_a_time_with_the_serial_runners_scores(tmp_path, monkeypatch):
+def test_four_cells_run_two_at_a_time_with_the_serial_runners_scores(tmp_path, monkeypatch, no_local_ray):
     from kick_models.registration import task_manager
     from kick_study import runners
 

@@ -125,12 +125,41 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
-def windows_from_text(ids: list[int], nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
+# (tokenizer fingerprint, corpus name) -> the corpus's token ids, for the last few pairs used in this process
+_CORPUS_IDS: dict[tuple[str, str], torch.Tensor] = {}
+_CORPUS_IDS_KEPT = 2
+
+
+def _tokenizer_fingerprint(tokenizer) -> str | None:
+    """Hash of a fast tokenizer's whole definition (vocabulary, merges, normalizer, added tokens), or None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{backend.to_str()}".encode()).hexdigest()
+
+
+def encode_corpus(tokenizer, name: str, read) -> torch.Tensor:
+    """Token ids of the named bundled/downloaded corpus ``read()``, remembered per tokenizer definition in this
+    process: in-process sweeps and the test suite calibrate many models with one tokenizer, and tokenizing
+    the corpus (about 2 MB of text) costs seconds each time, for windows of a few thousand tokens."""
+    fingerprint = _tokenizer_fingerprint(tokenizer)
+    key = (fingerprint, name)
+    if fingerprint is None or key not in _CORPUS_IDS:
+        ids = torch.tensor(_encode(tokenizer, read()), dtype=torch.long)
+        if fingerprint is None:
+            return ids
+        while len(_CORPUS_IDS) >= _CORPUS_IDS_KEPT:
+            del _CORPUS_IDS[next(iter(_CORPUS_IDS))]
+        _CORPUS_IDS[key] = ids
+    return _CORPUS_IDS[key]
+
+
+def windows_from_text(ids: list[int] | torch.Tensor, nsamples: int, seqlen: int, rng: random.Random) -> torch.Tensor:
     """WikiText way: ``nsamples`` random windows of ``seqlen`` tokens from one long token stream."""
     if len(ids) < seqlen:
         raise CalibrationError(
             f"seqlen={seqlen} is longer than the whole calibration text ({len(ids)} tokens); use a smaller seqlen")
-    ids_t = torch.tensor(ids, dtype=torch.long)
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
     starts = [rng.randint(0, len(ids) - seqlen) for _ in range(nsamples)]
     return torch.stack([ids_t[s : s + seqlen] for s in starts])
 
@@ -170,11 +199,12 @@ def calibration_ids(tokenizer, config, *, embedded_model: bool, max_length: int 
     seqlen = min(config.seqlen, max_length) if max_length else config.seqlen
     rng = random.Random(config.seed)
     if name == "bundled":
-        ids = windows_from_text(_encode(tokenizer, "\n\n".join(bundled_documents())), config.nsamples, seqlen, rng)
+        corpus = encode_corpus(tokenizer, name, lambda: "\n\n".join(bundled_documents()))
+        ids = windows_from_text(corpus, config.nsamples, seqlen, rng)
     elif name == "c4":
         ids = windows_from_documents(tokenizer, _c4_documents(), config.nsamples, seqlen, rng)
     elif name == "wikitext2":
-        ids = windows_from_text(_encode(tokenizer, _wikitext2_text()), config.nsamples, seqlen, rng)
+        ids = windows_from_text(encode_corpus(tokenizer, name, _wikitext2_text), config.nsamples, seqlen, rng)
     else:
         kind, source = read_calib_file(name)
         if kind == "docs":
