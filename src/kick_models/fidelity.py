@@ -205,7 +205,7 @@ def compare(model, reference: Reference, windows: torch.Tensor, batch_size: int 
 # A cache hit re-measures one window; it must give the stored value up to these tolerances (a run with
 # another thread count or batch composition moves fp32 logits in their last bits, a wrong model by far more).
 RECHECK_KL_RTOL = 1e-2
-RECHECK_KL_ATOL = 1e-4
+RECHECK_KL_ATOL = 1e-6
 RECHECK_TOP1_POSITIONS = 2
 
 
