@@ -37,7 +37,7 @@ def build(kind: str, hidden: int, inter: int, layers: int, experts: int, top_k: 
 
 def active_params(model) -> int:
     """Block parameters one token uses (all of them for dense; top-k experts for the MoE)."""
-    from kick_models.compression.loop import find_decoder_blocks
+    from kick_models.compression.blocks import find_decoder_blocks
 
     total = 0
     for block in find_decoder_blocks(model):

@@ -212,7 +212,7 @@ class KickHFLM(HFLM):
             if windows is not None:
                 self._kick_summary["fidelity"] = self._kick_measure(windows, reference)
             return
-        from kick_models.compression.loop import find_decoder_blocks
+        from kick_models.compression.blocks import find_decoder_blocks
         from kick_models.compression.offload import is_offloaded
 
         start = time.perf_counter()

@@ -13,12 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from kick_models.compression import compress_model
-from kick_models.compression.blocks import block_layout
-from kick_models.compression.loop import (
-    capture_block_inputs,
-    find_decoder_blocks,
-    run_layerwise,
-)
+from kick_models.compression.blocks import block_layout, find_decoder_blocks
+from kick_models.compression.capture import capture_block_inputs
+from kick_models.compression.loop import LoopOptions, run_layerwise
 from kick_models.config import build_config
 
 
@@ -171,7 +168,7 @@ def test_per_expert_statistics_match_routing_by_hand(arch):
                     got[(g.expert[1], g.expert[2])] = (g.stats.tokens, g.stats.hessian(), g.names)
         return False
 
-    run_layerwise(model, calib, record, norms=False, hessian=True, batch_size=2)
+    run_layerwise(model, calib, record, LoopOptions(norms=False, hessian=True, batch_size=2))
     assert sum(n for n, _, _ in expected.values()) == calib.numel() * 2  # top-2: two experts per token
     for e, (n, h_in, h_down) in expected.items():
         tokens, H, names = got[(e, "in")]
@@ -412,7 +409,7 @@ def test_loop_hidden_states_follow_the_real_forward(build):
     with torch.no_grad():
         model(calib, use_cache=False)
     handle.remove()
-    result = run_layerwise(model, calib, lambda *a: False, batch_size=2, keep_outputs=True)
+    result = run_layerwise(model, calib, lambda *a: False, LoopOptions(batch_size=2, keep_outputs=True))
     torch.testing.assert_close(torch.cat(result.outputs), outs[0], rtol=0, atol=1e-5)
 
 

@@ -44,7 +44,7 @@ def test_8_bit_is_within_one_percent_of_dense(setup):
 
 
 def test_4_bit_costs_a_bounded_amount(setup):
-    from kick_models.compression.loop import find_decoder_blocks
+    from kick_models.compression.blocks import find_decoder_blocks
 
     work, ppl = _gptq_perplexity(setup, 4)
     # every decoder Linear holds at most 16 distinct values per (row, 128-column group)

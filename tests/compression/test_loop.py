@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from kick_models.compression import compress_model
-from kick_models.compression.loop import find_decoder_blocks, run_layerwise
+from kick_models.compression.blocks import find_decoder_blocks
+from kick_models.compression.loop import LoopOptions, run_layerwise
 from kick_models.config import build_config
 
 
@@ -22,7 +23,7 @@ def test_identity_loop_reproduces_hidden_states(tiny_llama):
     with torch.no_grad():
         model(calib, use_cache=False)
     handle.remove()
-    result = run_layerwise(model, calib, lambda *a: False, norms=True, batch_size=4, keep_outputs=True)
+    result = run_layerwise(model, calib, lambda *a: False, LoopOptions(norms=True, batch_size=4, keep_outputs=True))
     torch.testing.assert_close(torch.cat(result.outputs), captured[0], rtol=0, atol=1e-6)
 
 
@@ -144,7 +145,7 @@ def test_generic_blocks_tuple_outputs_and_kwargs():
     calib = ids()
     with torch.no_grad():
         expected = model(calib)
-    result = run_layerwise(model, calib, lambda *a: False, batch_size=4, keep_outputs=True)
+    result = run_layerwise(model, calib, lambda *a: False, LoopOptions(batch_size=4, keep_outputs=True))
     torch.testing.assert_close(torch.cat(result.outputs), expected, rtol=0, atol=1e-6)
     head = model.head.weight.clone()
     summary = compress_model(model, build_config({"method": "wanda", "sparsity": 0.5}), calib)
@@ -193,7 +194,7 @@ def test_true_sequential_refits_later_groups_to_compressed_inputs(tiny_llama, tr
                 linears["self_attn.v_proj"].view().zero_()
         return True
 
-    run_layerwise(model, ids(), compress_block, norms=False, hessian=True, true_sequential=true_sequential)
+    run_layerwise(model, ids(), compress_block, LoopOptions(norms=False, hessian=True, true_sequential=true_sequential))
     block0 = [c for c in calls if c[0] == 0]
     assert [names for _, names, _ in block0] == [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
                                                  ["self_attn.o_proj"], ["mlp.gate_proj", "mlp.up_proj"],

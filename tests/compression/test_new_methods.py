@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from kick_models.compression import awq
+from kick_models.compression.blocks import block_linears
 from kick_models.compression.dsnot import prune_dsnot, refine_dsnot, row_losses
-from kick_models.compression.loop import LinearGroup, block_linears
+from kick_models.compression.gather import LinearGroup
 from kick_models.compression.masks import keep_mask
 from kick_models.compression.quant import quantize_rtn
 from kick_models.compression.registry import Job, get_method

@@ -2,6 +2,7 @@
 collisions, the cache key, and no method name spelled out anywhere else in the package."""
 
 import ast
+import dataclasses
 import sys
 import types
 from importlib import metadata
@@ -12,7 +13,7 @@ import pytest
 from kick_models import cache
 from kick_models.compression import registry
 from kick_models.compression.methods import BUILTIN_METHODS
-from kick_models.config import ConfigError, build_config
+from kick_models.config import CompressionConfig, ConfigError, build_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 BUILTIN = [m.name for m in BUILTIN_METHODS]
@@ -131,6 +132,11 @@ def test_plugin_whose_parameter_shadows_a_kick_key_is_refused(plugins):
     plugins({"rowmag": toy(params=(registry.Param("sparsity", float, 0.1),))})
     with pytest.raises(registry.MethodError, match=r"\['sparsity'\] that are kick's own model_args"):
         registry.all_methods()
+
+
+def test_reserved_params_are_exactly_kicks_own_model_args():
+    """The registry cannot import the config (the config reads the registry), so it lists the names; they must not drift."""
+    assert registry.RESERVED_PARAMS == {f.name for f in dataclasses.fields(CompressionConfig)}
 
 
 def test_plugin_registered_under_another_name_is_refused(plugins):

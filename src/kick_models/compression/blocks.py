@@ -1,6 +1,7 @@
 """The weight matrices of a decoder block, whatever their storage: ``nn.Linear``, GPT-2's
 ``Conv1D`` (stored [in, out]) and fused mixture-of-experts parameters (3-D, one matrix per
-expert), each exposed as a live [out, in] view, plus the accounting of what was compressed.
+expert), each exposed as a live [out, in] view, plus the accounting of what was compressed and
+the finder of a model's decoder blocks.
 
 A router (an MoE block's ``gate`` / ``router``) is a matrix too, but it is never compressed: its
 few rows decide which experts a token reaches, so pruning it changes the routing of every
@@ -174,8 +175,6 @@ def summarize(rows: dict[str, dict]) -> dict:
 def block_sparsity(model: nn.Module) -> float | None:
     """Zero fraction over every matrix of the decoder blocks, counted as ``compress_model``'s
     accounting counts it (routers and matrices left dense included); None without decoder blocks."""
-    from .loop import find_decoder_blocks
-
     try:
         blocks = find_decoder_blocks(model)
     except ValueError:
@@ -189,8 +188,6 @@ def block_sparsity(model: nn.Module) -> float | None:
 def matrix_param_names(model: nn.Module) -> list[str]:
     """State-dict keys of the decoder blocks' compressible parameters that are not nn.Linear
     weights (Conv1D weights, fused expert parameters), for the compressed-weight cache."""
-    from .loop import find_decoder_blocks
-
     try:
         blocks = find_decoder_blocks(model)
     except ValueError:
@@ -203,3 +200,82 @@ def matrix_param_names(model: nn.Module) -> list[str]:
             if m.kind != "linear" and key not in out:
                 out.append(key)
     return out
+
+
+_KNOWN_BLOCK_PATHS = (
+    "model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.blocks",
+    "model.language_model.layers", "language_model.model.layers", "model.text_model.layers",
+)
+_LAYER_ATTRS = ("layers", "h", "blocks")
+# Sub-module names of the parts of a multimodal model that are not its language model.
+_TOWER_WORDS = ("vision", "visual", "image", "audio", "speech", "vit", "siglip", "projector", "mm_")
+
+
+def _layer_list(module: nn.Module | None) -> nn.ModuleList | None:
+    for attr in _LAYER_ATTRS:
+        obj = getattr(module, attr, None)
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return obj
+    return None
+
+
+def _text_decoder(model: nn.Module) -> nn.Module | None:
+    """The language model as the model itself names it: ``get_decoder()`` (which resolves
+    ``language_model`` / ``text_model`` / ``decoder`` of multimodal wrappers), else None."""
+    get = getattr(model, "get_decoder", None)
+    if not callable(get):
+        return None
+    try:
+        decoder = get()
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return None
+    return decoder if isinstance(decoder, nn.Module) else None
+
+
+def _is_multimodal(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return any(getattr(config, k, None) is not None for k in ("vision_config", "audio_config", "speech_config"))
+
+
+def find_decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of the model's *language model*, found through its own structure
+    (``get_decoder()``, then the usual attribute paths); only for models that expose neither,
+    the longest ``nn.ModuleList`` of Linear-holding blocks outside any vision/audio tower.
+    Multimodal models whose text decoder cannot be named are refused, never guessed."""
+    for owner in (_text_decoder(model), model):
+        found = _layer_list(owner)
+        if found is not None:
+            return found
+    for path in _KNOWN_BLOCK_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return obj
+    if _is_multimodal(model):
+        raise ValueError(
+            f"no text decoder found in {type(model).__name__}: get_decoder() and the paths "
+            f"{', '.join(_KNOWN_BLOCK_PATHS)} give no decoder layers, and kick does not guess among the "
+            "module lists of a multimodal model (vision/audio towers are never compressed)"
+        )
+    candidates = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList)
+        and len(m) > 0
+        and not any(word in name.lower() for word in _TOWER_WORDS)
+        and "experts" not in name.split(".")  # an MoE block's expert list is not the decoder
+        and all(block_layout(block).matrices for block in m)
+    ]
+    if not candidates:
+        raise ValueError(
+            f"no decoder blocks found in {type(model).__name__}: expected model.model.layers "
+            "or an nn.ModuleList of blocks that contain nn.Linear layers"
+        )
+    return max(candidates, key=len)
+
+
+def block_linears(block: nn.Module) -> dict[str, BlockMatrix]:
+    """The compressible matrices of one block (Linear, Conv1D, each expert's projections), by
+    name inside the block (registration order)."""
+    return block_layout(block).matrices

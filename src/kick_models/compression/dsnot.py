@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from .linalg import inverse_cholesky_upper
-from .magnitude import PruneResult
 from .masks import keep_mask
+from .method import PruneResult
 
 INITS = ("wanda", "sparsegpt")
 

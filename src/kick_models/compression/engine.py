@@ -12,9 +12,10 @@ import time
 import torch
 from torch import nn
 
-from .blocks import BlockLayout, BlockMatrix, block_layout, summarize, tally
-from .loop import LinearGroup, find_decoder_blocks, run_layerwise
-from .magnitude import PruneResult
+from .blocks import BlockLayout, BlockMatrix, block_layout, find_decoder_blocks, summarize, tally
+from .gather import LinearGroup
+from .loop import LoopOptions, run_layerwise
+from .method import PruneResult
 from .offload import onloaded
 from .owl import outlier_ratio, owl_sparsities
 from .quant import QuantGrid
@@ -138,12 +139,9 @@ def compress_model(model: nn.Module, config, calib_ids: torch.Tensor | None, dev
         return True
 
     if config.needs_calibration:
-        run_layerwise(
-            model, calib_ids, compress_block,
-            norms=bool(needed - {"hessian"}), hessian="hessian" in needed,
-            propagate=config.propagate, true_sequential=config.true_sequential, device=device,
-            desc=f"kick {config.method}",
-        )
+        options = LoopOptions(norms=bool(needed - {"hessian"}), hessian="hessian" in needed, propagate=config.propagate,
+                              true_sequential=config.true_sequential, device=device, desc=f"kick {config.method}")
+        run_layerwise(model, calib_ids, compress_block, options)
     else:  # a method that reads no data: each matrix alone, block by block
         for index, block in enumerate(blocks):
             with onloaded(block, device):
@@ -230,5 +228,5 @@ def _owl_ratios(model, blocks, config, calib_ids, device) -> list[float]:
         ratios.append(outlier_ratio(scores, config.owl_m))
         return False
 
-    run_layerwise(model, calib_ids, measure, norms=True, propagate="dense", device=device, desc="kick owl")
+    run_layerwise(model, calib_ids, measure, LoopOptions(norms=True, propagate="dense", device=device, desc="kick owl"))
     return ratios

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .masks import keep_mask
-
-
-@dataclass
-class PruneResult:
-    """New weight (input's dtype/shape), its keep-mask (True = kept) and the method's own error
-    estimate: magnitude Σ w², Wanda Σ (w·‖X_j‖)², SparseGPT the OBS loss Σ w²/[H⁻¹]_jj."""
-
-    weight: torch.Tensor
-    mask: torch.Tensor
-    loss: float
-
-
-def apply_mask(W: torch.Tensor, keep: torch.Tensor, score: torch.Tensor) -> PruneResult:
-    """Zero the pruned entries of a copy of W; loss is the summed score of what was pruned."""
-    loss = score.masked_fill(keep, 0).sum().item()
-    return PruneResult(W.masked_fill(~keep, 0), keep, loss)
+from .method import PruneResult, apply_mask  # noqa: F401 -- plug-ins import PruneResult and apply_mask from here
 
 
 def prune_magnitude(

@@ -3,7 +3,7 @@ function to the statistics it needs, its parameters and its version."""
 
 from __future__ import annotations
 
-from .registry import Job, Method, Param
+from .method import Job, Method, Param
 
 COMPOSING_QUANTIZER = "gptq"  # what a pruning method's wbits < 16 runs after pruning
 SWEEP_DEFAULT_METHODS = ("magnitude", "wanda", "sparsegpt")  # LLM-KICK's pruners: kick-sweep's default grid
@@ -27,7 +27,7 @@ def _wanda(weights, stats, job: Job):
 def _sparsegpt(weights, stats, job: Job):
     import torch
 
-    from .magnitude import PruneResult
+    from .method import PruneResult
     from .sparsegpt import prune_sparsegpt
 
     rows = [w.shape[0] for w in weights]  # one sweep for the group, each matrix its own tiles

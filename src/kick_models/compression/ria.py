@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .magnitude import PruneResult, apply_mask
 from .masks import keep_mask, nm_mask
+from .method import PruneResult, apply_mask
 
 
 def ria_score(W: torch.Tensor, col_norms: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:

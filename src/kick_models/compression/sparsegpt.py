@@ -8,8 +8,8 @@ from typing import Sequence
 import torch
 
 from .linalg import dead_columns, inverse_cholesky_upper
-from .magnitude import PruneResult
 from .masks import keep_mask
+from .method import PruneResult
 
 
 def prune_sparsegpt(

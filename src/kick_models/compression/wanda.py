@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .magnitude import PruneResult, apply_mask
 from .masks import keep_mask
+from .method import PruneResult, apply_mask
 
 
 def prune_wanda(
