@@ -217,3 +217,21 @@ def test_a_truncated_converted_embedded_model_is_converted_again(tmp_path, monke
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(path))  # complete again
+
+
+# --------------------------------------------------------------------------- the audit's case, end to end
+def test_an_awq_hit_on_the_embedded_model_is_the_fresh_model(smol_path, tmp_path):
+    """AWQ folds its scales into the norms: a hit must restore them with the quantized matrices."""
+    args = {"method": "awq", "wbits": 4, "group_size": 64, "calib": "bundled", "nsamples": 4, "seqlen": 128,
+            "max_length": 512}
+    fresh = _lm(smol_path, tmp_path, **args)
+    hit = _lm(smol_path, tmp_path, **args)
+    fresh_result, hit_result = _result(fresh), _result(hit)
+    assert fresh_result["cache"]["hit"] is False and hit_result["cache"]["hit"] is True
+    changed = json.loads((Path(hit_result["cache"]["path"]) / cache.MANIFEST_FILE).read_text())["tensors"]
+    assert any("norm" in name for name in changed)  # the folded scales are stored
+    assert torch.equal(_logits(hit), _logits(fresh))
+    verified = hit_result["fidelity"]["verified"]
+    assert verified["kl"] == pytest.approx(fresh_result["fidelity"]["kl_windows"][0], rel=1e-6)
+    ppl = fresh_result["fidelity"]["ppl_compressed"]
+    assert hit_result["fidelity"]["ppl_compressed"] == ppl < 2 * fresh_result["fidelity"]["ppl_dense"]
