@@ -588,7 +588,8 @@ class Slot:
         self._stack = contextlib.ExitStack()
         self._locked = False
         self._lock_error: str | None = None
-        self._before: dict[str, str] | None = None
+        self._missed = False
+        self._before: dict[str, str] | None = None  # the dense state's digests, taken on a miss that can store
         self._dense: dict[str, torch.Tensor] = {}  # what a hit replaced, until the caller accepts it
         self._reported: set[str] = set()
         self._start = time.perf_counter()
@@ -650,7 +651,7 @@ class Slot:
         summary = dict(summary)
         if self.root is None:
             return summary
-        if self._before is None:
+        if not self._missed:
             raise RuntimeError("store() follows a miss (load() returned None)")
         error = self._lock_error
         if error is None:
@@ -717,6 +718,9 @@ class Slot:
             self._lock_error = f"{type(err).__name__}: {err.strerror or err}"
 
     def _miss(self) -> None:
+        self._missed = True
+        if self._lock_error is not None:  # nothing will be stored: no snapshot to take
+            return
         if self._locked:
             _clean_stale_temps(self.root, self.key)
         self._before = state_digests(self.model)
