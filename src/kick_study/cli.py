@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from kick_study.tables import (
     markdown_table,
     matching_table,
     paired_table,
+    pooled_table,
 )
 
 log = logging.getLogger(__name__)
@@ -78,23 +80,31 @@ def _cell_seconds(cells: list[dict]) -> list[float]:
     return seconds
 
 
-def _method_note(tol: Tolerance) -> list[str]:
+def _method_note(tol: Tolerance, multiplicity: str, cluster: bool) -> list[str]:
+    adjust = {"none": "Verdicts are per cell: across many cells some will be wrong by chance (2.5% each); "
+                      "--multiplicity holm (or bh) adjusts them across the report.",
+              "holm": "Verdicts are adjusted across every cell of the report (Holm), shown as \"adjusted: …\".",
+              "bh": "Verdicts are adjusted across every cell of the report (Holm for *matches*, Benjamini–Hochberg "
+                    "for *worse*), shown as \"adjusted: …\"."}[multiplicity]
     return [
-        f"A compressed model *matches* dense when it loses no more than {tol.describe()} (LLM-KICK's ε₀ by default; "
-        "relative only for perplexity). With per-item samples the decision is made on the 95% interval of the "
-        "paired difference compressed − dense: **matches** — the whole interval lies no further below dense than "
-        "the tolerance (an interval wholly above dense + tolerance is also *matches*, marked *better*); "
-        "**worse** — the whole interval lies beyond it; **inconclusive** — it straddles the tolerance's edge, so "
-        "these items cannot tell.",
+        f"A compressed model *matches* dense when it loses no more than {tol.describe()} (LLM-KICK's ε₀ by default). "
+        "With per-item samples each cell is a one-sided 97.5% non-inferiority test on the 95% interval of the paired "
+        "difference compressed − dense: **matches** — its lower end (upper for lower-is-better metrics) lies within "
+        "the tolerance (wholly above dense + tolerance: marked *better*); **worse** — the whole interval lies beyond "
+        f"it; **inconclusive** — it straddles the edge; **too few items** — fewer than {paired.MIN_ITEMS} paired items "
+        "or no estimable spread. \"loses at most\" is the achieved margin (apply your own ε); \"items to decide\" "
+        "is how many items the observed spread would need. " + adjust,
         "",
-        f"Intervals: percentile bootstrap, {paired.RESAMPLES} resamples, seed {paired.BOOTSTRAP_SEED}; documents "
-        "are resampled with replacement and a document's dense and compressed scores move together. With several "
-        "calibration seeds the bootstrap first resamples seeds, then documents, so seed-to-seed variance widens "
-        "the interval. Retention = share of dense-correct items still correct; flips count items that changed "
-        "between right and wrong (summed over seeds); McNemar p is the exact two-sided binomial test on those "
-        "flips; agreement = same answer as dense (multiple choice: same highest-likelihood option; generation: "
-        "same normalised first line); choice KL = mean KL(dense ‖ compressed) between the softmaxes of the "
-        "options' log-likelihoods.",
+        "Intervals: 0/1 metrics the more cautious end of Tango's and Bonett–Price's paired intervals; retention, "
+        "accuracy on dense-wrong items and dense's own "
+        f"accuracy Clopper–Pearson; continuous metrics BCa bootstrap ({paired.RESAMPLES} resamples, seed "
+        f"{paired.BOOTSTRAP_SEED}; a t interval below {paired.T_BELOW} items); perplexity paired by document, the "
+        "ratio of sums bootstrapped. Calibration seeds are replicates: each item's outcome is averaged over the "
+        "seeds first; flips are per seed (mean ± sd); paired p is the exact sign-flip test on those averages "
+        "(= McNemar's exact p for one seed). Accuracy on dense-wrong items is retention's chance baseline; "
+        "Cohen's κ is agreement beyond chance. "
+        + ("Groups: leaf tasks are clusters (t interval over leaves). " if cluster else "")
+        + "See docs/statistics.md.",
         "",
     ]
 
@@ -102,16 +112,22 @@ def _method_note(tol: Tolerance) -> list[str]:
 def _notes(notes: list[str]) -> list[str]:
     if not notes:
         return []
-    return ["Empty paired columns:", "", *[f"- {n}" for n in notes], ""]
+    return ["Notes:", "", *[f"- {n}" for n in notes], ""]
 
 
 def _task_section(view, comp, tol, report: Path, plots: bool) -> list[str]:
-    lines = [f"### Task: {view.task} — {view.metric_name}", "", markdown_table(view, comp), ""]
+    kind = "Task" if view.higher_better else "Perplexity (paired by document)"
+    lines = [f"### {kind}: {view.task} — {view.metric_name}", "", markdown_table(view, comp), ""]
     if comp is not None and comp.cells:
-        head = (f"Paired with dense on the same {comp.n} items" if comp.n else "Paired statistics")
-        width = f"; tolerance ± {comp.width:.3g}" if comp.width is not None else ""
+        head = f"Paired with dense item by item (dense: {comp.n} items)" if comp.n else "Paired statistics"
+        width = f"; tolerance {comp.width:.3g}" if comp.width is not None else ""
+        chance = ""
+        if comp.chance:
+            chance = f"; chance {comp.chance:.3g}" + (" — dense is at chance: nothing to lose, no margin" if comp.at_chance
+                                                       else "")
         table, notes = paired_table(comp)
-        lines += [f"{head}{width} ({'points' if comp.scaled else 'metric units'}):", "", table, "", *_notes(notes)]
+        lines += [f"{head}{width}{chance} ({'points' if comp.scaled else 'metric units'}):", "", table, "",
+                  *_notes(notes)]
     if plots and view.curves:
         path = plot_view(view, report.parent / PLOTS_DIR, tol, comp)
         lines += [f"![{view.task}]({path.relative_to(report.parent).as_posix()})", ""]
@@ -158,7 +174,7 @@ def _cost_section(paired_s: float, n_cells: int, fid_rows: list, cell_seconds: l
 
 def build_report(results_dir: str | Path, out: str | Path | None = None, tol: Tolerance = Tolerance(),
                  metric_overrides: dict[str, str] | None = None, plots: bool = True, judge=None,
-                 judge_tasks: Sequence[str] | None = None) -> Path:
+                 judge_tasks: Sequence[str] | None = None, multiplicity: str = "none", cluster: bool = False) -> Path:
     """Write ``report.md`` (and ``plots/*.png`` beside it) for every lm-eval run under ``results_dir``.
 
     ``judge`` (a :class:`~kick_tasks.judge.client.JudgeClient`) adds pairwise grading of every
@@ -172,27 +188,31 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     scores = [v for v in views if v.higher_better]
     ppl = [v for v in views if not v.higher_better]
     start = time.perf_counter()
-    comparisons = {(v.model, v.task): compare_view(v, runs, tol) for v in scores}
+    comparisons = {(v.model, v.task): compare_view(v, runs, tol, cluster=cluster) for v in views}
+    if multiplicity != "none":
+        _adjust(comparisons, multiplicity)
     paired_s = time.perf_counter() - start
     n_pairs = sum(len(c.cells) for c in comparisons.values())
 
-    lines = ["# LLM-KICK report", "", f"{len(runs)} lm-eval runs from `{root}`.", "", *_method_note(tol)]
+    lines = ["# LLM-KICK report", "", f"{len(runs)} lm-eval runs from `{root}`.", "", *_method_note(tol, multiplicity, cluster)]
     fid_all: list = []
     for model in sorted({v.model for v in views}):
         model_scores = [v for v in scores if v.model == model]
         model_ppl = [v for v in ppl if v.model == model]
         lines += [f"## {model}", "", "### Largest sparsity still matching dense", "",
                   matching_table(model_scores + model_ppl, tol, comparisons), ""]
+        pooled = pooled_table(comparisons, model)
+        if pooled:
+            lines += ["### One decision per cell across tasks", "",
+                      "*matches* on every task (each at 2.5%: an intersection–union test), *worse* on some task (Holm "
+                      "across tasks): each claim's false-positive rate stays ≤ 2.5%.", "", pooled, ""]
         for view in model_scores:
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
         fid_lines, fid_rows = _fidelity_section(model, runs, model_ppl, report, plots)
         lines += fid_lines
         fid_all += fid_rows
         for view in model_ppl:
-            lines += [f"### Perplexity contrast: {view.task} — {view.metric_name}", "", markdown_table(view), ""]
-            if plots and view.curves:
-                path = plot_view(view, report.parent / PLOTS_DIR, tol)
-                lines += [f"![{view.task}]({path.relative_to(report.parent).as_posix()})", ""]
+            lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
         if judge is not None:
             from kick_study.judged import judge_section
 
@@ -215,6 +235,26 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     return report
 
 
+def _adjust(comparisons: dict, multiplicity: str) -> None:
+    """Holm (and BH for *worse* with ``bh``) across every decided cell of the report."""
+    cells = [c for comp in comparisons.values() for c in comp.cells if c.decision is not None]
+    for cell, state in zip(cells, paired.adjusted_verdicts([c.decision for c in cells],
+                                                           "bh" if multiplicity == "bh" else "holm")):
+        cell.adjusted = state
+
+
+def _tolerance(value: str, name: str, upper: float | None = None) -> float:
+    """A finite number ≥ 0 (and < ``upper``), or kick's one-line refusal naming the option and the value."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (upper is not None and number >= upper):
+        accepted = f"a finite number in [0, {upper:g})" if upper is not None else "a finite number >= 0"
+        raise ReportError(f"kick-report: invalid --{name} {value}; accepted: {accepted}")
+    return number
+
+
 def _metric_overrides(items: Sequence[str] | None) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -230,11 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kick-report", description=__doc__.split("\n")[0])
     p.add_argument("results_dir", help="folder holding lm-eval results_*.json files (e.g. kick-sweep --out)")
     p.add_argument("--out", help=f"Markdown file to write (default RESULTS_DIR/{REPORT_FILE}); plots go beside it")
-    p.add_argument("--rel_tol", type=float, default=paired.REL_TOLERANCE,
+    p.add_argument("--rel_tol", default=str(paired.REL_TOLERANCE),
                    help="relative matching tolerance, LLM-KICK's ε₀ (default 0.05 = 5%% of dense)")
-    p.add_argument("--abs_tol", type=float, default=0.0,
-                   help="absolute matching tolerance in points; the larger of the two applies (default 0; "
-                        "the old rule was --abs_tol 1 --rel_tol 0.02)")
+    p.add_argument("--abs_tol", default="0",
+                   help="absolute matching tolerance in points (metrics shown × 100) or in the metric's own units "
+                        "(perplexity, a 1–10 judge score); the larger of the two applies (default 0)")
+    p.add_argument("--chance_corrected", action="store_true",
+                   help="relative tolerance of (dense − chance) instead of dense (multiple choice: chance = 1/options)")
+    p.add_argument("--multiplicity", choices=("none", "holm", "bh"), default="none",
+                   help="adjust verdicts across every cell of the report: holm (both claims) or bh (Holm for "
+                        "matches, Benjamini–Hochberg for worse); default none (verdicts are per cell)")
+    p.add_argument("--cluster_by_leaf", action="store_true",
+                   help="groups: treat leaf tasks (subjects) as clusters, for claims beyond these subjects")
     p.add_argument("--metric", action="append", help="TASK=METRIC to report a task by another metric (repeatable)")
     p.add_argument("--no_plots", action="store_true", help="tables only")
     p.add_argument("--judge", action="store_true",
@@ -243,8 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--judge_tasks", help="comma-separated tasks to judge against dense (default: kick_instruct, "
                                          "kick_summarization*, kick_mtbench*)")
     args = p.parse_args(argv)
-    if args.abs_tol < 0 or args.rel_tol < 0:
-        sys.stderr.write(f"kick-report: tolerances must be >= 0 (got abs_tol={args.abs_tol}, rel_tol={args.rel_tol})\n")
+    try:
+        tol = Tolerance(abs_points=_tolerance(args.abs_tol, "abs_tol"), rel=_tolerance(args.rel_tol, "rel_tol", 1.0),
+                        chance_corrected=args.chance_corrected)
+    except ReportError as err:
+        sys.stderr.write(f"{err}\n")
         return 2
     judge = None
     if args.judge:
@@ -262,8 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = JudgeClient(config)
     tasks = [t.strip() for t in (args.judge_tasks or "").split(",") if t.strip()] or None
     try:
-        path = build_report(args.results_dir, args.out, Tolerance(abs_points=args.abs_tol, rel=args.rel_tol),
-                            _metric_overrides(args.metric), plots=not args.no_plots, judge=judge, judge_tasks=tasks)
+        path = build_report(args.results_dir, args.out, tol, _metric_overrides(args.metric), plots=not args.no_plots,
+                            judge=judge, judge_tasks=tasks, multiplicity=args.multiplicity, cluster=args.cluster_by_leaf)
     except ReportError as err:
         sys.stderr.write(f"{err}\n")
         return 2

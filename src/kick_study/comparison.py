@@ -1,15 +1,18 @@
 """Pair every compressed cell with the dense cell of its base model, item by item, and compute its verdict.
 
 A cell's runs (one per calibration seed) are matched to the dense run of the same model on the
-same documents (task, doc_id, doc_hash). Groups (``kick_mmlu``, its categories) pool the items of
-all their leaf tasks. When pairing is impossible — no dense run, no samples files, different item
-sets, a metric without per-item values — the row keeps its score and says why, and how to rerun.
+same documents (task, doc_id, doc_hash), on the items defined in both (how many were dropped on each
+side is said). Groups (``kick_mmlu``, its categories) pool the items of all their leaf tasks, with a
+heterogeneity line across leaves and leaf-level clusters as an option. Perplexity is paired by
+document (log-likelihood and word count per document). When pairing is impossible — no dense run,
+no samples files, a NaN value — the row keeps its score and says why, and how to rerun.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +32,14 @@ RERUN_SAMPLES = ("no per-item samples (results written without --log_samples, e.
 NO_DENSE = "no dense run of this model in the folder; kick-sweep always runs one — rerun it on the same folder"
 
 
+PERPLEXITIES = ("word_perplexity", "byte_perplexity")  # exp(−Σ loglik / Σ words or bytes) over documents
+BITS_PER_BYTE = "bits_per_byte"  # −Σ loglik / Σ bytes / ln 2
+
+
+class NotANumber(ValueError):
+    """A per-item metric value is NaN or infinite: refused, never turned into a silent verdict."""
+
+
 @dataclass
 class CellComparison:
     """One (task, compressed setting, sparsity) against dense: scores across seeds and the paired statistics."""
@@ -37,17 +48,35 @@ class CellComparison:
     sparsity: float
     seeds: list[Any]
     score: float | None  # display units, mean over seeds
-    score_sd: float | None = None
-    n: int | None = None
-    diff: Interval | None = None  # compressed − dense, display units, items (and seeds) resampled
-    verdict: str | None = None
-    better: bool = False
+    score_sd: float | None = None  # seed-to-seed sd of the score (replicates, not evidence)
+    n: int | None = None  # items paired (defined in dense and every seed)
+    dropped: tuple[int, int] = (0, 0)  # items left out: of dense's, of this cell's (most over its seeds)
+    diff: Interval | None = None  # compressed − dense, display units, on seed-averaged items
+    ratio: Interval | None = None  # perplexity: compressed / dense over documents
+    decision: paired.Decision | None = None
     flips: paired.Flips | None = None
     retention: Interval | None = None
-    mcnemar_p: float | None = None
+    dense_wrong: Interval | None = None  # accuracy on dense-wrong items: retention's chance baseline
+    p_value: float | None = None  # two-sided paired sign-flip test on seed-averaged items (McNemar for one seed)
     agreement: float | None = None
+    kappa: float | None = None
     choice_kl: float | None = None
-    reason: str | None = None  # why the paired columns are empty
+    heterogeneity: tuple | None = None  # (Q, df, p, I²) across a group's leaf tasks
+    adjusted: str | None = None  # the verdict after Holm / BH across the report's cells, when asked for
+    reason: str | None = None  # why the paired columns are empty, or what was dropped
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.decision is None else self.decision.verdict
+
+    @property
+    def shown(self) -> str | None:
+        """The verdict the summary uses: adjusted across cells when an adjustment was asked for."""
+        return self.adjusted if self.adjusted is not None else self.verdict
+
+    @property
+    def better(self) -> bool:
+        return self.decision is not None and self.decision.better
 
 
 @dataclass
@@ -61,9 +90,15 @@ class TaskComparison:
     higher_better: bool
     dense: float | None
     dense_interval: Interval | None = None
-    n: int | None = None
+    n: int | None = None  # dense's items
     width: float | None = None
+    chance: float = 0.0  # display units: mean 1/options for multiple choice, 0 otherwise
     cells: list[CellComparison] = field(default_factory=list)
+
+    @property
+    def at_chance(self) -> bool:
+        """Dense's own interval reaches chance: no margin of knowledge to lose."""
+        return self.chance > 0 and self.dense_interval is not None and self.dense_interval.low <= self.chance
 
 
 @lru_cache(maxsize=256)
@@ -99,75 +134,188 @@ def run_items(run, task: str, metric_filter: str) -> dict[tuple, Any] | None:
     return items
 
 
-def _values(items: dict, keys: Sequence[tuple], name: str) -> np.ndarray | None:
-    out = []
-    for key in keys:
-        value = items[key].metrics.get(name)
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)):
-            return None
-        out.append(float(value))
-    return np.asarray(out)
+def _value(raw: Any, key: tuple, name: str) -> float | tuple[float, float] | None:
+    """A per-item value: a number, a (loglik, weight) pair (perplexities), or None when undefined (unparsed)."""
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, (int, float)):
+        value: Any = float(raw)
+    elif isinstance(raw, (list, tuple)) and len(raw) == 2 and all(isinstance(v, (int, float)) for v in raw):
+        value = (float(raw[0]), float(raw[1]))
+    else:
+        return None
+    if not all(math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
+        raise NotANumber(f"metric {name!r} is {raw!r} for item {key[0]} doc {key[1]}; a verdict on it would be "
+                         "meaningless — fix or rerun that run")
+    return value
 
 
-def _mismatch(dense_keys: set, keys: set) -> str:
-    common = len(dense_keys & keys)
-    return (f"item sets differ: dense has {len(dense_keys)} items, this cell {len(keys)} ({common} in common); "
-            "rerun both with the same tasks and --limit (kick-sweep does) to pair them")
+def common_values(dense_items: dict, seed_items: list[dict], name: str):
+    """Pair on the items whose ``name`` is defined in dense and in every seed.
+
+    Returns (keys, dense values, [seeds] values, (dropped of dense's, dropped of the cell's));
+    raises :class:`NotANumber` for a NaN / infinite value.
+    """
+    def defined(items: dict) -> dict:
+        out = {}
+        for key, item in items.items():
+            value = _value(item.metrics.get(name), key, name)
+            if value is not None:
+                out[key] = value
+        return out
+
+    dense = defined(dense_items)
+    seeds = [defined(items) for items in seed_items]
+    keys = sorted(set(dense).intersection(*seeds))
+    dropped = (len(dense_items) - len(keys), max(len(items) - len(keys) for items in seed_items))
+    return keys, [dense[k] for k in keys], [[s[k] for k in keys] for s in seeds], dropped
+
+
+def _chance(dense_items: dict, name: str, factor: float) -> float:
+    """Guessing's expected score: mean 1/options for multiple-choice accuracy, 0 for anything else."""
+    if not name.startswith("acc"):
+        return 0.0
+    options = [len(item.choice_logliks) for item in dense_items.values() if item.choice_logliks]
+    return factor * float(np.mean([1.0 / k for k in options])) if options and len(options) == len(dense_items) else 0.0
+
+
+def _perplexity_cell(cell: CellComparison, name: str, dense: list, comp: list, dense_value: float, width: float,
+                     resamples: int, seed: int) -> None:
+    """Perplexity paired by document: the interval of the log ratio of sums, as compressed / dense and in units."""
+    ll_dense = np.array([v[0] for v in dense])  # [n]
+    weights = np.array([v[1] for v in dense])  # [n] words or bytes
+    ll_comp = np.array([[v[0] for v in seed] for seed in comp]).mean(axis=0)  # [n], seeds averaged
+    rise = paired.ratio_interval(ll_dense - ll_comp, weights, resamples=resamples, seed=seed)  # nats per unit
+    if rise is None:
+        cell.decision = paired.decide(None, width, len(dense), higher_better=False)
+        return
+    if name == BITS_PER_BYTE:
+        cell.diff = rise.scaled(1.0 / math.log(2.0))
+    else:
+        cell.ratio = Interval(*(math.exp(v) for v in (rise.estimate, rise.low, rise.high)), rise.method)
+        cell.diff = Interval(*(dense_value * (v - 1.0) for v in (cell.ratio.estimate, cell.ratio.low, cell.ratio.high)),
+                             rise.method)
+    cell.decision = paired.decide(cell.diff, width, len(dense), higher_better=False)
+
+
+def _binary_cell(cell: CellComparison, dense: np.ndarray, comp: np.ndarray, factor: float) -> Interval:
+    cell.flips = paired.flips(dense, comp)
+    cell.retention = cell.flips.retention
+    cell.dense_wrong = cell.flips.dense_wrong_accuracy
+    cell.p_value = paired.sign_flip_p(paired.seed_averaged_difference(dense, comp))
+    return paired.paired_binary_interval(dense, comp).scaled(factor)
+
+
+def _answers(cell: CellComparison, keys: list, dense_items: dict, seed_items: list[dict]) -> None:
+    dense_answers = [dense_items[k].answer for k in keys]
+    if keys and all(a is not None for a in dense_answers):
+        per_seed = [[items[k].answer for k in keys] for items in seed_items]
+        cell.agreement = float(np.mean([paired.agreement(dense_answers, a) for a in per_seed]))
+        kappas = [paired.cohen_kappa(dense_answers, a) for a in per_seed]
+        cell.kappa = None if any(k is None for k in kappas) else float(np.mean(kappas))
+    if keys and all(dense_items[k].choice_logliks is not None for k in keys):
+        cell.choice_kl = float(np.mean([
+            np.mean([paired.choice_kl([dense_items[k].choice_logliks], [items[k].choice_logliks])[0] for k in keys])
+            for items in seed_items]))
+
+
+def _leaf_se(d: np.ndarray) -> float:
+    """Standard error of a leaf's mean difference; for differences in [−1, 1] Bonett–Price's (never 0)."""
+    if np.all(np.abs(d) <= 1.0):
+        n = d.size
+        p_l, p_g = (np.clip(-d, 0, None).sum() + 1) / (n + 2), (np.clip(d, 0, None).sum() + 1) / (n + 2)
+        return math.sqrt(max(p_l + p_g - (p_g - p_l) ** 2, 0.0) / (n + 2))
+    return float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0
+
+
+def _leaf_spread(keys: list, dense: np.ndarray, comp: np.ndarray) -> tuple | None:
+    """Cochran's Q of the per-leaf mean differences (items of a group keyed by their leaf task)."""
+    d = paired.seed_averaged_difference(dense, comp)
+    leaves: dict[str, list[float]] = {}
+    for key, value in zip(keys, d):
+        leaves.setdefault(key[0], []).append(float(value))
+    groups = [np.asarray(v) for v in leaves.values()]
+    return paired.heterogeneity([g.mean() for g in groups], [_leaf_se(g) for g in groups])
+
+
+def _cluster_interval(keys: list, dense: np.ndarray, comp: np.ndarray) -> Interval | None:
+    """Leaf tasks (subjects) as clusters: the ratio-of-sums t interval over leaves (claims beyond these subjects)."""
+    d = paired.seed_averaged_difference(dense, comp)
+    sums: dict[str, list[float]] = {}
+    for key, value in zip(keys, d):
+        sums.setdefault(key[0], [0.0, 0.0])
+        sums[key[0]][0] += float(value)
+        sums[key[0]][1] += 1.0
+    if len(sums) < 2:
+        return None
+    x, w = zip(*sums.values())
+    return paired.ratio_interval(x, w, force_t=True)
 
 
 def compare_cell(cell: CellComparison, dense_items: dict, seed_items: list[dict], name: str, factor: float,
-                 width: float, higher_better: bool, resamples: int, seed: int) -> None:
-    """Fill ``cell``'s paired statistics from dense's items and each seed's items (same keys)."""
-    keys = sorted(dense_items)
-    dense = _values(dense_items, keys, name)
-    per_seed = [_values(items, keys, name) for items in seed_items]
-    if dense is None or any(v is None for v in per_seed):
-        cell.reason = f"metric {name!r} has no numeric per-item value in the samples"
+                 width: float, higher_better: bool, resamples: int, seed: int, dense_value: float | None = None,
+                 cluster: bool = False) -> None:
+    """Fill ``cell``'s paired statistics from dense's items and each seed's items, on their common items."""
+    try:
+        keys, dense_v, comp_v, cell.dropped = common_values(dense_items, seed_items, name)
+    except NotANumber as err:
+        cell.reason = str(err)
         return
-    comp = np.stack(per_seed)  # [S, n]
     cell.n = len(keys)
-    cell.diff = paired.paired_difference(dense, comp, resamples=resamples, seed=seed).scaled(factor)
-    cell.verdict = paired.verdict(cell.diff, width, higher_better)
-    cell.better = paired.is_better(cell.diff, width, higher_better)
-    if paired.is_binary(dense) and paired.is_binary(comp):
-        cell.flips = paired.flips(dense, comp)
-        cell.mcnemar_p = cell.flips.mcnemar_p
-        kept = dense > 0.5
-        if kept.any():
-            cell.retention = paired.bootstrap_mean(comp[:, kept], resamples=resamples, seed=seed)
-    dense_answers = [dense_items[k].answer for k in keys]
-    if all(a is not None for a in dense_answers):
-        cell.agreement = float(np.mean([paired.agreement(dense_answers, [items[k].answer for k in keys])
-                                        for items in seed_items]))
-    if all(dense_items[k].choice_logliks is not None for k in keys):
-        try:
-            cell.choice_kl = float(np.mean([
-                paired.choice_kl([dense_items[k].choice_logliks for k in keys],
-                                 [items[k].choice_logliks for k in keys]).mean()
-                for items in seed_items]))
-        except ValueError:  # ragged option counts (several subjects): item by item instead
-            cell.choice_kl = float(np.mean([
-                np.mean([paired.choice_kl([dense_items[k].choice_logliks], [items[k].choice_logliks])[0] for k in keys])
-                for items in seed_items]))
+    if keys and isinstance(dense_v[0], tuple):
+        if name not in (*PERPLEXITIES, BITS_PER_BYTE) or dense_value is None:
+            cell.reason = f"metric {name!r} holds (value, weight) pairs kick does not know how to pair"
+            return
+        _perplexity_cell(cell, name, dense_v, comp_v, dense_value, width, resamples, seed)
+        return
+    dense = np.asarray(dense_v, dtype=np.float64)  # [n]
+    comp = np.asarray(comp_v, dtype=np.float64).reshape(len(seed_items), len(keys))  # [S, n]
+    if keys and paired.is_binary(dense) and paired.is_binary(comp):
+        cell.diff = _binary_cell(cell, dense, comp, factor)
+    elif keys:
+        d = paired.seed_averaged_difference(dense, comp)
+        strata = [k[0] for k in keys]
+        diff = (paired.stratified_mean_interval(d, strata, resamples=resamples, seed=seed) if len(set(strata)) > 1
+                else paired.mean_interval(d, resamples=resamples, seed=seed))
+        cell.diff = None if diff is None else diff.scaled(factor)
+        cell.p_value = paired.sign_flip_p(paired.seed_averaged_difference(dense, comp), seed=seed)
+    if keys and len({k[0] for k in keys}) > 1:
+        cell.heterogeneity = _leaf_spread(keys, dense, comp)
+        if cluster:
+            clustered = _cluster_interval(keys, dense, comp)
+            cell.diff = None if clustered is None else clustered.scaled(factor)
+    cell.decision = paired.decide(cell.diff, width, cell.n, higher_better)
+    _answers(cell, keys, dense_items, seed_items)
+
+
+def _dense_interval(dense_items: dict, name: str, factor: float) -> Interval | None:
+    try:
+        _, values, _, _ = common_values(dense_items, [dense_items], name)
+    except NotANumber:
+        return None
+    if not values or isinstance(values[0], tuple):
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    if paired.is_binary(arr):
+        return paired.clopper_pearson(float(arr.sum()), arr.size).scaled(factor)
+    found = paired.mean_interval(arr)
+    return None if found is None else found.scaled(factor)
 
 
 def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.RESAMPLES,
-                 seed: int = paired.BOOTSTRAP_SEED) -> TaskComparison:
+                 seed: int = paired.BOOTSTRAP_SEED, cluster: bool = False) -> TaskComparison:
     """The paired comparison of every compressed cell in ``view`` (a tables.TaskView) against dense."""
     model_runs = [r for r in runs if r.model == view.model and view.task in r.results]
     factor = 100.0 if view.scaled else 1.0
     name, metric_filter = (view.metric.split(",", 1) + ["none"])[:2]
     dense_run = next((r for r in model_runs if r.setting.is_dense), None)
     out = TaskComparison(view.model, view.task, view.metric, view.scaled, view.higher_better, view.dense)
-    out.width = tol.width(view.dense, view.scaled) if view.dense is not None else None
     dense_items = run_items(dense_run, view.task, metric_filter) if dense_run is not None else None
     if dense_items:
         out.n = len(dense_items)
-        dense_values = _values(dense_items, sorted(dense_items), name)
-        if dense_values is not None:
-            out.dense_interval = paired.bootstrap_mean(dense_values, resamples=resamples, seed=seed).scaled(factor)
+        out.dense_interval = _dense_interval(dense_items, name, factor)
+        out.chance = _chance(dense_items, name, factor) if view.higher_better else 0.0
+    out.width = tol.width(view.dense, out.chance) if view.dense is not None else None
     cells: dict[tuple, list] = {}
     for run in model_runs:
         if not run.setting.is_dense:
@@ -175,7 +323,7 @@ def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.R
     for (setting, sparsity), cell_runs in cells.items():
         cell_runs = sorted(cell_runs, key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
         scores = [r.results[view.task].get(view.metric) for r in cell_runs]
-        scores = [float(s) * factor for s in scores if isinstance(s, (int, float))]
+        scores = [float(s) * factor for s in scores if isinstance(s, (int, float)) and math.isfinite(s)]
         mean, sd = paired.seed_mean_sd(scores) if scores else (None, None)
         cell = CellComparison(setting, sparsity, [r.seed for r in cell_runs], mean, sd)
         out.cells.append(cell)
@@ -189,13 +337,18 @@ def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.R
         if any(items is None for items in seed_items):
             cell.reason = RERUN_SAMPLES
             continue
-        bad = next((items for items in seed_items if set(items) != set(dense_items)), None)
-        if bad is not None:
-            cell.reason = _mismatch(set(dense_items), set(bad))
-            continue
-        compare_cell(cell, dense_items, seed_items, name, factor, out.width, view.higher_better, resamples, seed)
+        compare_cell(cell, dense_items, seed_items, name, factor, out.width, view.higher_better, resamples, seed,
+                     view.dense, cluster)
+        if cell.reason is None and any(cell.dropped):
+            cell.reason = _dropped_note(cell)
     out.cells.sort(key=lambda c: (c.setting.method, c.setting.pattern, c.setting.wbits, c.sparsity))
     return out
+
+
+def _dropped_note(cell: CellComparison) -> str:
+    dense, own = cell.dropped
+    return (f"paired on the {cell.n} items defined in both runs; dropped {dense} of dense's and {own} of this cell's "
+            "(items missing on one side — another --limit — or without a value, e.g. an unparsed judge reply)")
 
 
 # --------------------------------------------------------------------------- fidelity on held-out text

@@ -86,7 +86,7 @@ def judge_view(client, view, runs: Sequence) -> list[JudgedCell]:
             continue
         summary = outcome_rates(records)
         points = [_POINTS[r["outcome"]] for r in records if r["outcome"] is not None]
-        score = paired.bootstrap_mean(points) if points else None
+        score = paired.mean_interval(points) if points else None
         out.append(JudgedCell(setting, sparsity, summary, score))
     return out
 

@@ -49,7 +49,7 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     cells = {} if comp is None else {(c.setting, c.sparsity): c for c in comp.cells}
-    band = view.band(tol)
+    band = view.band(tol, getattr(comp, "chance", 0.0))
     if view.dense is not None and band is not None:
         ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g})")
         ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label=f"within {tol.describe()}")
@@ -60,8 +60,8 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
         found = [cells.get((curve.setting, s)) for s, _ in curve.points]
         if view.dense is not None and all(c is not None and c.diff is not None for c in found):
             intervals = True
-            low = [y - (view.dense + c.diff.low) for y, c in zip(ys, found)]
-            high = [(view.dense + c.diff.high) - y for y, c in zip(ys, found)]
+            low = [max(0.0, y - (view.dense + c.diff.low)) for y, c in zip(ys, found)]
+            high = [max(0.0, (view.dense + c.diff.high) - y) for y, c in zip(ys, found)]
             ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
             continue
         if view.dense is not None and curve.setting.pattern == "unstructured" and not is_quantizer(curve.setting.method):
@@ -96,15 +96,15 @@ def plot_retention(view: TaskView, comp, out_dir: Path) -> Path | None:
         low = [(c.retention.estimate - c.retention.low) * 100 for c in cells]
         high = [(c.retention.high - c.retention.estimate) * 100 for c in cells]
         left.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=setting.label)
-        line = right.plot(xs, [c.flips.right_to_wrong for c in cells], marker="v", label=f"{setting.label} right→wrong")
-        right.plot(xs, [c.flips.wrong_to_right for c in cells], marker="^", linestyle=":", color=line[0].get_color(),
+        line = right.plot(xs, [c.flips.lost for c in cells], marker="v", label=f"{setting.label} right→wrong")
+        right.plot(xs, [c.flips.gained for c in cells], marker="^", linestyle=":", color=line[0].get_color(),
                    label=f"{setting.label} wrong→right")
-    dense_right = next(iter(lines.values()))[0].flips.dense_right // max(1, len(next(iter(lines.values()))[0].seeds))
+    dense_right = next(iter(lines.values()))[0].flips.dense_right
     left.set_title(f"retention of dense-correct items (n = {dense_right} of {comp.n})", fontsize=10)
     left.set_xlabel("sparsity (%)")
     left.set_ylabel("still correct (%)")
     left.set_ylim(-5, 105)
-    right.set_title(f"answer flips vs dense (n = {comp.n} items, summed over seeds)", fontsize=10)
+    right.set_title(f"answer flips vs dense (n = {comp.n} items, mean over seeds)", fontsize=10)
     right.set_xlabel("sparsity (%)")
     right.set_ylabel("items")
     for ax in (left, right):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -126,6 +127,33 @@ def _nested(data: Any, *keys: str) -> Any:
     return data
 
 
+def _sparsity(comp: Mapping[str, Any], path: Path) -> float:
+    """The target sparsity, refused (the file is skipped with this reason) unless a number in [0, 1]."""
+    key = "target_sparsity" if "target_sparsity" in comp else "sparsity"
+    raw = comp.get(key, 0.0)
+    try:
+        value = float(raw or 0.0)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ReportError(f"kick-report: {path}: invalid {key} {raw!r}; accepted: a number in [0, 1]")
+    return value
+
+
+def _finite_metrics(results: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """Drop NaN / infinite metric values with one warning naming them: they would give meaningless verdicts."""
+    bad = []
+    for task, metrics in results.items():
+        for key, value in list(metrics.items()):
+            if isinstance(value, float) and not math.isfinite(value) and "_stderr," not in key:
+                bad.append(f"{task} {key}={value}")
+                del metrics[key]
+    if bad:
+        log.warning("kick-report: %s: refusing non-finite metric values %s; those cells show no score and no verdict",
+                    path, ", ".join(bad[:5]) + (" …" if len(bad) > 5 else ""))
+    return results
+
+
 def parse_run(path: Path) -> Run:
     """A :class:`Run` from one lm-eval results file (a :class:`ReportError` if it is not one)."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -137,11 +165,11 @@ def parse_run(path: Path) -> Run:
     method = str(comp.get("method", "none"))
     pattern = str(comp.get("pattern") or "unstructured")
     wbits = int(comp.get("wbits", 16))
-    sparsity = float(comp.get("target_sparsity", comp.get("sparsity", 0.0)) or 0.0)
+    sparsity = _sparsity(comp, path)
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
     seed = comp.get("seed") if method != "none" and (calibrates(method) or wbits < 16) else None
-    results = _field(data, "results", path, dict)
+    results = _finite_metrics(_field(data, "results", path, dict), path)
     if not results:
         raise ReportError(f"kick-report: {path} holds no task results")
     for name, values in _field(data, "groups", path, dict).items():

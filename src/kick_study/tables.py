@@ -2,11 +2,11 @@
 
 Matching follows LLM-KICK (§3, "Matching Compressed LLM"): a compressed model matches when it loses
 no more than a tolerance of dense's performance — by default ε₀ = 5% of dense, relative;
-``max(abs_tol points, rel_tol × dense)`` in general. With per-item samples the decision is made on
-the paired interval of the difference (see :mod:`kick_study.paired`): *matches*, *worse* or
-*inconclusive*; without them it falls back to the point estimates and says so. Metrics in [0, 1]
-where higher is better (accuracy, exact match) are shown in points (× 100); lower-is-better
-metrics (perplexity) keep their scale and use the relative tolerance only, on the point values.
+``max(abs_tol points, rel_tol × dense)`` in general. With per-item samples the decision is :func:`kick_study.paired.decide` on
+the paired interval of the difference (*matches*, *worse*, *inconclusive* or *too few items*);
+without them it falls back to the point estimates (:func:`kick_study.paired.point_matches`) and says
+so — the rule lives in :mod:`kick_study.paired` only. Metrics in [0, 1] where higher is better
+(accuracy, exact match) are shown in points (× 100); others (perplexity) keep their own units.
 The largest matching sparsity of a line is the largest sparsity up to which *every* point
 matches, so one lucky point after a collapse does not count.
 """
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from kick_models.compression.registry import is_quantizer, method_names
-from kick_study.paired import MATCHES, LargestMatching, Tolerance, largest_matching
+from kick_study import paired
+from kick_study.paired import LargestMatching, Tolerance, largest_matching
 from kick_study.runs import (
     Run,
     Setting,
@@ -50,27 +51,11 @@ class TaskView:
     def metric_name(self) -> str:
         return self.metric.split(",")[0] + (" (points)" if self.scaled else "")
 
-    def band(self, tol: Tolerance) -> tuple[float, float] | None:
+    def band(self, tol: Tolerance, chance: float = 0.0) -> tuple[float, float] | None:
         if self.dense is None:
             return None
-        width = tol.width(self.dense, self.scaled)
+        width = tol.width(self.dense, chance)
         return self.dense - width, self.dense + width
-
-
-def matches(value: float, dense: float, width: float, higher_better: bool) -> bool:
-    """No worse than dense by more than ``width`` (better is always a match)."""
-    return value >= dense - width if higher_better else value <= dense + width
-
-
-def largest_matching_sparsity(points: Sequence[tuple[float, float]], dense: float, width: float,
-                              higher_better: bool) -> float | None:
-    """Largest sparsity s such that every point at sparsity ≤ s matches dense; None if the first fails."""
-    best = None
-    for sparsity, value in sorted(points):
-        if not matches(value, dense, width, higher_better):
-            break
-        best = sparsity
-    return best
 
 
 def _scaled(values: list[float], higher_better: bool) -> bool:
@@ -124,12 +109,16 @@ def _cell_index(comp) -> dict:
     return {} if comp is None else {(c.setting, c.sparsity): c for c in comp.cells}
 
 
+def _fmt_range(low: float, high: float, scaled: bool) -> str:
+    return f"[{_fmt(low, scaled)}, {_fmt(high, scaled)}]"
+
+
 def markdown_table(view: TaskView, comp=None) -> str:
     """Rows: dense then each method/pattern/bits; columns: every sparsity seen for this task.
 
     With a paired comparison (``comp``, a :class:`~kick_study.comparison.TaskComparison`) a
-    compressed cell reads ``value ± half-width verdict`` (the half-width of the 95% interval of its
-    difference from dense) and dense reads ``value ± half-width`` of its own 95% interval.
+    compressed cell reads ``value [low, high] verdict`` (dense + the 95% interval of its paired
+    difference) and dense reads ``value [low, high]`` (its own 95% interval).
     """
     columns = sorted({0.0} | {s for c in view.curves for s, _ in c.points})
     header = "| setting | " + " | ".join(_pct(s) for s in columns) + " |"
@@ -137,7 +126,7 @@ def markdown_table(view: TaskView, comp=None) -> str:
     cells = _cell_index(comp)
     dense_text = _fmt(view.dense, view.scaled)
     if comp is not None and comp.dense_interval is not None and view.dense is not None:
-        dense_text += f" ± {_fmt(comp.dense_interval.half_width, view.scaled)}"
+        dense_text += " " + _fmt_range(comp.dense_interval.low, comp.dense_interval.high, view.scaled)
     lines.append("| dense | " + " | ".join(dense_text if s == 0.0 else "—" for s in columns) + " |")
     for curve in view.curves:
         values = dict(curve.points)
@@ -145,8 +134,10 @@ def markdown_table(view: TaskView, comp=None) -> str:
         for s in columns:
             text = _fmt(values.get(s), view.scaled)
             cell = cells.get((curve.setting, s))
-            if s in values and cell is not None and cell.diff is not None:
-                text += f" ± {_fmt(cell.diff.half_width, view.scaled)} {cell.verdict}"
+            if s in values and cell is not None and cell.decision is not None:
+                if cell.diff is not None and view.dense is not None:
+                    text += " " + _fmt_range(view.dense + cell.diff.low, view.dense + cell.diff.high, view.scaled)
+                text += f" {cell.shown}"
             shown.append(text)
         lines.append(f"| {curve.setting.label} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
@@ -155,6 +146,7 @@ def markdown_table(view: TaskView, comp=None) -> str:
 def _fmt_interval(iv, scaled: bool, signed: bool = False) -> str:
     if iv is None:
         return "—"
+
     def f(v: float) -> str:
         if not signed:
             return _fmt(v, scaled)
@@ -163,29 +155,93 @@ def _fmt_interval(iv, scaled: bool, signed: bool = False) -> str:
     return f"{f(iv.estimate)} [{f(iv.low)}, {f(iv.high)}]"
 
 
+def _pct_interval(iv) -> str:
+    return "—" if iv is None else f"{iv.estimate * 100:.0f}% [{iv.low * 100:.0f}, {iv.high * 100:.0f}]"
+
+
+def _needed(decision) -> str:
+    if decision is None or decision.items_needed is None or decision.verdict in (paired.MATCHES, paired.WORSE):
+        return "—"
+    if decision.items_needed == float("inf"):
+        return "never (estimate on the edge)"
+    return f"≈ {decision.items_needed:,.0f}"
+
+
+def _flips_text(flips) -> str:
+    if flips is None:
+        return "—"
+    if len(flips.right_to_wrong) == 1:
+        return f"{flips.right_to_wrong[0]} / {flips.wrong_to_right[0]}"
+    sd_l, sd_g = flips.spread()
+    return f"{flips.lost:.1f} ± {sd_l:.1f} / {flips.gained:.1f} ± {sd_g:.1f}"
+
+
+def _diff_text(c, scaled: bool) -> str:
+    text = _fmt_interval(c.diff, scaled, signed=True)
+    if c.ratio is not None:
+        text += f" (× {c.ratio.estimate:.3f} [{c.ratio.low:.3f}, {c.ratio.high:.3f}])"
+    return text
+
+
+def _verdict_text(c) -> str:
+    if c.decision is None:
+        return "—"
+    text = f"{c.verdict} (better)" if c.better else c.verdict
+    if c.adjusted is not None and c.adjusted != c.verdict:
+        text += f"; adjusted: {c.adjusted}"
+    return text
+
+
+def _cell_notes(c) -> list[str]:
+    label = f"{c.setting.label} {_pct(c.sparsity)}"
+    notes = [f"{label}: {c.reason}"] if c.reason else []
+    if c.decision is not None and c.decision.missing:
+        notes.append(f"{label}: too few items — {c.decision.missing}")
+    if c.heterogeneity is not None:
+        q, df, hp, i2 = c.heterogeneity
+        notes.append(f"{label}: heterogeneity across leaf tasks Q = {q:.1f} on {df} df, p = {hp:.2g}, I² = {i2:.0%}")
+    return notes
+
+
 def paired_table(comp) -> tuple[str, list[str]]:
-    """The per-cell paired statistics against dense, and one note per cell whose paired columns are empty."""
-    lines = ["| setting | sparsity | seeds | n | score (± sd over seeds) | Δ vs dense [95% CI] | verdict | "
-             "retention [95% CI] | flips right→wrong / wrong→right | McNemar p | agreement with dense | choice KL |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
-    notes = []
-    cells = sorted(comp.cells, key=lambda c: (_order(c.setting), c.sparsity))
-    for c in cells:
-        seeds = len(c.seeds)
-        score_text = _fmt(c.score, comp.scaled) + (f" ± {_fmt(c.score_sd, comp.scaled)}" if c.score_sd is not None else "")
-        verdict = "—" if c.verdict is None else (f"{c.verdict} (better)" if c.better else c.verdict)
-        ret = "—" if c.retention is None else (
-            f"{c.retention.estimate * 100:.0f}% [{c.retention.low * 100:.0f}, {c.retention.high * 100:.0f}]")
-        flips = "—" if c.flips is None else f"{c.flips.right_to_wrong} / {c.flips.wrong_to_right}"
-        p = "—" if c.mcnemar_p is None else f"{c.mcnemar_p:.3g}"
-        agree = "—" if c.agreement is None else f"{c.agreement * 100:.0f}%"
+    """The per-cell paired statistics against dense, and the notes of cells with something to say."""
+    worse = "loses at most" if comp.higher_better else "rises at most"
+    lines = ["| setting | sparsity | seeds | n | score (sd over seeds) | Δ vs dense [95% CI] | verdict | "
+             f"{worse} (one-sided 97.5%) | items to decide | retention [95% CI] | accuracy on dense-wrong [95% CI] | "
+             "flips right→wrong / wrong→right (per seed) | paired p | agreement (Cohen's κ) | choice KL |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes: list[str] = []
+    for c in sorted(comp.cells, key=lambda c: (_order(c.setting), c.sparsity)):
+        score_text = _fmt(c.score, comp.scaled) + (f" ({_fmt(c.score_sd, comp.scaled)})" if c.score_sd is not None else "")
+        d = c.decision
+        margin = "—" if d is None or d.margin is None else _fmt(d.margin, comp.scaled)
+        agree = "—" if c.agreement is None else f"{c.agreement * 100:.0f}%" + (
+            f" (κ {c.kappa:.2f})" if c.kappa is not None else "")
+        p = "—" if c.p_value is None else f"{c.p_value:.3g}"
         kl = "—" if c.choice_kl is None else f"{c.choice_kl:.3g}"
-        lines.append(f"| {c.setting.label} | {_pct(c.sparsity)} | {seeds} | {c.n if c.n is not None else '—'} | "
-                     f"{score_text} | {_fmt_interval(c.diff, comp.scaled, signed=True)} | {verdict} | {ret} | {flips} | "
-                     f"{p} | {agree} | {kl} |")
-        if c.reason:
-            notes.append(f"{c.setting.label} {_pct(c.sparsity)}: {c.reason}")
+        lines.append(f"| {c.setting.label} | {_pct(c.sparsity)} | {len(c.seeds)} | {c.n if c.n is not None else '—'} | "
+                     f"{score_text} | {_diff_text(c, comp.scaled)} | {_verdict_text(c)} | {margin} | {_needed(d)} | "
+                     f"{_pct_interval(c.retention)} | {_pct_interval(c.dense_wrong)} | {_flips_text(c.flips)} | {p} | "
+                     f"{agree} | {kl} |")
+        notes += _cell_notes(c)
     return "\n".join(lines), notes
+
+
+def pooled_table(comparisons: Mapping, model: str) -> str | None:
+    """One decision per (setting, sparsity) across every paired task of ``model`` (see paired.pooled_decision)."""
+    by_cell: dict[tuple, list] = {}
+    for (m, _task), comp in comparisons.items():
+        if m != model:
+            continue
+        for c in comp.cells:
+            if c.decision is not None:
+                by_cell.setdefault((c.setting, c.sparsity), []).append(c.decision)
+    if not by_cell:
+        return None
+    lines = ["| setting | sparsity | tasks | pooled decision |", "|---|---:|---:|---|"]
+    for (setting, sparsity), decisions in sorted(by_cell.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+        lines.append(f"| {setting.label} | {_pct(sparsity)} | {len(decisions)} | {paired.pooled_decision(decisions)} |")
+    return "\n".join(lines)
 
 
 def fidelity_table(rows) -> tuple[str, list[str]]:
@@ -214,7 +270,7 @@ def _curve_state(view: TaskView, curve: Curve, comp) -> LargestMatching | None:
         cell = cells.get((curve.setting, sparsity))
         if cell is None or cell.verdict is None:
             return None
-        verdicts.append((sparsity, cell.verdict))
+        verdicts.append((sparsity, cell.shown))
     return largest_matching(verdicts)
 
 
@@ -227,19 +283,19 @@ def matching_summary(views: Sequence[TaskView], tol: Tolerance, comparisons: Map
     for view in views:
         if view.dense is None:
             continue
-        width = tol.width(view.dense, view.scaled)
         comp = (comparisons or {}).get((view.model, view.task))
+        width = tol.width(view.dense, comp.chance if comp is not None else 0.0)
         for curve in view.curves:
             quantizer = is_quantizer(curve.setting.method)  # quantization only: no sparsity axis
-            state = _curve_state(view, curve, comp) if view.higher_better else None
+            state = _curve_state(view, curve, comp)
             if state is not None:
                 if quantizer:
-                    text = next(c.verdict for c in comp.cells if c.setting == curve.setting)
+                    text = next(c.shown for c in comp.cells if c.setting == curve.setting)
                 else:
                     text = state.describe(_pct)
             else:
                 point_based.add(view.task)
-                value = largest_matching_sparsity(curve.points, view.dense, width, view.higher_better)
+                value = paired.largest_point_matching(curve.points, view.dense, width, view.higher_better)
                 text = ("matches" if value is not None else "no") if quantizer else ("none" if value is None else _pct(value))
             out.setdefault(curve.setting.label, {})[view.task] = text
     return out, point_based
@@ -257,12 +313,13 @@ def matching_table(views: Sequence[TaskView], tol: Tolerance, comparisons: Mappi
         lines.append(f"| {label} | " + " | ".join(per_task.get(task, "—") for task in tasks) + " |")
     decided = [t for t in tasks if t not in point_based]
     if decided:
-        lines += ["", f"{', '.join(decided)}: decided on the paired 95% interval of the difference from dense "
-                  f"({MATCHES} = the whole interval within the tolerance); \"≥ X (inconclusive at Y)\" means every "
-                  "point up to X matches and the interval at Y straddles the tolerance — more items are needed."]
+        lines += ["", f"{', '.join(decided)}: each cell decided on its own (verdicts are per cell) by a one-sided "
+                  "97.5% non-inferiority test on the paired interval of the difference from dense; \"≥ X "
+                  "(inconclusive at Y)\" means every point up to X matches and the interval at Y straddles the "
+                  "tolerance; \"too few items at Y\" means Y has less evidence than a verdict needs."]
     if point_based:
         lines += ["", f"{', '.join(t for t in tasks if t in point_based)}: decided on point estimates "
-                  "(perplexity contrast, or runs without per-item samples) — no uncertainty is taken into account."]
+                  "(runs without per-item samples) — no uncertainty is taken into account."]
     return "\n".join(lines)
 
 

@@ -103,15 +103,16 @@ def test_flips_retention_agreement_on_generated_answers(paired_dir):
     wanda = _cell(result, "wanda")
     assert wanda.seeds == [0, 1]
     assert wanda.score == pytest.approx(np.mean([50.0, 37.5])) and wanda.score_sd == pytest.approx(np.std([50.0, 37.5], ddof=1))
-    f = wanda.flips  # seed 0: 2 r→w, 1 w→r; seed 1: 2 r→w, 0 w→r
-    assert (f.right_to_wrong, f.wrong_to_right, f.dense_right, f.kept_right) == (4, 1, 10, 6)
-    assert wanda.retention.estimate == pytest.approx(0.6)
-    assert wanda.mcnemar_p == pytest.approx(paired.mcnemar_exact(4, 1))
+    f = wanda.flips  # seed 0: 2 r→w, 1 w→r; seed 1: 2 r→w, 0 w→r — per seed, never summed
+    assert (f.right_to_wrong, f.wrong_to_right, f.dense_right) == ((2, 2), (1, 0), 5)
+    assert wanda.retention.estimate == pytest.approx(0.6) and wanda.retention.method == "Clopper–Pearson"
+    # seed-averaged items: two items lost in both seeds (−1), one gained in one seed (+½): not McNemar on 4 vs 1
+    assert wanda.p_value == pytest.approx(paired.sign_flip_p([-1, -1, 0.5, 0, 0, 0, 0, 0]))
     # answers are "paris" when right, "rome" when wrong: agreement = share of unchanged outcomes
     assert wanda.agreement == pytest.approx(np.mean([5 / 8, 6 / 8]))
-    expected = paired.paired_difference(QA_DENSE, [QA_WANDA[0], QA_WANDA[1]]).scaled(100)
+    expected = paired.paired_binary_interval(QA_DENSE, [QA_WANDA[0], QA_WANDA[1]]).scaled(100)
     assert wanda.diff == expected
-    assert wanda.verdict == paired.verdict(expected, Tolerance().width(62.5))
+    assert wanda.verdict == paired.TOO_FEW  # 8 items: below the minimum, whatever the interval says
     assert wanda.choice_kl is None
 
 
@@ -133,11 +134,10 @@ def test_missing_samples_and_mismatched_items_say_why_and_how_to_rerun(paired_di
     magnitude = _cell(result, "magnitude")
     assert magnitude.score == pytest.approx(50.0) and magnitude.diff is None
     assert "no per-item samples" in magnitude.reason and "rerun kick-sweep" in magnitude.reason
-    sparsegpt = _cell(result, "sparsegpt")
-    assert sparsegpt.diff is None
-    assert "item sets differ: dense has 8 items, this cell 8 (7 in common)" in sparsegpt.reason
-    assert "--limit" in sparsegpt.reason
-    assert _cell(_compare(paired_dir, "kick_mmlu"), "sparsegpt").diff is not None  # its MC items do match
+    sparsegpt = _cell(result, "sparsegpt")  # docs 7 and 9 differ: paired on the 7 common items, saying so
+    assert sparsegpt.n == 7 and sparsegpt.dropped == (1, 1) and sparsegpt.verdict == paired.TOO_FEW
+    assert "paired on the 7 items defined in both runs; dropped 1 of dense's and 1 of this cell's" in sparsegpt.reason
+    assert _cell(_compare(paired_dir, "kick_mmlu"), "sparsegpt").dropped == (0, 0)  # its MC items do match
 
 
 def test_without_a_dense_run_the_cells_say_so(paired_dir):
@@ -178,13 +178,15 @@ def test_report_shows_intervals_verdicts_paired_columns_and_reasons(paired_dir):
     runs = load_runs(paired_dir)
     wanda = _cell(_compare(paired_dir, "kick_freebaseqa"), "wanda")
     table = report[report.index("### Task: kick_freebaseqa"):]
-    assert _row(table, "wanda")[-1] == f"43.8 ± {wanda.diff.half_width:.1f} {wanda.verdict}"
+    low, high = 62.5 + wanda.diff.low, 62.5 + wanda.diff.high
+    assert _row(table, "wanda")[-1] == f"43.8 [{low:.1f}, {high:.1f}] too few items"
     assert _row(table, "magnitude")[-1] == "50.0"  # no samples: the point value only
     paired_row = _row(table, "wanda", "50%")
-    assert paired_row[:3] == ["2", "8", "43.8 ± 8.8"]
-    assert paired_row[4] == wanda.verdict and paired_row[6] == "4 / 1"
-    assert paired_row[7] == f"{paired.mcnemar_exact(4, 1):.3g}" and paired_row[8] == "69%"
-    assert "magnitude 50%: no per-item samples" in table and "sparsegpt 50%: item sets differ" in table
+    assert paired_row[:3] == ["2", "8", "43.8 (8.8)"]
+    assert paired_row[4] == "too few items" and paired_row[9] == "2.0 ± 0.0 / 0.5 ± 0.7"
+    assert paired_row[10] == f"{wanda.p_value:.3g}" and paired_row[11].startswith("69% (κ ")
+    assert "magnitude 50%: no per-item samples" in table and "sparsegpt 50%: paired on the 7 items" in table
+    assert "wanda 50%: too few items — 8 paired items; a verdict needs at least 10" in table
     mmlu = report[report.index("### Task: kick_mmlu"):]
     assert _row(mmlu, "wanda", "50%")[-1] == f"{paired.choice_kl(MC_DENSE, MC_WANDA).mean():.3g}"
     fid = report[report.index("### Fidelity to dense"):]
@@ -213,7 +215,7 @@ def test_score_plot_has_error_bars_and_n(paired_dir, monkeypatch):
     plots.plot_view(view, paired_dir / "p", Tolerance(), comp)
     ax = captured["fig"].axes[0]
     assert "n = 8 items" in ax.get_title()
-    assert len(ax.containers) == 1  # wanda (paired) has error bars; magnitude/sparsegpt lines have none
+    assert len(ax.containers) == 2  # wanda and sparsegpt (common items) have error bars; magnitude has none
     wanda = _cell(comp, "wanda")
     (segments,) = [c for c in ax.collections if hasattr(c, "get_segments")][:1]
     (seg,) = segments.get_segments()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kick_study import cli, tables
+from kick_study import cli, paired, tables
 from kick_study.runs import ReportError, Setting, load_runs
 
 
@@ -37,15 +37,15 @@ def _section(report: str, heading: str) -> str:
     ],
 )
 def test_largest_matching_sparsity(points, dense, width, higher, expected):
-    assert tables.largest_matching_sparsity(points, dense, width, higher) == expected
+    assert paired.largest_point_matching(points, dense, width, higher) == expected
 
 
 def test_tolerance_is_one_point_or_two_percent_whichever_is_larger():
     tol = tables.Tolerance(abs_points=1.0, rel=0.02)  # the rule before LLM-KICK's ε₀ became the default
-    assert tol.width(40.0, scaled=True) == 1.0
-    assert tol.width(80.0, scaled=True) == pytest.approx(1.6)
-    assert tol.width(20.0, scaled=False) == pytest.approx(0.4)  # perplexity: relative only
-    assert tables.Tolerance(abs_points=3, rel=0).width(80.0, True) == 3
+    assert tol.width(40.0) == 1.0
+    assert tol.width(80.0) == pytest.approx(1.6)
+    assert tol.width(20.0) == 1.0  # perplexity: the absolute part in its own units, not silently dropped
+    assert tables.Tolerance(abs_points=3, rel=0).width(80.0) == 3
 
 
 # --------------------------------------------------------------------------- fixture grid
@@ -61,8 +61,11 @@ def test_runs_are_parsed_from_model_info_and_model_args(grid_dir):
 
 def test_default_tolerance_is_five_percent_of_dense():
     tol = tables.Tolerance()
-    assert tol.width(40.0, scaled=True) == pytest.approx(2.0)
-    assert tol.width(20.0, scaled=False) == pytest.approx(1.0)
+    assert tol.width(40.0) == pytest.approx(2.0)
+    assert tol.width(20.0) == pytest.approx(1.0)
+    chance = tables.Tolerance(chance_corrected=True)
+    assert chance.width(45.0, chance=25.0) == pytest.approx(1.0)  # 5% of (45 − 25)
+    assert chance.width(20.0, chance=25.0) == 0.0  # dense below chance: nothing to lose
 
 
 def test_default_matching_uses_five_percent(grid_dir):
@@ -81,14 +84,14 @@ def test_report_tables_hold_the_right_numbers(grid_dir):
     assert _row(free, "wanda") == ["—", "39.8", "39.2", "10.0"]
     assert _row(free, "wanda 2:4") == ["—", "—", "35.0", "—"]
     assert _row(free, "gptq w4") == ["39.0", "—", "—", "—"]
-    ppl = _section(report, "### Perplexity contrast: kick_ppl_heldout")
+    ppl = _section(report, "### Perplexity (paired by document): kick_ppl_heldout")
     assert _row(ppl, "dense")[0] == "20.00" and _row(ppl, "magnitude")[2] == "40.00"
 
     match = _section(report, "### Largest sparsity still matching dense")
     header = [c.strip() for c in match.splitlines()[2].strip("|").split("|")]
     assert header[1:] == ["kick_freebaseqa", "kick_mmlu", "kick_ppl_heldout"]
-    assert _row(match, "magnitude") == ["20%", "none", "none"]
-    assert _row(match, "wanda") == ["50%", "20%", "20%"]  # mmlu at 50%: 53.5 < 55 - 1.1
+    assert _row(match, "magnitude") == ["20%", "none", "20%"]  # perplexity 20.5 <= 20 + 1 (abs_tol in its units)
+    assert _row(match, "wanda") == ["50%", "20%", "50%"]  # mmlu at 50%: 53.5 < 55 - 1.1
     assert _row(match, "wanda 2:4") == ["none", "none", "none"]
     assert _row(match, "gptq w4") == ["matches", "matches", "matches"]
 

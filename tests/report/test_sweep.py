@@ -282,7 +282,9 @@ def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner)
     from kick_study import cli
 
     report = cli.build_report(out, plots=False).read_text()
-    assert "Perplexity contrast: kick_ppl_heldout" in report and "| magnitude |" in report
+    assert "Perplexity (paired by document): kick_ppl_heldout" in report and "| magnitude |" in report
+    # lm-eval's real samples carry (loglik, words) per document: paired, and one document is too few to decide
+    assert "| magnitude | 50% | 1 | 1 |" in report and "1 paired item; a verdict needs at least 10" in report
 
 
 def test_seeds_give_one_cell_per_seed_for_calibrating_methods_only():
