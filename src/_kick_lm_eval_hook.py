@@ -38,7 +38,7 @@ def is_lm_eval_process(argv):
 def _on_lm_eval_models(module):
     from kick_models.registration import register_model
 
-    register_model()
+    register_model(cli=True)
 
 
 def _on_lm_eval_task_manager(module):

@@ -7,6 +7,8 @@ with the key's own checker, so these functions stay with strings.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,3 +83,22 @@ def is_true(value: Any) -> bool:
     """Lenient and never failing, for variables kick does not own (``HF_HUB_OFFLINE``): True only for
     ``True`` or text in :data:`TRUE_WORDS`."""
     return value if isinstance(value, bool) else str(value).strip().lower() in TRUE_WORDS
+
+
+def as_number(value: Any, kind: type = float) -> float | int | None:
+    """kick's one reading of a number setting: ``value`` (text, int or float) as ``kind`` (``float`` or ``int``),
+    or None when it is not one. Booleans, NaN and infinities are not numbers here; an ``int`` may be written
+    ``4``, ``"4"`` or ``4.0``. Range checks stay with each setting (their messages say what is accepted)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return int(value) if value.is_integer() else None
+        return int(value) if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value) else None
+    try:
+        out = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None

@@ -13,7 +13,7 @@ def kick_eval(argv: list[str] | None = None) -> None:
     """
     from kick_models.registration import patch_task_manager, register_model
 
-    register_model()
+    register_model(cli=True)
     patch_task_manager()
     from lm_eval.__main__ import cli_evaluate
 

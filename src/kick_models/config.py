@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_common.args import as_number
 from kick_models.compression import registry
+from kick_models.compression.method import Param
 
 METHOD_NONE = "none"  # leave the weights as they are; every other method name comes from the registry
 WBITS = (2, 3, 4, 8, 16)
@@ -136,35 +137,40 @@ class CompressionConfig:
         return d
 
 
-# --------------------------------------------------------------------------- coercion
-def _as_bool(key: str, value: Any) -> bool:
-    try:
-        return as_bool(value, key=key)
-    except ArgsError:
-        raise _fail(key, value, accepted_bools()) from None
+# --------------------------------------------------------------------------- kick's own model_args
+# Declared like a plug-in's parameters (one coercion and one message shape, Param.convert); the four whose
+# accepted values are not a type and a range (method, pattern, calib, group_size) have their own readers below.
+KICK_PARAMS = (
+    Param("method", str, METHOD_NONE, "none (the dense model), a built-in method or an installed plug-in"),
+    Param("sparsity", float, 0.0, "fraction of each matrix's weights set to zero (unstructured)", low=0.0, high=1.0,
+          high_open=True),
+    Param("pattern", str, "unstructured", "unstructured, or N:M: keep N of every M consecutive input weights"),
+    Param("wbits", int, 16, "weight bits; 16 quantizes nothing", choices=WBITS),
+    Param("group_size", int, 128, "input columns sharing one quantization scale; -1: one per output row"),
+    Param("sym", bool, False, "symmetric quantization grid"),
+    Param("act_order", bool, False, "GPTQ: quantize columns in order of decreasing Hessian diagonal"),
+    Param("damp", float, 0.01, "Hessian dampening, a fraction of its mean diagonal", low=0.0, high=1.0, low_open=True),
+    Param("blocksize", int, 128, "columns per lazy-update block (SparseGPT, GPTQ)", low=1),
+    Param("calib", str, None, "calibration text: bundled | c4 | wikitext2 | a .txt/.jsonl file (default: the method's)"),
+    Param("nsamples", int, 128, "calibration windows", low=1),
+    Param("seqlen", int, 2048, "tokens per calibration window (capped at the model's context)", low=1),
+    Param("seed", int, 0, "seed of the calibration window draw"),
+    Param("sparsity_profile", str, "uniform", "uniform, or owl: per-block sparsity from outlier ratios",
+          choices=SPARSITY_PROFILES),
+    Param("owl_m", float, 5.0, "OWL: an outlier is M times its layer's mean score", low=0.0, low_open=True),
+    Param("owl_lambda", float, 0.08, "OWL: largest per-block deviation from the target", low=0.0, high=1.0,
+          high_open=True),
+    Param("propagate", str, "compressed", "which outputs feed the next block: compressed | dense", choices=PROPAGATE),
+    Param("true_sequential", bool, False, "refit each layer group to the outputs of the compressed groups before it"),
+    Param("skip_experts", bool, False, "leave routed mixture-of-experts experts dense (recorded)"),
+)
+_GROUP_SIZE_ACCEPTED = "a positive integer or -1 (per channel)"
 
 
-def _as_int(key: str, value: Any, accepted: str) -> int:
-    if isinstance(value, bool):
-        raise _fail(key, value, accepted)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    raise _fail(key, value, accepted)
-
-
-def _as_float(key: str, value: Any, accepted: str) -> float:
-    if isinstance(value, bool):
-        raise _fail(key, value, accepted)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise _fail(key, value, accepted) from None
-    if not math.isfinite(out):
-        raise _fail(key, value, accepted)
+def _group_size(value: Any) -> int:
+    out = as_number(value, int)
+    if out is None or out == 0 or out < -1:
+        raise _fail("group_size", value, _GROUP_SIZE_ACCEPTED)
     return out
 
 
@@ -173,6 +179,18 @@ def _as_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if text not in choices:
         raise _fail(key, value, " | ".join(choices))
     return text
+
+
+def _method(value: Any) -> str:
+    """A registered method name; a plug-in that was skipped is named with the reason."""
+    try:
+        return _as_choice("method", value, method_choices())
+    except ConfigError:
+        skipped = registry.skipped_plugins().get(str(value).strip().lower())
+        if skipped is None:
+            raise
+        raise _fail("method", value, f"{' | '.join(method_choices())} (the plug-in {str(value).strip()!r} was "
+                    f"skipped: {skipped})") from None
 
 
 def parse_pattern(value: Any) -> tuple[int, int] | None:
@@ -199,29 +217,23 @@ def _calib(value: Any) -> str:
     return text.lower() if text.lower() in CALIB_NAMES else text
 
 
-# key -> converter(value) for the compression args; anything else is an HFLM arg or an error
-_CONVERTERS = {
-    "method": lambda v: _as_choice("method", v, method_choices()),
-    "sparsity": lambda v: _as_float("sparsity", v, "a number in [0, 1)"),
-    "pattern": parse_pattern,
-    "wbits": lambda v: _as_int("wbits", v, "one of 2, 3, 4, 8, 16"),
-    "group_size": lambda v: _as_int("group_size", v, "a positive integer or -1 (per channel)"),
-    "sym": lambda v: _as_bool("sym", v),
-    "act_order": lambda v: _as_bool("act_order", v),
-    "damp": lambda v: _as_float("damp", v, "a number in (0, 1]"),
-    "blocksize": lambda v: _as_int("blocksize", v, "a positive integer"),
-    "calib": _calib,
-    "nsamples": lambda v: _as_int("nsamples", v, "a positive integer"),
-    "seqlen": lambda v: _as_int("seqlen", v, "a positive integer"),
-    "seed": lambda v: _as_int("seed", v, "an integer"),
-    "sparsity_profile": lambda v: _as_choice("sparsity_profile", v, SPARSITY_PROFILES),
-    "owl_m": lambda v: _as_float("owl_m", v, "a number > 0"),
-    "owl_lambda": lambda v: _as_float("owl_lambda", v, "a number in [0, 1)"),
-    "propagate": lambda v: _as_choice("propagate", v, PROPAGATE),
-    "true_sequential": lambda v: _as_bool("true_sequential", v),
-    "skip_experts": lambda v: _as_bool("skip_experts", v),
-}
-COMPRESSION_KEYS = tuple(_CONVERTERS)  # kick's own keys; methods add theirs (compression_keys())
+_READERS = {"method": lambda v: _method(v), "pattern": parse_pattern, "calib": _calib, "group_size": _group_size}
+_PARAMS = {p.name: p for p in KICK_PARAMS}
+
+
+def _convert(key: str, value: Any) -> Any:
+    """One of kick's own model_args as its type, or the refusal naming key, value and what is accepted."""
+    if key in _READERS:
+        return _READERS[key](value)
+    param = _PARAMS[key]
+    try:
+        out = param.convert(value)
+    except ValueError:
+        raise _fail(key, value, param.accepted()) from None
+    return str(out).lower() if param.choices and isinstance(out, str) else out
+
+
+COMPRESSION_KEYS = tuple(_PARAMS)  # kick's own keys; methods add theirs (compression_keys())
 
 
 def method_choices() -> tuple[str, ...]:
@@ -254,8 +266,8 @@ def _method_args(method: str, given: Mapping[str, Any]) -> tuple[tuple[str, Any]
 def build_config(args: Mapping[str, Any]) -> CompressionConfig:
     """Turn raw model_args (strings, or lm-eval's coerced ints/floats/bools) into a checked config."""
     args = {key: value for key, value in args.items() if value is not None}
-    own = {key: value for key, value in args.items() if key in _CONVERTERS}
-    values = {key: _CONVERTERS[key](value) for key, value in own.items()}
+    own = {key: value for key, value in args.items() if key in _PARAMS}
+    values = {key: _convert(key, value) for key, value in own.items()}
     unknown = sorted(set(args) - set(own) - set(registry.param_owners()))
     if unknown:
         raise _fail(unknown[0], args[unknown[0]], f"one of {', '.join(compression_keys())}")
@@ -270,30 +282,13 @@ def build_config(args: Mapping[str, Any]) -> CompressionConfig:
 
 
 def _check(c: CompressionConfig, given: set[str]) -> None:
-    if not 0.0 <= c.sparsity < 1.0:
-        raise _fail("sparsity", c.sparsity, "a number in [0, 1)")
+    """What no single value shows: settings that contradict each other (each value's own range is its Param's)."""
     if c.pattern is not None and "sparsity" in given and not math.isclose(c.sparsity, c.target_sparsity):
         raise _fail(
             "sparsity",
             c.sparsity,
             f"nothing, or {c.target_sparsity:g} with pattern={c.pattern_str} (N:M fixes sparsity at 1 - N/M)",
         )
-    if c.wbits not in WBITS:
-        raise _fail("wbits", c.wbits, "one of 2, 3, 4, 8, 16")
-    if c.group_size == 0 or c.group_size < -1:
-        raise _fail("group_size", c.group_size, "a positive integer or -1 (per channel)")
-    if not 0.0 < c.damp <= 1.0:
-        raise _fail("damp", c.damp, "a number in (0, 1]")
-    if c.blocksize <= 0:
-        raise _fail("blocksize", c.blocksize, "a positive integer")
-    if c.nsamples <= 0:
-        raise _fail("nsamples", c.nsamples, "a positive integer")
-    if c.seqlen <= 0:
-        raise _fail("seqlen", c.seqlen, "a positive integer")
-    if c.owl_m <= 0:
-        raise _fail("owl_m", c.owl_m, "a number > 0")
-    if not 0.0 <= c.owl_lambda < 1.0:
-        raise _fail("owl_lambda", c.owl_lambda, "a number in [0, 1)")
     methods = registry.all_methods().values()
     pruners = " | ".join(m.name for m in methods if m.prunes)
     quantizers = " | ".join(m.name for m in methods if not m.prunes)
@@ -301,6 +296,7 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
         raise _fail("method", METHOD_NONE,
                     f"{pruners} (to prune) or {quantizers} (to quantize) when sparsity, pattern or wbits is given")
     spec = c.method_spec
+    _refuse_noop(c, spec, given)
     if spec is not None and not spec.prunes and (c.sparsity > 0 or c.pattern is not None):
         raise _fail("method", c.method,
                     f"{pruners} with wbits=N to prune and quantize; {c.method} alone takes no sparsity or pattern")
@@ -309,3 +305,17 @@ def _check(c: CompressionConfig, given: set[str]) -> None:
         raise _fail(*refusal)
     if c.sparsity_profile == "owl" and c.pattern is not None:
         raise _fail("sparsity_profile", "owl", "uniform with an N:M pattern (OWL sets per-layer unstructured ratios)")
+
+
+def _refuse_noop(c: CompressionConfig, spec: registry.Method | None, given: set[str]) -> None:
+    """A method that would change nothing is refused, so a dense model is never recorded as compressed:
+    a pruning method needs a sparsity above 0 or a pattern, a quantizer fewer than 16 bits."""
+    if spec is None:
+        return
+    if spec.prunes and c.pattern is None and c.sparsity == 0:
+        value = c.sparsity if "sparsity" in given else "(not given)"
+        raise _fail("sparsity", value, f"a number in (0, 1), or pattern=N:M, with method={c.method} "
+                    "(a pruning method without either prunes nothing; method=none is the dense model)")
+    if not spec.prunes and c.wbits >= 16:
+        raise _fail("wbits", c.wbits, f"one of 2, 3, 4, 8 with method={c.method} "
+                    "(16 bits quantizes nothing; method=none is the dense model)")

@@ -10,6 +10,8 @@ appears atomically (written beside its destination, then renamed).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -63,6 +65,71 @@ def check_destination(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         raise ExportError(f"kick-compress: --out {str(out)!r} cannot be created: {str(parent)!r} is not writable; "
                           "accepted: a path in a folder you can write to")
     return out
+
+
+def _within(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it (both resolved)."""
+    return a == b or b in a.parents
+
+
+def protected_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Folders an export must never replace, contain or be written into: the source model, kick's caches,
+    the working folder and the home folder (an ``--overwrite`` of one of them would delete it)."""
+    from kick_common.args import parse_kv
+    from kick_common.paths import embedded_model_dir, kick_cache_dir
+
+    folders: list[tuple[str, Path]] = []
+    model = args.model.strip()
+    if model.lower() == "embedded":
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # then it lies in the cache root anyway
+            folders.append(("the embedded source model", embedded_model_dir()))
+    elif Path(model).expanduser().exists():
+        folders.append(("the source model folder", Path(model).expanduser()))
+    folders.append(("kick's cache root", kick_cache_dir()))
+    extra = parse_kv(args.model_args, strict=False) if args.model_args else {}
+    for cache in (getattr(args, "cache_dir", None), extra.get("cache_dir")):
+        if cache:
+            folders.append(("the compressed-weight cache (--cache_dir)", Path(cache).expanduser()))
+    return [(what, path.resolve()) for what, path in folders]
+
+
+def check_out_is_safe(out_dir: str | os.PathLike, args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside the source model or a cache, that is or contains the
+    working or home folder, or that lies in a kick-sweep results folder -- even with ``--overwrite``."""
+    out = Path(out_dir).expanduser().resolve()
+    for what, folder in protected_folders(args):
+        if _within(out, folder) or _within(folder, out):
+            relation = "is" if out == folder else "lies inside" if _within(out, folder) else "contains"
+            raise ExportError(f"kick-compress: --out {str(out)!r} {relation} {what} ({folder}); writing there would "
+                              "replace or mix with it; accepted: a folder outside it that does not contain it")
+    for what, folder in (("the working folder", Path.cwd().resolve()), ("the home folder", Path.home().resolve())):
+        if _within(folder, out):
+            raise ExportError(f"kick-compress: --out {str(out)!r} is or contains {what} ({folder}); accepted: a new "
+                              "folder inside it, e.g. --out ./compressed")
+    for parent in (out, *out.parents):
+        if (parent / "index.json").is_file() and (parent / "cells").is_dir():
+            raise ExportError(f"kick-compress: --out {str(out)!r} lies in the kick-sweep results folder {parent}; "
+                              "accepted: a folder outside it (the report reads every file there)")
+
+
+def check_flag_conflicts(args: argparse.Namespace) -> None:
+    """A setting given both as a flag (``--model``, ``--sparsity``, ...) and inside ``--model_args`` is refused,
+    as is a key repeated inside ``--model_args``: the run must not pick one of two values silently."""
+    from kick_common.args import parse_kv
+    from kick_models.lm import refuse_duplicates
+
+    if not args.model_args:
+        return
+    refuse_duplicates(args.model_args)
+    extra = parse_kv(args.model_args, strict=False)
+    if "pretrained" in extra:
+        raise ExportError(f"kick-compress: --model_args pretrained={extra['pretrained']} conflicts with --model "
+                          f"{args.model}; accepted: the model named once, with --model")
+    for key in (*_ARG_FLAGS, "device"):
+        value = getattr(args, key, None)
+        if key in extra and value is not None and value is not False:
+            raise ExportError(f"kick-compress: --{key} {format_value(value)} and --model_args {key}={extra[key]} "
+                              f"both set {key}; accepted: one of the two")
 
 
 def _write_record(folder: Path, compression: Mapping[str, Any], fmt: str) -> None:
@@ -170,8 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out).expanduser()
     try:
+        check_out_is_safe(out_dir, args)
         check_destination(out_dir, overwrite=args.overwrite)
-    except ExportError as err:
+        check_flag_conflicts(args)
+    except ValueError as err:  # ExportError, or ConfigError for a repeated model_arg
         sys.stderr.write(f"{err}\n")
         return 2
     arg_string = model_args_string(args)

@@ -14,13 +14,16 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from kick_common.args import ArgsError, accepted_bools, as_bool
+from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
 
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor")
+# ``floor``: marks a run that re-does another under other numerics to measure the noise floor
+# (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
+FLOOR_ROLES = ("dense", "recompressed")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -77,23 +80,61 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
+    if "floor" in kick:
+        kick["floor"] = _floor_role(kick["floor"], config)
     if kick.get("keep_grids") and not config.quantizes:
-        raise ConfigError("kick-hf: keep_grids=true keeps GPTQ grids, but this config does not quantize; "
-                          "accepted with method=gptq or wbits in 2, 3, 4, 8")
+        raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
+                          "grids, but this config does not quantize; accepted: false, or true with a quantizer "
+                          "(method=gptq|rtn|awq) or a pruner with wbits in 2, 3, 4, 8")
     hflm = {k: v for k, v in kwargs.items() if k not in keys and k not in KICK_KEYS}
     return config, kick, hflm
 
 
+def check_environment_early() -> dict[str, Any]:
+    """kick's environment variables, checked with the model args; a judge that is set but does not answer is
+    said now (as a warning: kick-hf cannot tell whether the tasks use it), not after the model has loaded."""
+    from kick_common.env import check_environment, endpoint_answers, judge_is_configured
+
+    values = check_environment()
+    if judge_is_configured(values):
+        import os
+
+        url = values.get("KICK_JUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        problem = endpoint_answers(url)
+        if problem:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)  # host and port only: a URL may carry credentials
+            log.warning("kick-hf: the judge at %s://%s does not answer (%s); judged tasks will fail after the "
+                        "model loads. Start it, fix KICK_JUDGE_BASE_URL, or set KICK_JUDGE_DISABLE=1",
+                        parts.scheme, parts.netloc.rsplit("@", 1)[-1], problem)
+    return values
+
+
 def _lock_timeout(value: Any) -> float:
     """``cache_lock_timeout``: seconds to wait for another process compressing the same model and config."""
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not (seconds >= 0 or seconds == -1) or math.isinf(seconds):
+    seconds = as_number(value)
+    if seconds is None or not (seconds >= 0 or seconds == -1):
         raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
                           "accepted: seconds >= 0, or -1 to wait forever")
     return seconds
+
+
+def _floor_role(value: Any, config: CompressionConfig) -> str:
+    """``floor``: dense (a re-run of dense, method=none) or recompressed (a compression method run again)."""
+    role = str(value).strip().lower()
+    if role not in FLOOR_ROLES or (role == "dense") != config.is_noop:
+        raise ConfigError(f"kick-hf: invalid model_arg floor={value!r}; accepted: dense (with method=none) | "
+                          "recompressed (with a compression method)")
+    return role
+
+
+def numerics(batch_size: Any, device: Any, dtype: Any, floor: str | None) -> dict[str, Any]:
+    """What can change a run's floats besides its settings: two runs that differ here may differ in their results."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "batch_size": batch_size, "device": str(device),
+            "dtype": str(dtype), "torch": torch.__version__, "floor": floor}
 
 
 # why a compression arg can be given and still change nothing, by the fields relevant_config drops
@@ -124,14 +165,83 @@ def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, 
 def refusals_logged() -> Iterator[None]:
     """Log a kick refusal at ERROR before it propagates: the stock ``lm_eval`` CLI does not catch it,
     so without this the user reads a long traceback before kick's one-line message."""
+    from kick_common.env import EnvError
     from kick_models.cache import CacheError
     from kick_models.compression.calibration import CalibrationError
 
     try:
         yield
-    except (ConfigError, CacheError, CalibrationError) as err:
+    except (ConfigError, CacheError, CalibrationError, EnvError) as err:
         log.error("%s", err)
+        _short_traceback(err)
         raise
+
+
+def _short_traceback(err: BaseException) -> None:
+    """In an ``lm_eval`` process, print this refusal as one line instead of lm-eval's 40-line traceback (lm-eval
+    does not catch it; Python's excepthook is the one place left). Every other exception keeps its traceback."""
+    import sys
+
+    from kick_models.registration import in_lm_eval_cli
+
+    if not in_lm_eval_cli():
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if value is err:
+            sys.stderr.write(f"{kind.__name__}: {value}\n(refused before loading; nothing was written)\n")
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+class _Embedded:
+    """The default of ``pretrained``: no model named, so the embedded one (unlike a hand-typed ``None``)."""
+
+    def __repr__(self) -> str:
+        return "embedded"
+
+
+EMBEDDED = _Embedded()
+
+
+def duplicate_keys(arg_string: str) -> list[str]:
+    """Keys given more than once in a ``key=value,...`` string (lm-eval keeps the last one without a word)."""
+    seen: set[str] = set()
+    twice: list[str] = []
+    for part in (arg_string or "").split(","):
+        key = part.split("=", 1)[0].strip()
+        if "=" in part and key in seen and key not in twice:
+            twice.append(key)
+        seen.add(key)
+    return twice
+
+
+def refuse_duplicates(arg_string: str, where: str = "--model_args") -> None:
+    twice = duplicate_keys(arg_string)
+    if twice:
+        values = [p.split("=", 1)[1].strip() for p in arg_string.split(",") if p.split("=", 1)[0].strip() == twice[0]]
+        raise ConfigError(f"kick-hf: model_arg {twice[0]} is given {len(values)} times in {where} "
+                          f"({', '.join(f'{twice[0]}={v}' for v in values)}); accepted: each key once")
+
+
+def command_line_model_args(argv: list[str]) -> str:
+    """The ``--model_args``/``-a`` text of an ``lm_eval`` command line, every value joined (JSON values left out)."""
+    texts, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(("--model_args=", "-a=")):
+            texts.append(arg.split("=", 1)[1])
+        elif arg in ("--model_args", "-a"):
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                texts.append(argv[i])
+                i += 1
+            continue
+        i += 1
+    return ",".join(t for t in texts if not t.lstrip().startswith("{"))
 
 
 @register_model("kick-hf")
@@ -141,19 +251,38 @@ class KickHFLM(HFLM):
     With no ``pretrained`` the embedded SmolLM2-135M-Instruct is used (offline).
     """
 
-    def __init__(self, pretrained: Any = None, **kwargs: Any) -> None:
+    def __init__(self, pretrained: Any = EMBEDDED, **kwargs: Any) -> None:
         with refusals_logged():
-            hflm_args = self._kick_setup(pretrained, kwargs)
+            if pretrained is None:  # lm-eval turns the text "None" into None: never the embedded model by accident
+                raise ConfigError("kick-hf: invalid model_arg pretrained=None; accepted: a Hub id or a local model "
+                                  "folder, or no pretrained at all for the embedded model")
+            hflm_args = self._kick_setup(None if pretrained is EMBEDDED else pretrained, kwargs)
         super().__init__(pretrained=self._kick_pretrained, **hflm_args)
+        self._kick_numerics = numerics(getattr(self, "batch_size_per_gpu", hflm_args.get("batch_size")), self.device,
+                                       getattr(self.model, "dtype", None), self._kick_options.get("floor"))
         with refusals_logged():
             self._compress()
 
-    def _kick_setup(self, pretrained: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Every check that needs no weights (args, cache folder, model folder, calibration file, then
-        the model's config and tokenizer), in that order; returns the HFLM arguments."""
-        from kick_models import preflight
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """lm-eval's constructor from text, refusing a key given twice (lm-eval keeps the last silently)."""
+        with refusals_logged():
+            refuse_duplicates(arg_string)
+        return super().create_from_arg_string(arg_string, additional_config)
 
+    def _kick_setup(self, pretrained: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Every check that needs no weights (args, environment, cache folder, model folder, calibration source,
+        then the model's config and tokenizer), in that order; returns the HFLM arguments."""
+        import sys
+
+        from kick_models import preflight
+        from kick_models.registration import in_lm_eval_cli
+
+        if in_lm_eval_cli():  # lm-eval's CLI merges repeated keys before kick sees them
+            refuse_duplicates(command_line_model_args(sys.argv))
         config, kick, hflm_args = split_model_args(kwargs)
+        check_environment_early()
+        preflight.check_hflm_args(hflm_args)
         self.kick_config = config
         self._kick_options = kick
         self._kick_ignored = ignored_args(config, kwargs)
@@ -167,6 +296,7 @@ class KickHFLM(HFLM):
             ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
         preflight.check_pretrained(pretrained)
         calib_source = preflight.check_calib_file_text(config)
+        preflight.check_hub_calibration(config, embedded=pretrained is None)
         if pretrained is None:
             from kick_models.embedded import embedded_model_path
 
@@ -176,6 +306,7 @@ class KickHFLM(HFLM):
         self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
+        self._kick_warnings: list[str] = []
         self._kick_calibration: dict[str, Any] | None = None
         # module name -> GPTQ grid, for a packed export; only with keep_grids=true (see _compress)
         self.kick_quant_grids: dict[str, Any] | None = None
@@ -224,6 +355,7 @@ class KickHFLM(HFLM):
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
         self._kick_summary = summary
+        self._kick_check_achieved(summary)
         cached = summary.get("cache", {}).get("hit", False)
         log.info(
             "kick-hf: %s %s sparsity=%.4f wbits=%s (%s in %.1fs)",
@@ -319,6 +451,15 @@ class KickHFLM(HFLM):
         summary["fidelity"] = {**stored, "verified": {k: v for k, v in check.items() if k != "problem"}}
         return summary
 
+    def _kick_check_achieved(self, summary: dict[str, Any]) -> None:
+        """Measure what compression did against what was asked; a gap is logged and recorded in the results."""
+        from kick_models.achieved import bits_warning, sparsity_warning
+
+        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, self.model)):
+            if warning:
+                log.warning("kick-hf: %s", warning)
+                self._kick_warnings.append(warning)
+
     # ------------------------------------------------------------------ fidelity
     def _kick_fidelity_enabled(self) -> bool:
         return bool(self._kick_options.get("fidelity", True))
@@ -377,7 +518,10 @@ class KickHFLM(HFLM):
             "compression": self.kick_config.to_dict(),
             "calibration": self._kick_calibration,
             "result": self._kick_summary,
+            "numerics": self._kick_numerics,
         }
         if self._kick_ignored:
             info["kick"]["ignored"] = self._kick_ignored
+        if self._kick_warnings:
+            info["kick"]["warnings"] = list(self._kick_warnings)
         return info

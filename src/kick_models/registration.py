@@ -15,13 +15,24 @@ MODEL_NAME = "kick-hf"
 MODEL_TARGET = "kick_models.lm:KickHFLM"  # must equal the lm_eval.models entry point in pyproject.toml
 
 
-def register_model() -> None:
+_in_cli = False  # set by the start-up hook and kick-eval: this process runs lm-eval's command line
+
+
+def in_lm_eval_cli() -> bool:
+    """True in a process running lm-eval's command line (``lm_eval``, ``python -m lm_eval``, ``kick-eval``)."""
+    return _in_cli
+
+
+def register_model(cli: bool = False) -> None:
     """Register ``kick-hf`` as a lazy placeholder (nothing heavy is imported until it is used).
+    ``cli``: this process runs lm-eval's command line (kick-hf then reads ``--model_args`` as typed).
 
     lm-eval fills its model registry from ``lm_eval.models`` only when the registry is empty, so
     that module is imported first: registering into an empty registry would hide every built-in
     model (``--model hf`` would stop working).
     """
+    global _in_cli
+    _in_cli = _in_cli or cli
     import lm_eval.models  # noqa: F401  (fills the registry with the built-in models)
     from lm_eval.api.registry import model_registry
 

@@ -13,6 +13,8 @@ from typing import Sequence
 
 from kick_study import paired
 from kick_study.comparison import compare_view, fidelity_rows
+from kick_study.flags import left_out_note, split_flagged, warnings_section
+from kick_study.floor import floor_section
 from kick_study.paired import Tolerance
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
 from kick_study.runs import ReportError, load_runs
@@ -67,6 +69,14 @@ def _report_path(root: Path, out: str | Path | None) -> Path:
         raise ReportError(f"kick-report: cannot create the folder of --out {str(report)!r} ({err.strerror or err}); "
                           "accepted: a file path whose parents are (or can be made) folders") from None
     return report
+
+
+def _check_plots_dir(report: Path) -> None:
+    """The plots go to ``plots/`` beside the report: a file of that name is refused now, before any work."""
+    plots = report.parent / PLOTS_DIR
+    if plots.exists() and not plots.is_dir():
+        raise ReportError(f"kick-report: {str(plots)!r} is a file, but the plots go in a folder of that name; accepted: "
+                          "move the file away, write the report elsewhere (--out), or pass --no_plots")
 
 
 def _cell_seconds(cells: list[dict]) -> list[float]:
@@ -146,7 +156,8 @@ def _fidelity_section(model: str, runs, ppl_views, report: Path, plots: bool) ->
              "Mean KL(dense ‖ compressed) of the next-token distribution and the share of positions whose most "
              "likely next token is unchanged, measured by kick-hf on fixed bundled held-out text (dense top-k "
              "log-probabilities + one bucket for the rest of the vocabulary: a lower bound of the full KL). "
-             "Intervals resample the text's windows (and seeds).", "", table, ""]
+             "Intervals: Student t over the text's windows (df = windows − 1), each window first averaged over "
+             "seeds (docs/fidelity.md).", "", table, ""]
     if notes:
         lines += ["Not measured:", "", *[f"- {n}" for n in notes], ""]
     if plots:
@@ -181,8 +192,10 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     compressed cell's generated answers against dense's.
     """
     root = Path(results_dir).expanduser()
-    runs = load_runs(root)
+    runs, flagged = split_flagged(load_runs(root))
     report = _report_path(root, out)
+    if plots:
+        _check_plots_dir(report)
     cells = _index_cells(root)
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
@@ -194,13 +207,14 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     paired_s = time.perf_counter() - start
     n_pairs = sum(len(c.cells) for c in comparisons.values())
 
-    lines = ["# LLM-KICK report", "", f"{len(runs)} lm-eval runs from `{root}`.", "", *_method_note(tol, multiplicity, cluster)]
+    lines = ["# LLM-KICK report", "", f"{len(runs) + len(flagged)} lm-eval runs from `{root}`.", "",
+             *warnings_section(flagged, root), *_method_note(tol, multiplicity, cluster)]
     fid_all: list = []
     for model in sorted({v.model for v in views}):
         model_scores = [v for v in scores if v.model == model]
         model_ppl = [v for v in ppl if v.model == model]
         lines += [f"## {model}", "", "### Largest sparsity still matching dense", "",
-                  matching_table(model_scores + model_ppl, tol, comparisons), ""]
+                  matching_table(model_scores + model_ppl, tol, comparisons), "", *left_out_note(flagged, model)]
         pooled = pooled_table(comparisons, model)
         if pooled:
             lines += ["### One decision per cell across tasks", "",
@@ -210,6 +224,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)
         fid_lines, fid_rows = _fidelity_section(model, runs, model_ppl, report, plots)
         lines += fid_lines
+        lines += floor_section(root, model, runs, comparisons, fid_rows)
         fid_all += fid_rows
         for view in model_ppl:
             lines += _task_section(view, comparisons.get((model, view.task)), tol, report, plots)

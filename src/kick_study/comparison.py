@@ -22,6 +22,7 @@ import numpy as np
 
 from kick_models.compression.registry import method_names
 from kick_study import paired
+from kick_study.heldout import window_interval
 from kick_study.paired import Interval, Tolerance
 from kick_study.samples import TaskSamples, read_samples, samples_files
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 RERUN_SAMPLES = ("no per-item samples (results written without --log_samples, e.g. by an older kick-sweep); "
                  "rerun kick-sweep on the same folder — cells without samples run again")
+STALE_KL = ("measured by an older kick-hf whose rest bucket (1 − Σ top-k in float32) could exceed the full KL; "
+            "rerun the cell (kick-sweep reruns nothing that is done: use a new --out, or lm_eval with no_cache=true)")
 NO_DENSE = "no dense run of this model in the folder; kick-sweep always runs one — rerun it on the same folder"
 
 
@@ -373,7 +376,8 @@ class FidelityRow:
 
 def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
                   seed: int = paired.BOOTSTRAP_SEED) -> list[FidelityRow]:
-    """One row per (setting, sparsity) of ``model``; windows (and seeds) are resampled for the intervals."""
+    """One row per (setting, sparsity) of ``model``; t intervals over the text's windows (seeds averaged first)."""
+    from kick_models.fidelity import KL_FORMAT  # lazily: kick_models.fidelity imports torch
     groups: dict[tuple, list] = {}
     for run in runs:
         if run.model == model:
@@ -382,14 +386,18 @@ def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
     for (setting, sparsity), cell_runs in groups.items():
         fids = [r.extra.get("fidelity") for r in cell_runs]
         fids = [f for f in fids if isinstance(f, dict) and f.get("kl_windows")]
+        if fids and any(f.get("kl_format") != KL_FORMAT for f in fids):
+            rows.append(FidelityRow(setting, sparsity, len(cell_runs), None, None, None, None, None, None, None, None,
+                                    None, missing=STALE_KL))
+            continue
         if not fids:
             rows.append(FidelityRow(setting, sparsity, len(cell_runs), None, None, None, None, None, None, None, None,
                                     None, missing="not measured (results from before kick-hf measured fidelity, or "
                                     "fidelity=false, or a cache entry that predates it; rerun with no_cache=true)"))
             continue
         windows = min(len(f["kl_windows"]) for f in fids)
-        kl = paired.bootstrap_mean([f["kl_windows"][:windows] for f in fids], resamples=resamples, seed=seed)
-        top1 = paired.bootstrap_mean([f["top1_windows"][:windows] for f in fids], resamples=resamples, seed=seed)
+        kl = window_interval([f["kl_windows"][:windows] for f in fids], bounds=(0.0, math.inf))
+        top1 = window_interval([f["top1_windows"][:windows] for f in fids], bounds=(0.0, 1.0))
         ppl_mean, ppl_sd = paired.seed_mean_sd([f["ppl_compressed"] for f in fids])
         rows.append(FidelityRow(setting, sparsity, len(fids), kl, top1, float(fids[0]["ppl_dense"]), ppl_mean, ppl_sd,
                                 int(fids[0]["tokens"]), windows, int(fids[0]["top_k"]),

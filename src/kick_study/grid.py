@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from kick_common.args import ArgsError, as_bool, format_kv, is_true, parse_kv
+from kick_common.args import ArgsError, as_bool, as_number, format_kv, parse_kv
+from kick_common.env import hub_reachable
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
 from kick_models.compression.registry import is_quantizer, param_owners
 
@@ -48,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "address": None,
     "gpus_per_cell": None,
     "cpus_per_cell": None,
+    "noise_floor": False,
 }
 RAY_ONLY_KEYS = ("address", "gpus_per_cell", "cpus_per_cell")
 
@@ -72,13 +72,17 @@ class Cell:
     batch_size: Any = 1
     device: str | None = None
     seed: int | None = None  # calibration seed, for the methods that calibrate
+    threads: int | None = None  # torch threads for this cell (None: the sweep's own); set for noise-floor cells
+    floor: str | None = None  # "dense" / "recompressed" for the noise-floor cells (kick_study.floor)
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("=")[-1].rstrip("/").split("/")[-1])[:40] or "model"
-        spec = f"{self.method}-{self.pattern.replace(':', 'of')}-s{self.sparsity:.2f}-w{self.wbits}"
+        spec = f"{self.method}-{self.pattern.replace(':', 'of')}-{sparsity_label(self.sparsity)}-w{self.wbits}"
         if self.seed is not None:
             spec += f"-seed{self.seed}"
+        if self.floor is not None:
+            spec += "-floor"
         digest = hashlib.sha256(
             json.dumps([self.model_args, sorted(self.tasks), self.limit], sort_keys=True).encode()
         ).hexdigest()[:8]
@@ -186,7 +190,20 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
                 if cell.cell_id not in seen:
                     seen.add(cell.cell_id)
                     cells.append(cell)
+    if as_bool(settings.get("noise_floor"), key="noise_floor", lenient=True, default=False):
+        from kick_study.floor import floor_cells
+
+        cells += floor_cells(cells, sweep_threads(settings), settings.get("batch_size", 1))
     return cells
+
+
+def sweep_threads(settings: Mapping[str, Any]) -> int:
+    """The torch thread count the grid's cells run with: Ray's CPUs per cell, else this process's."""
+    if settings.get("launcher") == "ray":
+        return int(settings.get("cpus_per_cell") or 1)
+    import torch
+
+    return torch.get_num_threads()
 
 
 def parse_seeds(value: Any) -> list[int]:
@@ -229,17 +246,6 @@ def check_tasks(tasks: Sequence[str], manager) -> None:
         )
 
 
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """False when offline mode is set or huggingface.co does not answer quickly."""
-    if any(is_true(os.environ.get(var, "")) for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def grid_tasks(settings: Mapping[str, Any], online: Callable[[], bool] = hub_reachable) -> list[str]:
     """The grid's tasks plus the perplexity contrast: bundled held-out text always, wikitext when online."""
     tasks = [str(t) for t in as_list(settings["tasks"])]
@@ -272,11 +278,9 @@ def _items(key: str, value: Any, accepted: str) -> list:
 
 
 def _number(key: str, item: Any, accepted: str) -> float:
-    try:
-        value = float(item) if not isinstance(item, bool) else math.nan
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
+    """``item`` as a number, or the sweep's refusal naming ``key``."""
+    value = as_number(item)
+    if value is None:
         raise SweepError(f"kick-sweep: invalid {key} value {item!r}; accepted: {accepted}")
     return value
 
@@ -323,10 +327,104 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     limit = settings.get("limit")
     if limit is not None and _number("limit", limit, "a count >= 1 or a fraction in (0, 1)") <= 0:
         raise SweepError(f"kick-sweep: invalid limit={limit!r}; accepted: a count >= 1 or a fraction in (0, 1)")
+    try:
+        as_bool(settings.get("noise_floor"), key="noise_floor", lenient=True, default=False)
+    except ArgsError:
+        raise SweepError(f"kick-sweep: invalid noise_floor={settings.get('noise_floor')!r}; accepted: true | false") from None
     for key in ("out", "device", "cache_dir", "include_path"):
         value = settings.get(key)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: a string")
+    _check_models(settings.get("models"))
+    _check_sparsity_labels(settings.get("sparsities"))
+    _check_paths(settings)
+    _check_cell_args(settings)
+
+
+def _check_models(value: Any) -> None:
+    """Every model a non-empty string; one that names a local folder (or a full model_args string's
+    ``pretrained``) passes kick-hf's own folder checks now, not when its first cell starts."""
+    from kick_models.config import ConfigError
+    from kick_models.preflight import check_pretrained
+
+    accepted = "Hub ids, local model folders, embedded, or kick-hf model_args strings"
+    for model in as_list(value):
+        if not isinstance(model, str) or not model.strip():
+            raise SweepError(f"kick-sweep: invalid models item {model!r}; accepted: {accepted}")
+        if model.strip().lower() == "embedded":
+            continue
+        pretrained = parse_kv(model, strict=False).get("pretrained") if "=" in model else model.strip()
+        try:
+            check_pretrained(pretrained)
+        except ConfigError as err:
+            raise SweepError(f"kick-sweep: invalid models item {model!r}: {err}") from None
+
+
+def sparsity_label(sparsity: float) -> str:
+    """How a cell's sparsity is written in its id (and so in folders and the report's cell names)."""
+    return f"s{sparsity:.2f}"
+
+
+def _check_sparsity_labels(value: Any) -> None:
+    seen: dict[str, Any] = {}
+    for item in as_list(value):
+        label = sparsity_label(float(item))
+        if label in seen and float(seen[label]) != float(item):
+            raise SweepError(f"kick-sweep: sparsities {seen[label]!r} and {item!r} share the label {label} (cells are "
+                             "named at two decimals), so their cells would collide; accepted: sparsities that differ "
+                             "at the second decimal")
+        seen.setdefault(label, item)
+
+
+def _check_paths(settings: Mapping[str, Any]) -> None:
+    """Folders the sweep reads or writes: include_path must exist (lm-eval skips a missing one without a word,
+    and the sweep then runs every cell without those tasks); cache_dir must not be a file."""
+    paths = as_list(settings.get("include_path"))
+    for path in paths:
+        if not Path(path).expanduser().is_dir():
+            what = "a file, not a folder" if Path(path).expanduser().exists() else "no such folder"
+            raise SweepError(f"kick-sweep: invalid include_path={path!r}: {what} ({Path(path).expanduser().absolute()}); "
+                             "accepted: an existing folder of task YAMLs")
+    serial = str(settings.get("launcher") or "serial").strip().lower() != "ray"
+    if len(paths) > 1 and serial and settings.get("runner", "subprocess") == "subprocess":
+        raise SweepError(f"kick-sweep: include_path={settings['include_path']!r} names {len(paths)} folders, but "
+                         "lm_eval's --include_path (each subprocess cell) takes one; accepted: one folder, or several "
+                         "with --runner inprocess or --launcher ray")
+    cache = settings.get("cache_dir")
+    if cache is not None and Path(cache).expanduser().exists() and not Path(cache).expanduser().is_dir():
+        raise SweepError(f"kick-sweep: invalid cache_dir={cache!r}: a file, not a folder; accepted: a folder "
+                         "(created when missing)")
+
+
+def _check_cell_args(settings: Mapping[str, Any]) -> None:
+    """batch_size and device as every cell's lm-eval will read them (device only where cells run here)."""
+    from kick_models.config import ConfigError
+    from kick_models.preflight import batch_size_ok, check_device
+
+    batch = settings.get("batch_size")
+    if batch is not None and not batch_size_ok(batch):
+        raise SweepError(f"kick-sweep: invalid batch_size={batch!r}; accepted: a positive integer, auto or auto:N")
+    device = settings.get("device")
+    if device is not None and str(settings.get("launcher") or "serial").strip().lower() != "ray":
+        try:
+            check_device(device)
+        except ConfigError as err:
+            raise SweepError(f"kick-sweep: invalid device={device!r}: {str(err).split(': ', 2)[-1]}") from None
+
+
+def check_every_method_has_cells(settings: Mapping[str, Any], cells: Sequence[Cell]) -> None:
+    """A method named in ``methods`` whose grid gives it no cell is an error, not a silently shorter sweep."""
+    have = {c.method for c in cells}
+    for method in as_list(settings.get("methods")):
+        name = str(method).strip().lower()
+        if name == "none" or name in have:
+            continue
+        if is_quantizer(name):
+            need = f"bits below 16 (bits={settings.get('bits')!r}); accepted: e.g. bits: [4] or --bits 4,16"
+        else:
+            need = (f"a sparsity above 0 or an N:M pattern (sparsities={settings.get('sparsities')!r}, "
+                    f"patterns={settings.get('patterns')!r}); accepted: e.g. --sparsities 0.5 or --patterns 2:4")
+        raise SweepError(f"kick-sweep: methods item {name!r} has no cell in this grid: it needs {need}")
 
 
 # --------------------------------------------------------------------------- config files

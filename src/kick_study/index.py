@@ -34,7 +34,10 @@ def load_index(out_dir: Path) -> dict[str, Any]:
         index = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise SweepError(f"kick-sweep: {path} is not valid JSON ({err}); move it away to start over") from None
-    index.setdefault("cells", {})
+    if not isinstance(index, dict) or not isinstance(index.setdefault("cells", {}), dict):
+        what = type(index).__name__ if not isinstance(index, dict) else f"'cells' {type(index['cells']).__name__}"
+        raise SweepError(f"kick-sweep: {path} holds a JSON {what}, not kick-sweep's index (an object whose 'cells' "
+                         "is an object); accepted: an index written by kick-sweep, or move it away to start over")
     return index
 
 

@@ -369,13 +369,16 @@ def choice_kl(dense_logliks: np.ndarray | Sequence, compressed_logliks: np.ndarr
     """KL(dense ‖ compressed) in nats per item between the softmaxes of the options' log-likelihoods.
 
     Inputs are [items, options]; returns [items]. The softmax turns lm-eval's per-option
-    log-likelihoods into the model's distribution over the offered answers.
+    log-likelihoods into the model's distribution over the offered answers. A −inf option of
+    dense adds 0 (0·log 0 = 0); one that only the compressed model gives −inf makes the item +inf.
     """
     from scipy.special import log_softmax
 
     p_log = log_softmax(np.asarray(dense_logliks, dtype=np.float64), axis=-1)
     q_log = log_softmax(np.asarray(compressed_logliks, dtype=np.float64), axis=-1)
-    return np.sum(np.exp(p_log) * (p_log - q_log), axis=-1)
+    with np.errstate(invalid="ignore"):  # −inf − (−inf) is replaced just below
+        term = np.where(q_log == -np.inf, np.inf, np.exp(p_log) * (p_log - q_log))
+    return np.sum(np.where(p_log == -np.inf, 0.0, term), axis=-1)
 
 
 def seed_mean_sd(values: Sequence[float]) -> tuple[float, float | None]:

@@ -4,7 +4,9 @@ results file (the report pairs them with dense) and return the cell's results fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -21,6 +23,23 @@ class CellFailed(RuntimeError):
 
 
 Runner = Callable[[Cell, Path], Path]
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run a cell with ``threads`` torch threads (a noise-floor cell), the process's own count restored after."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _newest_results(cell_dir: Path) -> Path:
@@ -48,7 +67,8 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
             out.write(shlex.join(cmd) + "\n")
             out.flush()
             try:
-                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+                env = None if cell.threads is None else {**os.environ, **{k: str(cell.threads) for k in THREAD_ENV}}
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, check=False, env=env)
             except subprocess.TimeoutExpired:
                 raise CellFailed(f"lm_eval timed out after {timeout_s}s (log: {log_path})") from None
         if proc.returncode != 0:
@@ -83,11 +103,12 @@ def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
                 managers[pretrained] = kick_task_manager(as_list(include_path) or None, metadata=metadata)
             cell_manager = managers[pretrained]
         tracker = EvaluationTracker(output_path=str(cell_dir))
-        results = lm_eval.simple_evaluate(
-            model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
-            batch_size=cell.batch_size, device=cell.device, task_manager=cell_manager,
-            evaluation_tracker=tracker, log_samples=True,
-        )
+        with torch_threads(cell.threads):
+            results = lm_eval.simple_evaluate(
+                model="kick-hf", model_args=cell.model_args, tasks=list(cell.tasks), limit=cell.limit,
+                batch_size=cell.batch_size, device=cell.device, task_manager=cell_manager,
+                evaluation_tracker=tracker, log_samples=True,
+            )
         if results is None:
             raise CellFailed("lm_eval.simple_evaluate returned no results")
         samples = results.pop("samples", None) or {}

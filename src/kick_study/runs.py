@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kick_common.args import parse_kv
+from kick_models.achieved import SPARSITY_TOLERANCE, compressed_sparsity
 from kick_models.compression.registry import calibrates
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Run:
     date: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None  # calibration seed; None for settings that calibrate on nothing
+    floor: str | None = None  # "dense" / "recompressed": a noise-floor re-run (kick_study.floor), kept apart
+    warnings: tuple[str, ...] = ()  # compression did not do what the setting says (kick_study.flags)
 
 
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,6 +157,45 @@ def _finite_metrics(results: dict[str, dict[str, Any]], path: Path) -> dict[str,
     return results
 
 
+def _unrecorded_gap(setting: Setting, target: float, result: Any) -> str | None:
+    """What kick-hf's own check (kick_models.achieved) would have said, for files written without it.
+
+    A compressed setting with no sparsity and 16-bit weights is a no-op. With the engine's per-bucket
+    accounting the check is kick-hf's; with only the whole-block figure (which counts matrices left dense
+    on request) just "nothing was pruned" is said, so a skipped expert is not taken for a failure."""
+    if setting.is_dense:
+        return None
+    if target == 0 and setting.wbits >= 16 and setting.pattern == "unstructured":
+        return (f"method={setting.method} with no sparsity, no pattern and 16-bit weights compresses nothing; "
+                "the model is dense")
+    if target == 0 or not isinstance(result, Mapping):
+        return None
+    try:
+        achieved = compressed_sparsity(result)
+    except (AttributeError, KeyError, TypeError):
+        achieved = None
+    whole = result.get("achieved_sparsity")
+    if achieved is None and isinstance(whole, (int, float)) and whole <= SPARSITY_TOLERANCE < target:
+        achieved = float(whole)
+    elif achieved is None:
+        return None
+    short = achieved < target - SPARSITY_TOLERANCE
+    over = achieved > target + SPARSITY_TOLERANCE and setting.wbits >= 16  # rounding to a grid adds zeros
+    if short or over:
+        return (f"method={setting.method}: achieved sparsity {achieved:.4f}, target {target:g} (tolerance "
+                f"{SPARSITY_TOLERANCE}); the results are not those of the setting recorded")
+    return None
+
+
+def _warnings(data: Mapping[str, Any], setting: Setting, target: float) -> tuple[str, ...]:
+    """kick-hf's recorded compression warnings (``config.kick.warnings``), else the gap the file itself shows."""
+    recorded = _nested(data, "config", "kick", "warnings")
+    if isinstance(recorded, list) and recorded:
+        return tuple(str(w) for w in recorded)
+    gap = _unrecorded_gap(setting, target, _nested(data, "config", "kick", "result"))
+    return (gap,) if gap else ()
+
+
 def parse_run(path: Path) -> Run:
     """A :class:`Run` from one lm-eval results file (a :class:`ReportError` if it is not one)."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -178,9 +220,10 @@ def parse_run(path: Path) -> Run:
         date = float(data.get("date") or path.stat().st_mtime)
     except (TypeError, ValueError):
         date = path.stat().st_mtime
+    setting = Setting(method=method, pattern=pattern, wbits=wbits)
     return Run(
         model=model,
-        setting=Setting(method=method, pattern=pattern, wbits=wbits),
+        setting=setting,
         sparsity=round(sparsity, 6),
         results=results,
         higher_is_better={k: dict(v) for k, v in _field(data, "higher_is_better", path, dict).items()},
@@ -188,14 +231,17 @@ def parse_run(path: Path) -> Run:
         path=path,
         date=date,
         extra={"achieved_sparsity": _nested(data, "config", "kick", "result", "achieved_sparsity"),
-               "fidelity": _nested(data, "config", "kick", "result", "fidelity")},
+               "fidelity": _nested(data, "config", "kick", "result", "fidelity"),
+               "numerics": _nested(data, "config", "kick", "numerics")},
         seed=int(seed) if seed is not None else None,
+        floor=_nested(data, "config", "kick", "numerics", "floor"),
+        warnings=_warnings(data, setting, sparsity),
     )
 
 
 def load_runs(results_dir: str | Path) -> list[Run]:
     """Every results file under ``results_dir`` (newest wins when a setting was run twice); a file
-    that cannot be read is skipped with one warning."""
+    that cannot be read is skipped with one warning. Noise-floor re-runs are left to :mod:`kick_study.floor`."""
     root = Path(results_dir).expanduser()
     if not root.is_dir():
         raise ReportError(
@@ -206,6 +252,8 @@ def load_runs(results_dir: str | Path) -> list[Run]:
             run = parse_run(path)
         except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
             log.warning("kick-report: skipping %s (%s)", path, err)
+            continue
+        if run.floor:
             continue
         key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
         if key not in runs or runs[key].date <= run.date:

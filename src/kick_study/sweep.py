@@ -19,13 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kick_common.args import ArgsError, parse_kv
+from kick_common.args import ArgsError, as_number, parse_kv
+from kick_common.env import EnvError, check_environment
 from kick_study.grid import (
     DEFAULTS,
     GRID_KEYS,
     RAY_ONLY_KEYS,
     SweepError,
     as_list,
+    check_every_method_has_cells,
     check_settings,
     check_tasks,
     grid_tasks,
@@ -33,7 +35,7 @@ from kick_study.grid import (
     plan_cells,
     task_manager,
 )
-from kick_study.index import run_sweep
+from kick_study.index import load_index, run_sweep
 from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
 
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --launcher ray: CPUs each cell asks for, also its torch / OpenMP threads (default 1)")
     p.add_argument("--seeds", help="comma-separated calibration seeds, e.g. 0,1,2: one cell per seed for the methods "
                                   "that calibrate (the report shows mean ± sd and folds seed variance into intervals)")
+    p.add_argument("--noise_floor", choices=["true", "false"],
+                   help="also run dense and the cheapest calibrating cell again under another thread count and batch "
+                        "size (the second without the cache): the report shows what numerics alone change")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
@@ -80,7 +85,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         settings.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds", "launcher", *RAY_ONLY_KEYS):
+                "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -103,13 +108,6 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def check_launcher_settings(settings: dict[str, Any]) -> None:
     """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
     launcher = str(settings.get("launcher") or "serial").strip().lower()
@@ -122,17 +120,34 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
             raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
         return
     if settings.get("gpus_per_cell") is not None:
-        gpus = _number(settings["gpus_per_cell"])
+        gpus = as_number(settings["gpus_per_cell"])
         if gpus is None or gpus < 0:
             raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
                              "(a fraction such as 0.5 lets cells share a GPU)")
         settings["gpus_per_cell"] = gpus
-    cpus = 1.0 if settings.get("cpus_per_cell") is None else _number(settings["cpus_per_cell"])
+    cpus = 1.0 if settings.get("cpus_per_cell") is None else as_number(settings["cpus_per_cell"])
     if cpus is None or cpus < 1 or not cpus.is_integer():
         raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
     settings["cpus_per_cell"] = int(cpus)
     if settings.get("address") is not None:
         settings["address"] = str(settings["address"]).strip() or None
+
+
+def check_judge(tasks: Sequence[str]) -> None:
+    """With judged tasks in the grid and a judge configured, ask the judge now: an endpoint that is down or
+    refuses the key stops the sweep before the first cell compresses, not after its first generation."""
+    from kick_study.judged import JUDGED_PREFIXES
+
+    if not any(str(t).startswith(JUDGED_PREFIXES) for t in tasks):
+        return
+    from kick_tasks.judge.client import JudgeConfig, JudgeConfigError, check_endpoint
+
+    try:
+        config = JudgeConfig.from_env()
+        if config is not None:
+            check_endpoint(config)
+    except JudgeConfigError as err:
+        raise SweepError(f"kick-sweep: the judge for the judged tasks cannot be used: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int:
@@ -146,13 +161,17 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             require_ray()  # before any task index, cell or compression
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
+        check_every_method_has_cells(settings, cells)
         if args.dry_run:
             for cell in cells:
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
+        check_environment()
+        load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
         manager = task_manager(settings.get("include_path"))
         check_tasks(tasks, manager)
-    except SweepError as err:
+        check_judge(tasks)
+    except (SweepError, EnvError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
     launcher = None
@@ -164,8 +183,9 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                                runner=runner)
     elif runner is None and settings["runner"] == "inprocess":
         runner = inprocess_runner(settings.get("include_path"), manager)
-    elif runner is None:
-        runner = subprocess_runner(settings.get("include_path"))
+    elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
+        include = settings.get("include_path")
+        runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
     out_dir = Path(settings["out"]).expanduser()
     try:
         outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)

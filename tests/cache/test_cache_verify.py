@@ -151,7 +151,7 @@ def test_a_fidelity_reference_that_cannot_be_trusted_is_measured_again(tiny_llam
 
 def test_a_reference_with_nan_and_a_matching_checksum_is_refused(tmp_path):
     windows = torch.zeros(1, 3, dtype=torch.long)
-    ref = fidelity.Reference(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), -1.0), 2.0, 0.0)
+    ref = fidelity.Reference(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), -1.0), torch.full((2,), -2.0), 2.0, 0.0)
     ref.top_logp[1, 1] = float("nan")
     fidelity.save_reference(ref, tmp_path / "r.safetensors", "k")
     refused = fidelity.load_reference(tmp_path / "r.safetensors", "k", windows)

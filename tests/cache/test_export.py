@@ -80,7 +80,7 @@ def test_cli_refuses_existing_out_before_loading(tmp_path, capsys):
 
 @pytest.mark.parametrize("method_args, message", [
     (["--method", "wanda", "--sparsity", "0.5"], "does not quantize"),
-    (["--method", "gptq", "--wbits", "16"], "does not quantize"),
+    (["--method", "gptq", "--wbits", "16"], "wbits=16; accepted: one of 2, 3, 4, 8 with method=gptq"),  # a no-op: refused first
 ])
 def test_gptq_format_refuses_non_quantizing_config_before_loading(tmp_path, capsys, method_args, message):
     # "org/none" cannot load: a 2 with this message proves the check ran first

@@ -14,14 +14,17 @@ def test_topk_kl_with_rest_bucket_on_known_distributions():
     p = torch.tensor([0.5, 0.3, 0.1, 0.1])
     q = torch.tensor([0.25, 0.25, 0.25, 0.25])
     # k = 2: buckets (0.5, 0.3, rest 0.2) vs (0.25, 0.25, rest 0.5)
-    kl = fidelity.topk_kl(p[:2].log()[None], q[:2].log()[None])
+    top = torch.tensor([[0, 1]])
+    p_tail, q_tail = fidelity.tail_logp(p.log()[None], top), fidelity.tail_logp(q.log()[None], top)
+    assert p_tail.exp().item() == pytest.approx(0.2) and q_tail.exp().item() == pytest.approx(0.5)
+    kl = fidelity.topk_kl(p[:2].log()[None], p_tail, q[:2].log()[None], q_tail)
     expected = 0.5 * math.log(2.0) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
     assert kl.item() == pytest.approx(expected)
     full = float((p * (p / q).log()).sum())
     assert kl.item() <= full + 1e-12  # the coarser partition is a lower bound (log-sum inequality)
-    kl_all = fidelity.topk_kl(p.log()[None], q.log()[None])  # k = vocabulary: exact KL
-    assert kl_all.item() == pytest.approx(full)
-    assert fidelity.topk_kl(p[:2].log()[None], p[:2].log()[None]).item() == 0.0
+    none = torch.tensor([float("-inf")])  # k = vocabulary: no rest, the exact KL
+    assert fidelity.topk_kl(p.log()[None], none, q.log()[None], none).item() == pytest.approx(full)
+    assert fidelity.topk_kl(p[:2].log()[None], p_tail, p[:2].log()[None], p_tail).item() == 0.0
 
 
 def _lm(tiny_llama_dir, tmp_path, **args):
@@ -66,6 +69,28 @@ def test_compressed_fidelity_is_stored_with_the_cache_entry(tiny_llama_dir, tmp_
     verified = result["fidelity"].pop("verified")  # the hit re-measured its first window
     assert result["fidelity"] == fid
     assert verified["window"] == 0 and verified["kl"] == pytest.approx(fid["kl_windows"][0], rel=1e-6, abs=1e-9)
+
+
+def test_a_cache_entrys_fidelity_from_the_old_kl_formula_is_measured_again(tiny_llama_dir, tmp_path):
+    import json
+
+    first = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5)
+    fid = first.get_model_info()["kick"]["result"]["fidelity"]
+    assert fid["kl_format"] == fidelity.KL_FORMAT
+    (manifest,) = (tmp_path / "cache").glob("*/manifest.json")
+    data = json.loads(manifest.read_text())
+    stale = {k: v for k, v in data["summary"]["fidelity"].items() if k != "kl_format"}
+    data["summary"]["fidelity"] = {**stale, "kl_mean": 123.0}  # what an older kick-hf stored
+    manifest.write_text(json.dumps(data))
+    again = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5).get_model_info()["kick"]["result"]
+    assert again["cache"]["hit"] is True
+    assert again["fidelity"]["kl_mean"] == pytest.approx(fid["kl_mean"], rel=1e-6)  # re-measured, not 123
+    for path in (tmp_path / "cache" / "fidelity").glob("*.safetensors"):
+        path.unlink()  # no dense reference cached: it is taken from the dense model before the hit loads
+    manifest.write_text(json.dumps(data))
+    measured = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5).get_model_info()["kick"]["result"]
+    assert measured["cache"]["hit"] is True and measured["fidelity"]["kl_mean"] == pytest.approx(fid["kl_mean"], rel=1e-6)
+    assert list((tmp_path / "cache" / "fidelity").glob("*.safetensors"))
 
 
 def test_fidelity_false_skips_the_measurement(tiny_llama_dir, tmp_path):

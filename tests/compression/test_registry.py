@@ -3,6 +3,7 @@ collisions, the cache key, and no method name spelled out anywhere else in the p
 
 import ast
 import dataclasses
+import re
 import sys
 import types
 from importlib import metadata
@@ -122,27 +123,45 @@ def test_plugin_is_usable_like_a_builtin(plugins):
     assert "rowmag_k" in compression_keys()
 
 
-def test_plugin_colliding_with_a_builtin_is_refused(plugins):
-    plugins({"wanda": toy(name="wanda")})
-    with pytest.raises(registry.MethodError, match="'wanda', which is a built-in method"):
-        registry.method_names()
-
-
-def test_plugin_whose_parameter_shadows_a_kick_key_is_refused(plugins):
-    plugins({"rowmag": toy(params=(registry.Param("sparsity", float, 0.1),))})
-    with pytest.raises(registry.MethodError, match=r"\['sparsity'\] that are kick's own model_args"):
-        registry.all_methods()
-
-
 def test_reserved_params_are_exactly_kicks_own_model_args():
     """The registry cannot import the config (the config reads the registry), so it lists the names; they must not drift."""
     assert registry.RESERVED_PARAMS == {f.name for f in dataclasses.fields(CompressionConfig)}
 
 
-def test_plugin_registered_under_another_name_is_refused(plugins):
-    plugins({"alias": toy(name="rowmag")})
-    with pytest.raises(registry.MethodError, match="registers 'rowmag' under the name 'alias'"):
-        registry.all_methods()
+def _raises():
+    raise ImportError("No module named 'torch_sparse_magic'")
+
+
+@pytest.mark.parametrize("installed, skipped, reason", [
+    ({"wanda": toy(name="wanda")}, "wanda", "'wanda', which is a built-in method"),
+    ({"rowmag": toy(params=(registry.Param("sparsity", float, 0.1),))}, "rowmag",
+     r"\['sparsity'\] that are kick's own model_args"),
+    ({"alias": toy(name="rowmag")}, "alias", "registers 'rowmag' under the name 'alias'"),
+    ({"broken": _raises}, "broken", "failed to load: ImportError"),
+    ({"odd": lambda: 42}, "odd", "gave int; accepted: a kick_models.compression.registry.Method"),
+])
+def test_a_broken_or_colliding_plugin_is_skipped_with_one_warning(plugins, caplog, installed, skipped, reason):
+    caplog.set_level("WARNING")
+    plugins({**installed, "rowmag2": toy(name="rowmag2")})
+    names = registry.method_names()
+    assert set(BUILTIN) <= set(names) and "rowmag2" in names  # every other method still works
+    assert build_config({"method": "magnitude", "sparsity": 0.5}).method == "magnitude"
+    warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warnings) == 1 and f"plug-in {skipped!r} skipped" in warnings[0]
+    assert re.search(reason, warnings[0]) and re.search(reason, registry.skipped_plugins()[skipped])
+    if skipped not in BUILTIN:
+        with pytest.raises(ConfigError, match=rf"method={skipped!r}; accepted: .*the plug-in {skipped!r} was skipped"):
+            build_config({"method": skipped, "sparsity": 0.5})
+
+
+def test_two_plugins_with_one_name_are_both_skipped(plugins, monkeypatch, caplog):
+    caplog.set_level("WARNING")
+    plugins({"rowmag": toy(name="rowmag")})
+    eps = list(registry.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)) * 2
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group=None: eps if group == registry.ENTRY_POINT_GROUP else [])
+    registry.reload()
+    assert "rowmag" not in registry.method_names() and "magnitude" in registry.method_names()
+    assert "is registered by both" in registry.skipped_plugins()["rowmag"]
 
 
 def test_malformed_method_is_refused_at_definition():

@@ -196,5 +196,35 @@ def test_config_from_env():
     assert JudgeConfig.from_env({}, env={**env, "KICK_JUDGE_CACHE": "0"}).cache_dir is None
     with pytest.raises(JudgeConfigError, match="api_key"):
         JudgeConfig.from_env({"judge_api_key": "sk"}, env=env)
-    with pytest.raises(JudgeConfigError, match="concurrency"):
+    with pytest.raises(JudgeConfigError, match="KICK_JUDGE_CONCURRENCY='0'; accepted: an integer >= 1"):
         JudgeConfig.from_env({}, env={**env, "KICK_JUDGE_CONCURRENCY": "0"})
+
+
+@pytest.mark.parametrize("name, value", [
+    ("KICK_JUDGE_CONCURRENCY", "abc"), ("KICK_JUDGE_TIMEOUT", "0"), ("KICK_JUDGE_MAX_RETRIES", "-1"),
+    ("KICK_JUDGE_BACKOFF", "nan"), ("KICK_JUDGE_MAX_TOKENS", "2.5"), ("KICK_JUDGE_DISABLE", "maybe"),
+    ("KICK_JUDGE_CACHE", "perhaps"), ("KICK_JUDGE_BASE_URL", "ftp://user:secret@judge.example/v1"),
+])
+def test_a_bad_judge_variable_is_refused_as_kick_refuses_it_everywhere(name, value):
+    from kick_common.env import EnvError, check_environment
+
+    env = {"KICK_JUDGE_MODEL": "m", "KICK_JUDGE_API_KEY": "sk-secret", name: value}
+    with pytest.raises(EnvError) as everywhere:
+        check_environment(env)
+    with pytest.raises(JudgeConfigError) as judge:
+        JudgeConfig.from_env({}, env=env)
+    assert str(judge.value) == str(everywhere.value)
+    assert name in str(judge.value) and "secret" not in str(judge.value)
+
+
+def test_bad_judge_metadata_and_openai_url_are_refused_by_the_same_readers():
+    env = {"KICK_JUDGE_MODEL": "m"}
+    with pytest.raises(JudgeConfigError, match=r"^kick: invalid task metadata judge_timeout='soon'; accepted: seconds > 0"):
+        JudgeConfig.from_env({"judge_timeout": "soon"}, env=env)
+    assert JudgeConfig.from_env({"judge_cache": False, "judge_max_tokens": 4.0}, env=env).max_tokens == 4
+    with pytest.raises(JudgeConfigError, match=r"OPENAI_BASE_URL='ftp://judge.example…'") as err:
+        JudgeConfig.from_env({}, env={**env, "OPENAI_BASE_URL": "ftp://u:hunter2@judge.example/v1"})
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(JudgeConfigError, match="not 'ftp'") as err:
+        JudgeConfig(model="m", base_url="ftp://u:hunter2@judge.example/v1")
+    assert "hunter2" not in str(err.value)

@@ -21,8 +21,9 @@ def write_tiny_llama(out_dir, *, weights: bool):
 
 @pytest.fixture(scope="session")
 def tiny_config_dir(tmp_path_factory):
-    """Config and tokenizer only: any attempt to load weights fails."""
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny_config"), weights=False)
+    """A complete folder (a weightless one is itself refused before loading); the tests that use it also
+    use ``no_weight_loading``, which fails any attempt to load the weights."""
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny_config"), weights=True)
 
 
 @pytest.fixture(scope="session")

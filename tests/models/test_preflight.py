@@ -72,10 +72,10 @@ def test_seqlen_is_capped_at_the_context_like_calibration_does(tiny_config_dir, 
 # --------------------------------------------------------------------------- item 9: group_size
 def test_group_size_wider_than_a_layer_is_refused_from_the_config(tiny_config_dir, no_weight_loading):
     with pytest.raises(ConfigError, match=r"group_size=128: larger than the 64 input features of model\.layers\.0\.\w+.*1\.\.64"):
-        kick_hf(tiny_config_dir, method="gptq", wbits=4, group_size=128)
+        kick_hf(tiny_config_dir, method="gptq", wbits=4, group_size=128, calib="bundled")
     for fine in (64, -1):
         with pytest.raises(AssertionError, match="HFLM started loading"):
-            kick_hf(tiny_config_dir, method="gptq", wbits=4, group_size=fine)
+            kick_hf(tiny_config_dir, method="gptq", wbits=4, group_size=fine, calib="bundled")
 
 
 # --------------------------------------------------------------------------- item 14: pretrained and ignored args
@@ -129,3 +129,5 @@ def test_stock_cli_prints_the_refusal_before_the_traceback(tmp_path, subprocess_
     traceback = proc.stderr.find("Traceback")
     assert traceback == -1 or first < traceback
     assert "ConfigError" in proc.stderr  # still raised, for programs that catch it
+    assert traceback == -1, proc.stderr[-3000:]  # the rest is short: the refusal as one line, no 40-line traceback
+    assert proc.stderr[first:].count("\n") <= 3, proc.stderr[first:]

@@ -63,7 +63,7 @@ def _write(root, writer, name, args, qa, mc, *, samples=True, qa_ids=None, fidel
 def _fid(kl: list[float], top1: list[float]) -> dict:
     return {"kl_mean": float(np.mean(kl)), "top1_agreement": float(np.mean(top1)), "kl_windows": kl,
             "top1_windows": top1, "ppl_dense": 10.0, "ppl_compressed": 12.0, "tokens": 1024, "top_k": 64,
-            "seconds": 1.5, "positions": 1020, "seqlen": 256}
+            "seconds": 1.5, "positions": 1020, "seqlen": 256, "kl_format": 2}
 
 
 @pytest.fixture

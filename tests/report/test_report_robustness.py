@@ -78,3 +78,14 @@ def test_an_out_that_cannot_be_written_is_one_clear_error(grid_dir, tmp_path, ca
     assert cli.main([str(grid_dir), "--out", str(target), "--no_plots"]) == 2
     err = capsys.readouterr().err
     assert "kick-report:" in err and str(target) in err and "Traceback" not in err
+
+
+def test_a_file_named_plots_is_one_clear_error_before_any_work(grid_dir, tmp_path, capsys):
+    out = tmp_path / "report" / "report.md"
+    out.parent.mkdir()
+    (out.parent / "plots").write_text("not a folder")
+    assert cli.main([str(grid_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kick-report: {str(out.parent / 'plots')!r} is a file") and "accepted: " in err, err
+    assert not out.exists() and (out.parent / "plots").read_text() == "not a folder"
+    assert cli.main([str(grid_dir), "--out", str(out), "--no_plots"]) == 0  # no plots: nothing in the way

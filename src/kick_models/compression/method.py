@@ -47,13 +47,19 @@ class Param:
         if self.type is bool:
             return "true or false"
         if self.choices:
-            return " | ".join(map(str, self.choices))
+            if all(isinstance(c, str) for c in self.choices):
+                return " | ".join(self.choices)
+            return "one of " + ", ".join(map(str, self.choices))
         kind = "an integer" if self.type is int else "a number" if self.type is float else "a string"
         if self.low is None and self.high is None:
             return kind
-        lo = "-inf" if self.low is None else f"{self.low:g}"
-        hi = "inf" if self.high is None else f"{self.high:g}"
-        return f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        if self.high is None:  # one-sided ranges read as inequalities
+            if self.type is int and self.low == 1 and not self.low_open:
+                return "a positive integer"
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{kind} {'<' if self.high_open else '<='} {self.high:g}"
+        return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
     def convert(self, value: Any) -> Any:
         """The typed value, or ValueError whose message is :meth:`accepted`."""

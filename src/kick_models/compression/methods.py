@@ -88,6 +88,13 @@ def _no_true_sequential(config):
     return None
 
 
+def _permute_needs_pattern(config):
+    if config.params.get("ria_permute") and config.pattern is None:
+        return ("ria_permute", True, "false with unstructured sparsity, or pattern=N:M with it (the channel "
+                "reallocation chooses N:M groups; unstructured masks have none)")
+    return None
+
+
 MAGNITUDE = Method(
     name="magnitude", kind="prune", version="1",
     summary="smallest |W| pruned, one threshold per matrix (LLM-KICK's baseline); no data",
@@ -112,7 +119,7 @@ RIA = Method(
         Param("ria_group", str, "matrix", "comparison group of unstructured masks", choices=("matrix", "row")),
         Param("ria_permute", bool, False, "N:M only: RIA's channel reallocation before choosing the groups"),
     ),
-    prune=_ria,
+    prune=_ria, check=_permute_needs_pattern,
 )
 DSNOT = Method(
     name="dsnot", kind="prune", version="1", stats=frozenset({"col_norms", "mean", "hessian"}),

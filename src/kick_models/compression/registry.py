@@ -31,6 +31,7 @@ RESERVED_PARAMS = frozenset({
 class _Registry:
     methods: dict[str, Method] = field(default_factory=dict)
     builtin: frozenset = frozenset()
+    skipped: dict[str, str] = field(default_factory=dict)  # entry-point name -> why it was not registered
 
 
 def _builtins() -> list[Method]:
@@ -64,30 +65,54 @@ def _replace(method: Method, **changes) -> Method:
     return dataclasses.replace(method, **changes)
 
 
+def _plugin_problem(method: Method, ep, builtin: frozenset) -> str | None:
+    """Why a loaded plug-in cannot be registered beside the built-ins, or None."""
+    if method.name in builtin:
+        return (f"kick: the method plug-in {ep.value} ({method.source}) registers {method.name!r}, which is a "
+                f"built-in method; accepted: a name other than {', '.join(sorted(builtin))}")
+    clash = RESERVED_PARAMS.intersection(method.param_names)
+    if clash:
+        return (f"kick: the method plug-in {method.name!r} ({method.source}) declares parameter(s) "
+                f"{sorted(clash)} that are kick's own model_args; accepted: other names")
+    return None
+
+
 @lru_cache(maxsize=1)
 def _registry() -> _Registry:
+    """Built-ins, then every plug-in that loads and fits. A plug-in that fails to load, is malformed, shadows a
+    built-in or a kick model_arg, or shares its name with another plug-in is skipped with one warning naming it,
+    so one broken installation does not take every method (``magnitude`` included) down with it."""
     reg = _Registry()
     for method in _builtins():
         reg.methods[method.name] = method
     reg.builtin = frozenset(reg.methods)
-    reserved = RESERVED_PARAMS
+    loaded: dict[str, list[Method]] = {}
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        method = _load_plugin(ep)
-        if method.name in reg.builtin:
-            raise MethodError(
-                f"kick: the method plug-in {ep.value} ({method.source}) registers {method.name!r}, which is a "
-                f"built-in method; accepted: a name other than {', '.join(sorted(reg.builtin))}")
-        if method.name in reg.methods:
-            other = reg.methods[method.name]
-            raise MethodError(f"kick: method {method.name!r} is registered by both {other.source} and "
-                              f"{method.source}; uninstall one of them")
-        clash = reserved.intersection(method.param_names)
-        if clash:
-            raise MethodError(f"kick: the method plug-in {method.name!r} ({method.source}) declares parameter(s) "
-                              f"{sorted(clash)} that are kick's own model_args; accepted: other names")
-        reg.methods[method.name] = method
-        log.debug("kick: method plug-in %s", method.describe())
+        try:
+            method = _load_plugin(ep)
+        except MethodError as err:
+            reg.skipped[ep.name] = str(err)
+            continue
+        problem = _plugin_problem(method, ep, reg.builtin)
+        if problem:
+            reg.skipped[ep.name] = problem
+            continue
+        loaded.setdefault(method.name, []).append(method)
+    for name, methods in loaded.items():
+        if len(methods) > 1:  # neither is the user's evident choice: use none
+            reg.skipped[name] = (f"kick: method {name!r} is registered by both "
+                                 f"{' and '.join(m.source for m in methods)}; uninstall one of them")
+            continue
+        reg.methods[name] = methods[0]
+        log.debug("kick: method plug-in %s", methods[0].describe())
+    for name, why in reg.skipped.items():
+        log.warning("%s -- plug-in %r skipped; every other method works", why, name)
     return reg
+
+
+def skipped_plugins() -> dict[str, str]:
+    """Plug-in entry points that were not registered, with the reason (also logged once as a warning)."""
+    return dict(_registry().skipped)
 
 
 def reload() -> None:
@@ -110,10 +135,11 @@ def builtin_names() -> frozenset:
 
 def get_method(name: str) -> Method:
     """The method called ``name``; KeyError listing every registered one otherwise."""
-    methods = _registry().methods
-    if name not in methods:
-        raise KeyError(f"unknown method {name!r}; accepted: {' | '.join(methods)}")
-    return methods[name]
+    reg = _registry()
+    if name not in reg.methods:
+        why = f" (its plug-in was skipped: {reg.skipped[name]})" if name in reg.skipped else ""
+        raise KeyError(f"unknown method {name!r}{why}; accepted: {' | '.join(reg.methods)}")
+    return reg.methods[name]
 
 
 def param_owners() -> dict[str, list[str]]:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from kick_common.args import ArgsError, as_bool
+from kick_common.env import BY_NAME, EnvError, read_env
 from kick_common.paths import kick_cache_dir
 from kick_tasks.judge.cache import VerdictCache, verdict_key
 from kick_tasks.judge.parsing import (
@@ -60,11 +60,35 @@ def _default_cache_dir(env: Mapping[str, str] | None = None) -> str:
     return str(kick_cache_dir(env) / "judge")
 
 
-def _flag(value, name: str, *, default: bool) -> bool:
+def _env(name: str, env: Mapping[str, str]) -> Any:
+    """One variable read by kick's environment table, its refusal kept word for word (one parser, one message)."""
     try:
-        return as_bool(value, key=name, lenient=True, default=default)
-    except ArgsError as err:
-        raise JudgeConfigError(f"bad judge setting: {err}") from None
+        return read_env(name, env)
+    except EnvError as err:
+        raise JudgeConfigError(str(err)) from None
+
+
+def _openai_base_url(env: Mapping[str, str]) -> str | None:
+    """``OPENAI_BASE_URL`` (the openai client's own variable), checked like ``KICK_JUDGE_BASE_URL``."""
+    text = env.get("OPENAI_BASE_URL")
+    if text is None or not text.strip():
+        return None
+    try:
+        return BY_NAME["KICK_JUDGE_BASE_URL"].read("OPENAI_BASE_URL", text)
+    except EnvError as err:
+        raise JudgeConfigError(str(err)) from None
+
+
+def _setting(name: str, meta: Mapping, env: Mapping[str, str]) -> Any:
+    """``judge_<name>`` from task metadata, else ``KICK_JUDGE_<NAME>``; both read by the variable's own reader."""
+    var = f"KICK_JUDGE_{name.upper()}"
+    value = meta.get(f"judge_{name}")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return _env(var, env)
+    try:
+        return BY_NAME[var].read(var, value)
+    except EnvError as err:  # same refusal, naming where the value came from
+        raise JudgeConfigError(str(err).replace(f"environment variable {var}", f"task metadata judge_{name}", 1)) from None
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,8 @@ class JudgeConfig:
         if not self.model:
             raise JudgeConfigError("judge model name is empty; set KICK_JUDGE_MODEL")
         if not str(self.base_url).startswith(("http://", "https://")):
-            raise JudgeConfigError(f"judge base URL {self.base_url!r} must start with http:// or https://")
+            scheme = urlsplit(str(self.base_url)).scheme  # not the URL: it may carry credentials
+            raise JudgeConfigError(f"judge base URL must start with http:// or https://, not {scheme or 'no scheme'!r}")
         if self.concurrency < 1:
             raise JudgeConfigError(f"judge concurrency {self.concurrency} must be >= 1")
         if self.max_retries < 0 or self.timeout <= 0 or self.backoff < 0:
@@ -109,35 +134,19 @@ class JudgeConfig:
         if bad:
             raise JudgeConfigError(f"task metadata must not carry {bad}: metadata is written to "
                                    "results; set KICK_JUDGE_API_KEY in the environment instead")
-        if _flag(env.get("KICK_JUDGE_DISABLE"), "KICK_JUDGE_DISABLE", default=False):
+        if _env("KICK_JUDGE_DISABLE", env):
             return None
-
-        def pick(name: str, default=None):
-            value = meta.get(f"judge_{name}")
-            if value is None:
-                value = env.get(f"KICK_JUDGE_{name.upper()}")
-            return default if value in (None, "") else value
-
-        model = pick("model")
+        model = _setting("model", meta, env)
         if not model:
             return None
-        try:
-            return cls(
-                model=str(model),
-                base_url=str(pick("base_url", env.get("OPENAI_BASE_URL") or cls.base_url)),
-                api_key=env.get("KICK_JUDGE_API_KEY") or env.get("OPENAI_API_KEY") or None,
-                concurrency=int(pick("concurrency", cls.concurrency)),
-                timeout=float(pick("timeout", cls.timeout)),
-                max_retries=int(pick("max_retries", cls.max_retries)),
-                backoff=float(pick("backoff", cls.backoff)),
-                max_tokens=int(pick("max_tokens", cls.max_tokens)),
-                cache_dir=str(pick("cache_dir", _default_cache_dir(env)))
-                if _flag(pick("cache"), "KICK_JUDGE_CACHE", default=True) else None,
-            )
-        except (TypeError, ValueError) as err:
-            if isinstance(err, JudgeConfigError):
-                raise
-            raise JudgeConfigError(f"bad judge setting: {err}") from err
+        base_url = _setting("base_url", meta, env) or _openai_base_url(env)
+        numbers = {name: _setting(name, meta, env) for name in ("concurrency", "timeout", "max_retries", "backoff",
+                                                                  "max_tokens")}
+        use_cache = _setting("cache", meta, env)
+        return cls(model=str(model), base_url=base_url or cls.base_url,
+                   api_key=_env("KICK_JUDGE_API_KEY", env) or env.get("OPENAI_API_KEY") or None,
+                   cache_dir=None if use_cache is False else str(_setting("cache_dir", meta, env) or _default_cache_dir(env)),
+                   **{k: v for k, v in numbers.items() if v is not None})
 
     @property
     def endpoint(self) -> str:
