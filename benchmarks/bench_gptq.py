@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kick_testlib: test helpers, not in the wheel
+
 # Runs inside a peer's virtualenv: no kick imports. argv: kind model ids.pt heldout.pt bits group runs
 PEER_SCRIPT = r'''
 import json, math, sys, time, torch
@@ -75,7 +77,7 @@ print("RESULT " + json.dumps({"times": times, "ppl": ppl}), flush=True)
 def _worker_source(body: str) -> str:
     """The peer's script: kick's own perplexity function (torch-only, so it runs in the peer's
     virtualenv without kick installed) followed by ``body``; both sides measure alike."""
-    from kick_models.compression import perplexity as module
+    from kick_testlib import perplexity as module
 
     return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
 
@@ -83,8 +85,8 @@ def _worker_source(body: str) -> str:
 
 def _ours(model, tokenizer, ids, held, eval_seqlen, bits, group, true_sequential=False, act_order=False):
     from kick_models.compression import compress_model
-    from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
+    from kick_testlib.perplexity import perplexity
 
     config = build_config({"method": "gptq", "wbits": bits, "group_size": group, "true_sequential": true_sequential,
                            "act_order": act_order, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
@@ -126,9 +128,9 @@ def main(argv=None) -> int:
 
     from kick_common.bundled import heldout_text
     from kick_models.compression.calibration import calibration_ids
-    from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
     from kick_models.embedded import embedded_model_path
+    from kick_testlib.perplexity import perplexity
 
     torch.set_num_threads(1)
     model_path = embedded_model_path()

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kick_testlib: test helpers, not in the wheel
 from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
 
 # (side, label, kick model_args or the peer's scheme)
@@ -84,7 +86,7 @@ print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros,
 
 def _worker_source(body: str) -> str:
     """kick's own perplexity function (torch-only, so the peer's virtualenv needs no kick) + ``body``."""
-    from kick_models.compression import perplexity as module
+    from kick_testlib import perplexity as module
 
     return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
 

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kick_testlib: test helpers, not in the wheel
 from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
 
 SETTINGS = [("wanda", "0.5"), ("wanda", "2:4"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4")]
@@ -64,7 +66,7 @@ print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros,
 def _worker_source(body: str) -> str:
     """The peer's script: kick's own perplexity function (torch-only, so it runs in the peer's
     virtualenv without kick installed) followed by ``body``; both sides measure alike."""
-    from kick_models.compression import perplexity as module
+    from kick_testlib import perplexity as module
 
     return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
 

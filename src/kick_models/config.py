@@ -276,6 +276,8 @@ def build_config(args: Mapping[str, Any]) -> CompressionConfig:
     spec = None if method == METHOD_NONE else registry.get_method(method)
     if spec is not None and not spec.prunes:
         values.setdefault("wbits", spec.default_wbits)
+        if spec.default_group_size is not None:
+            values.setdefault("group_size", spec.default_group_size)
     config = CompressionConfig(**values)
     _check(config, set(values))
     return config

@@ -15,12 +15,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
+from kick_common.stops import FIRST_LINE
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
 
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent")
 # ``floor``: marks a run that re-does another under other numerics to measure the noise floor
 # (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
 FLOOR_ROLES = ("dense", "recompressed")
@@ -80,9 +81,11 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
     if "cache_lock_timeout" in kick:
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
+    if "parent" in kick:
+        kick["parent"] = str(kick["parent"]).strip()
     if "floor" in kick:
         kick["floor"] = _floor_role(kick["floor"], config)
-    if kick.get("keep_grids") and not config.quantizes:
+    if kick.get("keep_grids") and (not config.quantizes or config.method_spec.kind == "load-time"):
         raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
                           "grids, but this config does not quantize; accepted: false, or true with a quantizer "
                           "(method=gptq|rtn|awq) or a pruner with wbits in 2, 3, 4, 8")
@@ -153,8 +156,13 @@ def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, 
 
     used = relevant_config(config)
     described = f"method={config.method}" + (f" wbits={config.wbits}" if config.wbits < 16 else "")
+    reasons = _IGNORED_REASONS
+    if config.method_spec is not None and config.method_spec.kind == "load-time":
+        # another library quantizes: only the fields the method declares it uses reach it
+        reasons = ((tuple(k for keys, _ in _IGNORED_REASONS for k in keys), f"is {config.method_spec.load_time.library}'s "
+                    "quantizer, which does not take it"),)
     out = {}
-    for keys, reason in _IGNORED_REASONS:
+    for keys, reason in reasons:
         for key in keys:
             if key in given and given[key] is not None and key not in used:
                 out[key] = {"value": given[key], "reason": f"{described} {reason}"}
@@ -252,6 +260,9 @@ class KickHFLM(HFLM):
     """
 
     def __init__(self, pretrained: Any = EMBEDDED, **kwargs: Any) -> None:
+        from kick_models.registration import follow_lm_eval_logging
+
+        follow_lm_eval_logging()
         with refusals_logged():
             if pretrained is None:  # lm-eval turns the text "None" into None: never the embedded model by accident
                 raise ConfigError("kick-hf: invalid model_arg pretrained=None; accepted: a Hub id or a local model "
@@ -278,6 +289,7 @@ class KickHFLM(HFLM):
         from kick_models import preflight
         from kick_models.registration import in_lm_eval_cli
 
+        self._kick_external = None  # set last, once every check has passed (read by _get_config)
         if in_lm_eval_cli():  # lm-eval's CLI merges repeated keys before kick sees them
             refuse_duplicates(command_line_model_args(sys.argv))
         config, kick, hflm_args = split_model_args(kwargs)
@@ -294,14 +306,15 @@ class KickHFLM(HFLM):
             from kick_models.cache import ensure_writable
 
             ensure_writable(kick.get("cache_dir"))  # an unusable cache fails now, not after loading
-        preflight.check_pretrained(pretrained)
+        preflight.check_pretrained(pretrained, hflm_args.get("gguf_file"))
         calib_source = preflight.check_calib_file_text(config)
         preflight.check_hub_calibration(config, embedded=pretrained is None)
         if pretrained is None:
             from kick_models.embedded import embedded_model_path
 
             pretrained = str(embedded_model_path())
-        if isinstance(pretrained, str):
+        load_time = config.method_spec is not None and config.method_spec.kind == "load-time"
+        if isinstance(pretrained, str) and not load_time:
             preflight.check_against_model(config, pretrained, hflm_args, calib_source)
         self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
@@ -317,7 +330,31 @@ class KickHFLM(HFLM):
 
             # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
             hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        self._kick_external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
         return hflm_args
+
+    def _kick_external_plan(self, config: CompressionConfig, pretrained: Any, parent: str | None,
+                            hflm_args: dict[str, Any]):
+        """A plan for a model another library compresses (a load-time method, or a checkpoint, above all one
+        given ``parent=``); None for kick's own methods on a dense model. Every check runs before loading."""
+        from kick_models.external import plan
+
+        if not isinstance(pretrained, str):
+            if parent is not None:
+                raise ConfigError("kick-hf: invalid model_arg parent= with a model object as pretrained; "
+                                  "accepted: pretrained=<checkpoint folder or Hub id> with parent=")
+            return None
+        root = None
+        if self._kick_cache_enabled():
+            from kick_models.cache import ensure_writable
+
+            root = ensure_writable(self._kick_options.get("cache_dir"))
+        fidelity = self._kick_fidelity_enabled()
+        spec = config.method_spec
+        if spec is not None and spec.kind == "load-time" and parent is None:
+            return plan.prepare_load_time(config, pretrained, hflm_args, fidelity=fidelity, cache_root=root)
+        return plan.prepare_checkpoint(pretrained, parent, hflm_args, method=config.method, fidelity=fidelity,
+                                       cache_root=root)
 
     # ------------------------------------------------------------------ compression
     def _kick_cache_enabled(self) -> bool:
@@ -337,6 +374,9 @@ class KickHFLM(HFLM):
         model object.
         """
         config = self.kick_config
+        if self._kick_external is not None:
+            self._kick_summary = self._kick_finish_external()
+            return
         windows = self._kick_fidelity_windows() if self._kick_fidelity_enabled() else None
         reference = self._kick_reference(windows) if windows is not None else None
         if config.is_noop:
@@ -451,6 +491,25 @@ class KickHFLM(HFLM):
         summary["fidelity"] = {**stored, "verified": {k: v for k, v in check.items() if k != "problem"}}
         return summary
 
+    def _get_config(self, pretrained: str, **kwargs: Any) -> None:
+        """HFLM hands the config's ``quantization_config`` to ``from_pretrained``: a quantize-while-loading
+        method (bitsandbytes) puts its own there, since lm-eval's command line cannot pass such an object."""
+        super()._get_config(pretrained, **kwargs)
+        external = getattr(self, "_kick_external", None)
+        if external is not None and external.quantization_config is not None:
+            self._config.quantization_config = external.quantization_config
+
+    def _kick_finish_external(self) -> dict[str, Any]:
+        from kick_models.external.plan import finish
+
+        def reference_of_loaded():
+            windows = self._kick_fidelity_windows()
+            return windows, self._kick_reference(windows)
+
+        fidelity = self._kick_fidelity_enabled() and self._kick_external.kind == "load-time"
+        return finish(self._kick_external, self.model, self.kick_config,
+                      reference_of_loaded=reference_of_loaded if fidelity else None)
+
     def _kick_check_achieved(self, summary: dict[str, Any]) -> None:
         """Measure what compression did against what was asked; a gap is logged and recorded in the results."""
         from kick_models.achieved import bits_warning, sparsity_warning
@@ -510,12 +569,41 @@ class KickHFLM(HFLM):
                  fidelity["ppl_dense"], fidelity["ppl_compressed"], fidelity["tokens"], fidelity["seconds"])
         return fidelity
 
+    # ------------------------------------------------------------------ generation
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """HFLM's generation; a task whose ``until`` names ``FIRST_LINE`` stops at its first line's end."""
+        if FIRST_LINE not in stop:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        from transformers import StoppingCriteriaList
+
+        from kick_models.stopping import FirstLineStop
+
+        first_line = FirstLineStop(self.tokenizer, context.shape[1])
+        generate = self.model.generate
+
+        def generate_to_first_line(*args, stopping_criteria, **kwargs):
+            return generate(*args, stopping_criteria=StoppingCriteriaList([*stopping_criteria, first_line]), **kwargs)
+
+        # HFLM builds its stop-string criteria inside; adding ours to that call keeps its sampling logic
+        self.model.generate = generate_to_first_line
+        try:
+            return super()._model_generate(context, max_length, [s for s in stop if s != FIRST_LINE], **generation_kwargs)
+        finally:
+            del self.model.generate
+
     # ------------------------------------------------------------------ reporting
     def get_model_info(self) -> dict:
         info = super().get_model_info()
+        from kick_models.external.plan import EMBEDDED_RECORD, compression_record, kick_source
+
+        external = self._kick_external
+        model = EMBEDDED_RECORD if self._kick_embedded else self._kick_model_id
         info["kick"] = {
-            "model": "embedded:SmolLM2-135M-Instruct" if self._kick_embedded else self._kick_model_id,
-            "compression": self.kick_config.to_dict(),
+            "model": external.parent if external is not None and external.parent else model,
+            "method": external.method if external is not None else self.kick_config.method,
+            "source": external.source if external is not None else kick_source(self.kick_config, self._kick_summary),
+            "compression": compression_record(external) if external is not None and external.kind == "checkpoint"
+            else self.kick_config.to_dict(),
             "calibration": self._kick_calibration,
             "result": self._kick_summary,
             "numerics": self._kick_numerics,

@@ -33,10 +33,10 @@ def _refuse_pretrained(pretrained: Any, problem: str) -> ConfigError:
     return ConfigError(f"kick-hf: invalid model_arg pretrained={pretrained!r}: {problem}; accepted: {_HUB_ID_ACCEPTED}")
 
 
-def check_pretrained(pretrained: Any) -> None:
+def check_pretrained(pretrained: Any, gguf_file: str | None = None) -> None:
     """``pretrained`` names a usable model before anything loads: not empty; a path-like value an existing
-    folder (no symlink loop) with a readable config and complete weight files; any other value a
-    well-formed Hub id (``name`` or ``org/name``)."""
+    folder (no symlink loop) with a readable config and complete weight files — or, with ``gguf_file``, that
+    GGUF file (it carries its own config); any other value a well-formed Hub id (``name`` or ``org/name``)."""
     if not isinstance(pretrained, str):
         return
     if not pretrained.strip():
@@ -49,6 +49,11 @@ def check_pretrained(pretrained: Any) -> None:
             raise _refuse_pretrained(pretrained, "a symlink loop") from None
         except OSError:
             pass
+    if path.is_dir() and gguf_file:
+        if not (path / gguf_file).is_file():
+            raise ConfigError(f"kick-hf: invalid model_arg gguf_file={gguf_file!r}: no such file in {path.resolve()}; "
+                              f"accepted: one of {sorted(p.name for p in path.glob('*.gguf')) or 'its .gguf files (none)'}")
+        return
     if path.is_dir():
         problem = folder_problem(path)
         if problem:
@@ -144,6 +149,8 @@ def _from_pretrained_kwargs(hflm_args: Mapping[str, Any]) -> dict[str, Any]:
               "trust_remote_code": bool(hflm_args.get("trust_remote_code") or False)}
     if hflm_args.get("subfolder"):
         kwargs["subfolder"] = hflm_args["subfolder"]
+    if hflm_args.get("gguf_file"):  # HFLM reads the config (and tokenizer) from the GGUF file too
+        kwargs["gguf_file"] = hflm_args["gguf_file"]
     return kwargs
 
 

@@ -6,6 +6,7 @@ Shared by the start-up hook (stock ``lm_eval``), ``kick-eval`` and ``import kick
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,25 @@ from kick_common.paths import task_yamls_dir
 
 MODEL_NAME = "kick-hf"
 MODEL_TARGET = "kick_models.lm:KickHFLM"  # must equal the lm_eval.models entry point in pyproject.toml
+KICK_LOGGERS = ("kick_common", "kick_tasks", "kick_models")
+
+
+def follow_lm_eval_logging() -> None:
+    """Show kick's log lines where lm-eval shows its own, at lm-eval's level.
+
+    lm-eval configures only the ``lm_eval`` logger, so under the stock CLI kick's INFO lines (what was
+    compressed, achieved sparsity and bits, KL to dense, cache hit) would go nowhere. Only when nobody
+    configured logging (no root handler) do kick's loggers borrow lm-eval's handlers.
+    """
+    source = logging.getLogger("lm_eval")
+    if logging.getLogger().handlers or not source.handlers:
+        return
+    for name in KICK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            for handler in source.handlers:
+                logger.addHandler(handler)
+            logger.setLevel(source.getEffectiveLevel())
 
 
 _in_cli = False  # set by the start-up hook and kick-eval: this process runs lm-eval's command line

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,20 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
         settings["address"] = str(settings["address"]).strip() or None
 
 
+def use_all_cores() -> int:
+    """torch threads for in-process cells: ``$OMP_NUM_THREADS`` when the user set it, else every core
+    this process may run on (one thread per cell is the test suite's constraint, not a user's)."""
+    import torch
+
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = int(given) if given.isdigit() and int(given) > 0 else cores
+    torch.set_num_threads(threads)
+    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", threads,
+             "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
+    return threads
+
+
 def check_judge(tasks: Sequence[str]) -> None:
     """With judged tasks in the grid and a judge configured, ask the judge now: an endpoint that is down or
     refuses the key stops the sweep before the first cell compresses, not after its first generation."""
@@ -159,6 +174,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             from kick_study.ray_launcher import require_ray
 
             require_ray()  # before any task index, cell or compression
+        if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
+            use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)

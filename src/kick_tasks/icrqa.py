@@ -9,10 +9,10 @@ from collections import Counter
 from typing import Any
 
 import datasets
-from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_jsonl_gz
 from kick_tasks import data_dir
+from kick_tasks.base_task import KickTask
 from kick_tasks.budget import (
     chat_overhead,
     follow_running_model,
@@ -170,12 +170,10 @@ def process_results(doc: dict, results: list[str]) -> dict[str, float]:
 # ---------------------------------------------------------------- tasks
 
 
-class ClosedBookTask(ConfigurableTask):
+class ClosedBookTask(KickTask):
     """Closed book: the question alone."""
 
     def __init__(self, config: dict | None = None) -> None:
-        config = dict(config or {})
-        config.pop("class", None)
         self._chat: dict = {}
         follow_running_model()
         super().__init__(config=config)

@@ -9,10 +9,10 @@ import re
 from typing import Any
 
 import datasets
-from lm_eval.api.task import ConfigurableTask
 
 from kick_common.bundled import read_json, read_json_gz
 from kick_tasks import data_dir
+from kick_tasks.base_task import KickTask
 from kick_tasks.budget import (
     count_tokens,
     follow_running_model,
@@ -90,7 +90,7 @@ def process_results_gen(doc: dict, results: list[str]) -> dict[str, float]:
     }
 
 
-class KickMMLUTask(ConfigurableTask):
+class KickMMLUTask(KickTask):
     """lm-eval task that drops few-shot examples, last first, while the prompt exceeds the context.
 
     The context length and tokenizer come from the task metadata (``max_length``, ``tokenizer`` /
@@ -99,8 +99,6 @@ class KickMMLUTask(ConfigurableTask):
     """
 
     def __init__(self, config: dict | None = None) -> None:
-        config = dict(config or {})
-        config.pop("class", None)
         follow_running_model()
         super().__init__(config=config)
         self.shots_dropped = 0

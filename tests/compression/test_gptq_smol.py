@@ -15,8 +15,8 @@ EVAL_SEQLEN, EVAL_WINDOWS = 256, 4
 def setup(smol):
     from kick_common.bundled import heldout_text
     from kick_models.compression.calibration import calibration_ids
-    from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
+    from kick_testlib.perplexity import perplexity
 
     model, tokenizer = smol
     config = build_config({"method": "gptq", "wbits": 4, "nsamples": 4, "seqlen": 128, "calib": "bundled"})
@@ -27,8 +27,8 @@ def setup(smol):
 
 def _gptq_perplexity(setup, bits):
     from kick_models.compression import compress_model
-    from kick_models.compression.perplexity import perplexity
     from kick_models.config import build_config
+    from kick_testlib.perplexity import perplexity
 
     model, ids, held, _ = setup
     config = build_config({"method": "gptq", "wbits": bits, "group_size": 128, "nsamples": 4, "seqlen": 128})

@@ -67,7 +67,10 @@ def test_every_builtin_is_listed_with_its_statistics_and_parameters():
             assert p.name in described and p.accepted()
     assert {p.name for p in methods["dsnot"].params} >= {"dsnot_init", "dsnot_cycles"}
     assert [p.choices for p in methods["dsnot"].params if p.name == "dsnot_init"] == [("wanda", "sparsegpt")]
-    assert {m.kind for m in methods.values()} == {"prune", "quantize"}
+    assert {m.kind for m in methods.values()} == {"prune", "quantize", "load-time"}
+    load_time = {name for name, m in methods.items() if m.kind == "load-time"}
+    assert load_time == {"bnb8", "bnb4", "torchao", "hqq", "quanto"}
+    assert all(methods[name].load_time is not None and not methods[name].stats for name in load_time)
 
 
 def test_unknown_method_lists_every_method_including_plugins(plugins):
@@ -208,6 +211,8 @@ def test_engine_dispatch_runs_a_plugin(plugins, tiny_llama):
 _METHOD_MODULES = {"registry.py", "methods.py", "magnitude.py", "wanda.py", "sparsegpt.py", "gptq.py",
                    "quant.py", "awq.py", "ria.py", "dsnot.py"}
 _FORMAT_FILES = {"export.py", "export_gptq.py"}
+# transformers' quant_method names of other libraries' checkpoint formats (not kick's methods)
+_EXTERNAL_FORMATS = {"checkpoint.py": {"gptq", "awq"}}
 
 
 def test_no_method_name_is_a_string_literal_outside_the_method_modules():
@@ -216,7 +221,7 @@ def test_no_method_name_is_a_string_literal_outside_the_method_modules():
     for path in sorted(SRC.rglob("*.py")):
         if path.parent.name == "compression" and path.name in _METHOD_MODULES:
             continue
-        allowed = {"gptq"} if path.name in _FORMAT_FILES else set()
+        allowed = {"gptq"} if path.name in _FORMAT_FILES else _EXTERNAL_FORMATS.get(path.name, set())
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 text = node.value.strip().lower()

@@ -8,8 +8,8 @@ import torch
 from kick_common.bundled import heldout_text
 from kick_models.compression import compress_model
 from kick_models.compression.calibration import calibration_ids
-from kick_models.compression.perplexity import perplexity
 from kick_models.config import build_config
+from kick_testlib.perplexity import perplexity
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kick_study import cli
+from kick_study import report as kick_report
 from kick_study.flags import split_flagged
 from kick_study.runs import Setting, _unrecorded_gap, load_runs
 
@@ -48,7 +48,7 @@ def _section(report: str, start: str, end: str) -> str:
 
 
 def test_recorded_and_noop_runs_are_listed_and_kept_out_of_tables_and_verdicts(warned_dir):
-    report = cli.build_report(warned_dir, plots=False).read_text()
+    report = kick_report.build_report(warned_dir, plots=False).read_text()
     listed = _section(report, "## Compression warnings", "## org/tiny")
     assert "10 lm-eval runs" in report and "2 run(s) did not compress" in listed
     [wanda] = [line for line in listed.splitlines() if "wanda 90%" in line]
@@ -68,15 +68,15 @@ def test_recorded_and_noop_runs_are_listed_and_kept_out_of_tables_and_verdicts(w
 
 def test_the_plots_never_draw_a_set_aside_run(warned_dir, monkeypatch):
     drawn = []
-    monkeypatch.setattr(cli, "plot_view", lambda view, *a, **k: drawn.append(view) or (a[0] / "x.png"))
-    cli.build_report(warned_dir)
+    monkeypatch.setattr(kick_report, "plot_view", lambda view, *a, **k: drawn.append(view) or (a[0] / "x.png"))
+    kick_report.build_report(warned_dir)
     points = {(c.setting, s) for v in drawn for c in v.curves for s, _ in c.points}
     assert (Setting("wanda"), 0.5) in points
     assert (Setting("wanda"), 0.9) not in points and not any(s.method == "sparsegpt" for s, _ in points)
 
 
 def test_a_clean_grid_has_no_warning_section(grid_dir):
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     assert "Compression warnings" not in report and "Not counted" not in report
 
 

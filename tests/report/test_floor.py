@@ -57,7 +57,7 @@ def test_kick_hf_refuses_a_floor_role_that_does_not_fit(args, bad):
 @pytest.mark.slow
 def test_tiny_sweep_with_the_noise_floor_end_to_end(tmp_path, subprocess_env, monkeypatch):
     """A real sweep on a tiny random Llama: the re-run of dense is never *worse* than dense, the floor rows appear."""
-    from kick_study import cli
+    from kick_study import report as kick_report
     from kick_testlib.tiny_models import save_tiny_llama
 
     save_tiny_llama(tmp_path / "tiny")
@@ -83,7 +83,7 @@ def test_tiny_sweep_with_the_noise_floor_end_to_end(tmp_path, subprocess_env, mo
     assert floor_dense["torch_threads"] == floor.other_threads(main_dense["torch_threads"])
     assert main_dense["floor"] is None
 
-    report = cli.build_report(out, plots=False).read_text()
+    report = kick_report.build_report(out, plots=False).read_text()
     assert "### Noise floor: what numerics alone change" in report
     row = next(line for line in report.splitlines() if line.startswith("| dense vs dense | kick_mmlu_abstract_algebra"))
     verdict = [c.strip() for c in row.strip("|").split("|")][5]

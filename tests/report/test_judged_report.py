@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kick_study import cli
+from kick_study import report as kick_report
 from kick_testlib.loopback import LoopbackJudgeServer
 
 STAMP = "2026-01-01T00-00-00.000001"
@@ -46,7 +46,7 @@ def test_judged_against_dense_in_both_orders(judged_dir, tmp_path, monkeypatch):
         monkeypatch.setenv("KICK_JUDGE_BASE_URL", server.base_url)
         monkeypatch.setenv("KICK_JUDGE_CACHE_DIR", str(tmp_path / "verdicts"))
         monkeypatch.setenv("KICK_JUDGE_API_KEY", "sk-test-secret")
-        assert cli.main([str(judged_dir), "--judge", "--no_plots"]) == 0
+        assert kick_report.main([str(judged_dir), "--judge", "--no_plots"]) == 0
         sent = len(server.requests)
         report = (judged_dir / "report.md").read_text()
         # both orders of every prompt; the identical pair ("same"/"same") is one request
@@ -59,11 +59,11 @@ def test_judged_against_dense_in_both_orders(judged_dir, tmp_path, monkeypatch):
         assert cells[2:7] == ["4/4", "25%", "25%", "50%", "0%"]  # 1 win, 1 tie (identical), 2 losses
         assert cells[7].startswith("0.38 [")
         assert "sk-test-secret" not in report
-        assert cli.main([str(judged_dir), "--judge", "--no_plots"]) == 0
+        assert kick_report.main([str(judged_dir), "--judge", "--no_plots"]) == 0
         assert len(server.requests) == sent  # verdict cache: a rerun asks nothing
 
 
 def test_judge_without_configuration_is_refused(judged_dir, monkeypatch, capsys):
     monkeypatch.delenv("KICK_JUDGE_MODEL", raising=False)
-    assert cli.main([str(judged_dir), "--judge"]) == 2
+    assert kick_report.main([str(judged_dir), "--judge"]) == 2
     assert "KICK_JUDGE_MODEL" in capsys.readouterr().err

@@ -171,9 +171,9 @@ def _row(markdown: str, *labels: str) -> list[str]:
 
 
 def test_report_shows_intervals_verdicts_paired_columns_and_reasons(paired_dir):
-    from kick_study import cli
+    from kick_study import report as kick_report
 
-    report_path = cli.build_report(paired_dir)
+    report_path = kick_report.build_report(paired_dir)
     report = report_path.read_text()
     runs = load_runs(paired_dir)
     wanda = _cell(_compare(paired_dir, "kick_freebaseqa"), "wanda")
@@ -223,10 +223,10 @@ def test_score_plot_has_error_bars_and_n(paired_dir, monkeypatch):
 
 
 def test_report_without_dense_says_why(paired_dir):
-    from kick_study import cli
+    from kick_study import report as kick_report
 
     for path in (paired_dir / "dense").rglob("*"):
         if path.is_file():
             path.unlink()
-    report = cli.build_report(paired_dir, plots=False).read_text()
+    report = kick_report.build_report(paired_dir, plots=False).read_text()
     assert "no dense run of this model" in report

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from kick_study import cli, paired, tables
+from kick_study import paired, tables
+from kick_study import report as kick_report
 from kick_study.runs import ReportError, Setting, load_runs
 
 
@@ -69,14 +70,14 @@ def test_default_tolerance_is_five_percent_of_dense():
 
 
 def test_default_matching_uses_five_percent(grid_dir):
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     match = _section(report, "### Largest sparsity still matching dense")
     assert _row(match, "wanda") == ["50%", "50%", "50%"]  # mmlu at 50%: 53.5 >= 55 - 2.75
     assert "decided on point estimates" in match  # hand-made results carry no samples
 
 
 def test_report_tables_hold_the_right_numbers(grid_dir):
-    report = cli.build_report(grid_dir, tol=tables.Tolerance(abs_points=1.0, rel=0.02)).read_text()
+    report = kick_report.build_report(grid_dir, tol=tables.Tolerance(abs_points=1.0, rel=0.02)).read_text()
     free = _section(report, "### Task: kick_freebaseqa")
     assert "exact_match (points)" in free
     assert _row(free, "dense") == ["40.0", "—", "—", "—"]           # columns 0%, 20%, 50%, 70%
@@ -97,7 +98,7 @@ def test_report_tables_hold_the_right_numbers(grid_dir):
 
 
 def test_mmlu_category_breakdown(grid_dir):
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     part = _section(report, "### kick_mmlu by category")
     assert "kick_mmlu_stem | kick_mmlu_humanities" in part
     assert _row(part, "dense") == ["0%", "50.0", "60.0"]
@@ -105,7 +106,7 @@ def test_mmlu_category_breakdown(grid_dir):
 
 
 def test_plots_exist_one_per_task(grid_dir):
-    report = cli.build_report(grid_dir)
+    report = kick_report.build_report(grid_dir)
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
     assert len(images) == 3
     for rel in images:
@@ -140,31 +141,31 @@ def test_plot_draws_dense_line_band_and_one_line_per_setting(grid_dir, monkeypat
 
 
 def test_tolerance_is_configurable_from_the_command_line(grid_dir, capsys):
-    assert cli.main([str(grid_dir), "--abs_tol", "15", "--rel_tol", "0", "--no_plots"]) == 0
+    assert kick_report.main([str(grid_dir), "--abs_tol", "15", "--rel_tol", "0", "--no_plots"]) == 0
     report = (grid_dir / "report.md").read_text()
     match = _section(report, "### Largest sparsity still matching dense")
     assert _row(match, "magnitude")[0] == "50%"  # 30.0 is within 15 points of 40.0
 
 
 def test_metric_override(grid_dir):
-    report = cli.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "bits_per_byte"}).read_text()
+    report = kick_report.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "bits_per_byte"}).read_text()
     assert "kick_ppl_heldout — bits_per_byte" in report
     with pytest.raises(ReportError, match="no metric 'nope'.*accepted"):
-        cli.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "nope"})
+        kick_report.build_report(grid_dir, plots=False, metric_overrides={"kick_ppl_heldout": "nope"})
 
 
 def test_failed_cells_from_the_sweep_index_are_listed(grid_dir):
     (grid_dir / "index.json").write_text('{"cells": {"c1": {"cell_id": "c1", "status": "failed", "error": "CellFailed: boom"}}}')
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     assert "## Failed cells" in report and "| c1 | CellFailed: boom |" in report
 
 
 # --------------------------------------------------------------------------- bad input
 def test_results_dir_with_no_runs_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert cli.main([str(tmp_path / "empty")]) == 2
+    assert kick_report.main([str(tmp_path / "empty")]) == 2
     assert "no lm-eval results" in capsys.readouterr().err
-    assert cli.main([str(tmp_path / "missing")]) == 2
+    assert kick_report.main([str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
 
 
@@ -176,6 +177,6 @@ def test_broken_results_files_are_skipped(grid_dir):
 
 
 def test_bad_flags(grid_dir, capsys):
-    assert cli.main([str(grid_dir), "--metric", "nonsense"]) == 2
+    assert kick_report.main([str(grid_dir), "--metric", "nonsense"]) == 2
     assert "TASK=METRIC" in capsys.readouterr().err
-    assert cli.main([str(grid_dir), "--abs_tol", "-1"]) == 2
+    assert kick_report.main([str(grid_dir), "--abs_tol", "-1"]) == 2

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kick_study import cli
+from kick_study import report as kick_report
 from kick_study.runs import load_runs
 
 
@@ -24,7 +24,7 @@ def _warnings(caplog) -> list[str]:
 def test_a_damaged_sweep_index_warns_and_the_report_is_built(grid_dir, caplog, index, warning):
     (grid_dir / "index.json").write_text(index)
     caplog.set_level(logging.WARNING)
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     assert "### Task: kick_freebaseqa" in report
     assert [m for m in _warnings(caplog) if warning in m] and len(_warnings(caplog)) == 1
     if "c2" in index:
@@ -55,7 +55,7 @@ def test_a_malformed_results_file_is_read_as_far_as_possible(grid_dir, caplog, e
     assert len(load_runs(grid_dir)) == runs
     messages = _warnings(caplog)
     assert len(messages) <= 1 and (warning is None or (messages and warning in messages[0])), messages
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     assert "### Task: kick_freebaseqa" in report
 
 
@@ -65,7 +65,7 @@ def test_one_junk_results_file_does_not_break_the_report(grid_dir, caplog):
     (grid_dir / "junk" / "results_2.json").write_text('["not", "an", "object"]')
     (grid_dir / "junk" / "results_3.json").write_bytes(b"\xff\xfe\x00")
     caplog.set_level(logging.WARNING)
-    report = cli.build_report(grid_dir, plots=False).read_text()
+    report = kick_report.build_report(grid_dir, plots=False).read_text()
     assert "8 lm-eval runs" in report
     assert sum("skipping" in m for m in _warnings(caplog)) == 3
 
@@ -75,7 +75,7 @@ def test_an_out_that_cannot_be_written_is_one_clear_error(grid_dir, tmp_path, ca
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     target = blocker / "report.md" if out == "under_file" else tmp_path
-    assert cli.main([str(grid_dir), "--out", str(target), "--no_plots"]) == 2
+    assert kick_report.main([str(grid_dir), "--out", str(target), "--no_plots"]) == 2
     err = capsys.readouterr().err
     assert "kick-report:" in err and str(target) in err and "Traceback" not in err
 
@@ -84,8 +84,8 @@ def test_a_file_named_plots_is_one_clear_error_before_any_work(grid_dir, tmp_pat
     out = tmp_path / "report" / "report.md"
     out.parent.mkdir()
     (out.parent / "plots").write_text("not a folder")
-    assert cli.main([str(grid_dir), "--out", str(out)]) == 2
+    assert kick_report.main([str(grid_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"kick-report: {str(out.parent / 'plots')!r} is a file") and "accepted: " in err, err
     assert not out.exists() and (out.parent / "plots").read_text() == "not a folder"
-    assert cli.main([str(grid_dir), "--out", str(out), "--no_plots"]) == 0  # no plots: nothing in the way
+    assert kick_report.main([str(grid_dir), "--out", str(out), "--no_plots"]) == 0  # no plots: nothing in the way

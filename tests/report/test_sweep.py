@@ -279,9 +279,9 @@ def test_one_real_cell_end_to_end(tmp_path, subprocess_env, monkeypatch, runner)
     index = json.loads((out / sweep_index.INDEX_FILE).read_text())
     assert code == 0, index
     assert [e["status"] for e in index["cells"].values()] == ["ok", "ok"]
-    from kick_study import cli
+    from kick_study import report as kick_report
 
-    report = cli.build_report(out, plots=False).read_text()
+    report = kick_report.build_report(out, plots=False).read_text()
     assert "Perplexity (paired by document): kick_ppl_heldout" in report and "| magnitude |" in report
     # lm-eval's real samples carry (loglik, words) per document: paired, and one document is too few to decide
     assert "| magnitude | 50% | 1 | 1 |" in report and "1 paired item; a verdict needs at least 10" in report

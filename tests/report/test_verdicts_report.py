@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from kick_study import cli, comparison, paired, tables
+from kick_study import comparison, paired, tables
+from kick_study import report as kick_report
 from kick_study.paired import Tolerance
 from kick_study.runs import load_runs
 
@@ -79,7 +80,7 @@ def test_four_losses_in_three_identical_seeds_give_the_one_seed_p(tmp_path, resu
     one = next(c for c in result.cells if c.setting.method == "sparsegpt")
     assert three.p_value == one.p_value == pytest.approx(0.125)  # was 0.00049 with flips summed over seeds
     assert three.diff == one.diff and three.flips.right_to_wrong == (4, 4, 4)
-    report = _task(cli.build_report(tmp_path, plots=False))
+    report = _task(kick_report.build_report(tmp_path, plots=False))
     row = _row(report, "wanda", "50%")
     assert row[9] == "4.0 ± 0.0 / 0.0 ± 0.0" and row[10] == "0.125"
 
@@ -87,7 +88,7 @@ def test_four_losses_in_three_identical_seeds_give_the_one_seed_p(tmp_path, resu
 def test_zero_of_twelve_retention_prints_an_interval_reaching_26_percent(tmp_path, results_writer):
     dense = [1.0] * 12 + [0.0] * 8
     _binary(tmp_path, results_writer, dense, [("magnitude", {"method": "magnitude", "sparsity": 0.9}, [0.0] * 20)])
-    report = _task(cli.build_report(tmp_path, plots=False))
+    report = _task(kick_report.build_report(tmp_path, plots=False))
     row = _row(report, "magnitude", "90%")
     assert row[7] == "0% [0, 26]"  # Clopper–Pearson; the old bootstrap printed 0% [0, 0]
     assert row[8] == "0% [0, 37]"  # accuracy on the 8 dense-wrong items: the chance baseline beside it
@@ -96,7 +97,7 @@ def test_zero_of_twelve_retention_prints_an_interval_reaching_26_percent(tmp_pat
 
 def test_one_agreeing_item_is_too_few_items_in_the_report(tmp_path, results_writer):
     _binary(tmp_path, results_writer, [1.0], [("magnitude", {"method": "magnitude", "sparsity": 0.1}, [1.0])])
-    report = cli.build_report(tmp_path, plots=False).read_text()
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
     assert _row(_task(report), "magnitude", "10%")[4] == "too few items"
     assert "1 paired item; a verdict needs at least 10" in report
     summary = report[report.index("### Largest sparsity still matching dense"):]
@@ -107,7 +108,7 @@ def test_different_limits_pair_on_common_items_and_say_how_many(tmp_path, result
     _binary(tmp_path, results_writer, [1.0, 1.0, 0.0], [("magnitude", {"method": "magnitude", "sparsity": 0.5}, [1.0, 1.0])])
     cell = _compare(tmp_path, "kick_freebaseqa").cells[0]
     assert cell.n == 2 and cell.dropped == (1, 0) and cell.verdict == paired.TOO_FEW
-    report = cli.build_report(tmp_path, plots=False).read_text()
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
     assert "paired on the 2 items defined in both runs; dropped 1 of dense's and 0 of this cell's" in report
     assert "on the same 3 items" not in report
 
@@ -125,7 +126,7 @@ def test_perplexity_is_paired_by_document_with_a_ratio_interval_and_a_verdict(tm
     assert cell.ratio.estimate == pytest.approx(ppl[1] / ppl[0])
     assert cell.ratio.low < cell.ratio.estimate < cell.ratio.high and cell.ratio.high < 1.05
     assert cell.diff.estimate == pytest.approx(ppl[1] - ppl[0]) and cell.verdict == paired.MATCHES
-    report = cli.build_report(tmp_path, plots=False).read_text()
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
     section = report[report.index("### Perplexity (paired by document): kick_ppl_heldout"):]
     assert _row(section, "wanda", "50%")[4] == "matches" and "(× 1.0" in _row(section, "wanda", "50%")[3]
 
@@ -139,7 +140,7 @@ def test_one_unparsed_judge_item_keeps_the_paired_columns_and_says_it_was_droppe
            [_qa(i, v, "judge_score") for i, v in enumerate(comp)], 6.8)
     cell = _compare(tmp_path, "kick_mtbench").cells[0]
     assert cell.n == 11 and cell.dropped == (1, 1) and cell.diff is not None and cell.diff.method == "t (10 df)"
-    report = cli.build_report(tmp_path, plots=False, tol=Tolerance(abs_points=1.0)).read_text()
+    report = kick_report.build_report(tmp_path, plots=False, tol=Tolerance(abs_points=1.0)).read_text()
     assert "dropped 1 of dense's and 1 of this cell's" in report
     assert "tolerance 1 " in report  # --abs_tol in the judge score's own units, not silently ignored
 
@@ -176,7 +177,7 @@ def test_nan_metrics_and_absurd_sparsity_in_results_files_are_refused(tmp_path, 
     (["--rel_tol", "-0.1"], "invalid --rel_tol -0.1"),
 ])
 def test_meaningless_tolerances_are_refused(tmp_path, capsys, argv, message):
-    assert cli.main([str(tmp_path / "nowhere"), *argv]) == 2
+    assert kick_report.main([str(tmp_path / "nowhere"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
 
@@ -184,7 +185,7 @@ def test_meaningless_tolerances_are_refused(tmp_path, capsys, argv, message):
 def test_holm_adjustment_and_pooled_decision_appear(tmp_path, results_writer):
     dense = [1.0] * 300 + [0.0] * 100
     _binary(tmp_path, results_writer, dense, [("magnitude", {"method": "magnitude", "sparsity": 0.1}, dense)])
-    report = cli.build_report(tmp_path, plots=False, multiplicity="holm").read_text()
+    report = kick_report.build_report(tmp_path, plots=False, multiplicity="holm").read_text()
     assert "adjusted across every cell of the report (Holm)" in report
     assert _row(_task(report), "magnitude", "10%")[4] == "matches"
     pooled = report[report.index("### One decision per cell across tasks"):]
@@ -232,7 +233,7 @@ def test_groups_get_a_heterogeneity_line_a_cluster_option_and_a_chance_baseline(
         pooled.diff.high - pooled.diff.low  # two subjects say little about subjects in general
     chance = comparison.compare_view(view, runs, Tolerance(chance_corrected=True))
     assert chance.chance == pytest.approx(25.0) and chance.width == pytest.approx(0.05 * (50.0 - 25.0))
-    report = cli.build_report(tmp_path, plots=False, tol=Tolerance(chance_corrected=True)).read_text()
+    report = kick_report.build_report(tmp_path, plots=False, tol=Tolerance(chance_corrected=True)).read_text()
     assert "heterogeneity across leaf tasks Q = " in report and "chance 25" in report
     assert "5% of (dense − chance)" in report
 
@@ -241,5 +242,5 @@ def test_dense_at_chance_is_said(tmp_path, results_writer):
     dense = {"kick_mmlu_physics": [1] * 6 + [0] * 14, "kick_mmlu_history": [1] * 5 + [0] * 15}  # 27.5% vs 25%
     _write_group(tmp_path, results_writer, "dense", {"method": "none"}, dense)
     _write_group(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, dense)
-    report = cli.build_report(tmp_path, plots=False).read_text()
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
     assert "dense is at chance: nothing to lose, no margin" in report

@@ -62,7 +62,7 @@ def test_unknown_subject_is_named():
 
 def test_generated_task_files_are_current():
     result = subprocess.run(
-        [sys.executable, str(REPO / "task_yamls" / "mmlu" / "_generate.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(REPO / "scripts" / "generate_mmlu_tasks.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("prune", "quantize")
+KINDS = ("prune", "quantize", "load-time")  # load-time: another library quantizes (kick_models.external)
 # statistics the one calibration loop can gather for a method, per Linear input
 STATISTICS = {
     "col_norms": "‖X_j‖₂ per input column (Wanda, RIA)",
@@ -146,6 +146,8 @@ class Method:
     check: Callable | None = None  # check(config) -> None or (key, value, accepted)
     default_calib: str = "c4"
     default_wbits: int = 4  # quantizers only: wbits when none is given
+    default_group_size: int | None = None  # group_size when none is given (None: kick's default)
+    load_time: Any = None  # kind 'load-time': its kick_models.external.loadtime.LoadTime
     source: str = "built-in"
 
     def __post_init__(self):
@@ -158,6 +160,8 @@ class Method:
             problems.append("kind 'prune' without a callable prune")
         if self.kind == "quantize" and not callable(self.quantize):
             problems.append("kind 'quantize' without a callable quantize")
+        if self.kind == "load-time" and self.load_time is None:
+            problems.append("kind 'load-time' without its load_time description")
         unknown = set(self.stats) - set(STATISTICS)
         if unknown:
             problems.append(f"stats {sorted(unknown)} (accepted: {' | '.join(STATISTICS)})")

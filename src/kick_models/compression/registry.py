@@ -7,7 +7,6 @@ Importing this module loads no torch and no plug-in; the registry is built on fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
@@ -35,7 +34,9 @@ class _Registry:
 
 
 def _builtins() -> list[Method]:
-    return list(BUILTIN_METHODS)
+    from kick_models.external.loadtime import LOAD_TIME_METHODS  # other libraries' quantizers, as methods
+
+    return [*BUILTIN_METHODS, *LOAD_TIME_METHODS]
 
 
 def _load_plugin(ep) -> Method:
@@ -129,10 +130,6 @@ def method_names() -> tuple[str, ...]:
     return tuple(_registry().methods)
 
 
-def builtin_names() -> frozenset:
-    return _registry().builtin
-
-
 def get_method(name: str) -> Method:
     """The method called ``name``; KeyError listing every registered one otherwise."""
     reg = _registry()
@@ -165,21 +162,10 @@ def required_stats(method: Method, quantizes: bool) -> frozenset:
     return frozenset(needed)
 
 
-def label_of(method: str, wbits: int) -> str:
-    """Short label for tables and plots: quantizers name their bit width, pruners their name."""
-    try:
-        kind = get_method(method).kind
-    except KeyError:
-        kind = "prune"
-    if kind == "quantize":
-        return f"{method} W{wbits}"
-    return method
-
-
 def is_quantizer(name: str) -> bool:
     """True for a registered quantization-only method (no sparsity axis in the report)."""
     try:
-        return get_method(name).kind == "quantize"
+        return get_method(name).kind != "prune"
     except KeyError:
         return False
 
@@ -190,12 +176,3 @@ def calibrates(name: str) -> bool:
         return bool(get_method(name).stats)
     except KeyError:
         return False
-
-
-def param_table(methods: Mapping[str, Method] | None = None) -> list[tuple[str, str, str, str]]:
-    """(method, param, default, accepted) rows, for listings and the README."""
-    rows = []
-    for method in (methods or all_methods()).values():
-        for p in method.params:
-            rows.append((method.name, p.name, str(p.default), p.accepted()))
-    return rows

@@ -39,8 +39,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from lm_eval.api.task import ConfigurableTask
-
+from kick_tasks.base_task import KickTask
 from kick_tasks.judge.client import (
     JudgeClient,
     JudgeConfig,
@@ -87,7 +86,7 @@ def install_evaluate_hook() -> None:
     evaluator.evaluate = evaluate
 
 
-class JudgedTask(ConfigurableTask):
+class JudgedTask(KickTask):
     """A generate_until task whose outputs are judged as one batch after generation.
 
     Subclasses implement `judge_batch(client, docs, outputs) -> list[record]` and, if they need
@@ -95,8 +94,6 @@ class JudgedTask(ConfigurableTask):
     """
 
     def __init__(self, config: dict | None = None, **kwargs: Any):
-        config = dict(config or {})
-        config.pop("class", None)
         self.judge_stats: dict | None = None
         self._chat: dict = {}
         super().__init__(config=config, **kwargs)
