@@ -391,8 +391,9 @@ def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
                                     None, missing=STALE_KL))
             continue
         if not fids:
+            why = cell_runs[0].extra.get("no_kl")  # a run made elsewhere says why it has none
             rows.append(FidelityRow(setting, sparsity, len(cell_runs), None, None, None, None, None, None, None, None,
-                                    None, missing="not measured (results from before kick-hf measured fidelity, or "
+                                    None, missing=why or "not measured (results from before kick-hf measured fidelity, or "
                                     "fidelity=false, or a cache entry that predates it; rerun with no_cache=true)"))
             continue
         windows = min(len(f["kl_windows"]) for f in fids)
@@ -403,7 +404,8 @@ def fidelity_rows(runs: Sequence, model: str, resamples: int = paired.RESAMPLES,
                                 int(fids[0]["tokens"]), windows, int(fids[0]["top_k"]),
                                 float(np.mean([f["seconds"] for f in fids]))))
     rank = method_names()  # the registry's order, as the task tables use it
-    rows.sort(key=lambda r: (not r.setting.is_dense, r.setting.wbits != 16, r.setting.pattern != "unstructured",
+    rows.sort(key=lambda r: (not r.setting.is_dense, r.setting.is_external, r.setting.wbits != 16,
+                             r.setting.pattern != "unstructured",
                              r.setting.pattern,
                              rank.index(r.setting.method) if r.setting.method in rank else len(rank), r.sparsity))
     return rows

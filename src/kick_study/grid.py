@@ -2,7 +2,10 @@
 
 A grid is models × methods × sparsities × patterns × bits, evaluated on a list of tasks. The dense
 model and the perplexity contrast (``kick_ppl_heldout``, plus ``wikitext`` when the Hub is reachable)
-are always part of it; every cell's compression is checked before anything runs.
+are always part of it; every cell's compression is checked before anything runs. Beside the grid, a
+``methods`` entry written as ``{name: {params}}`` is one cell with exactly those settings (a load-time
+quantizer, or one bit width of a kick method), and each ``external`` entry is one cell that evaluates a
+checkpoint kick did not make against its dense parent (``pretrained=PATH,parent=MODEL``).
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "gpus_per_cell": None,
     "cpus_per_cell": None,
     "noise_floor": False,
+    "external": [],
 }
+EXTERNAL_KEYS = ("path", "label", "parent", "gguf_file", "model_args")
+EXTERNAL_METHOD = "checkpoint"  # Cell.method of an external checkpoint (the name kick-hf records for it)
 RAY_ONLY_KEYS = ("address", "gpus_per_cell", "cpus_per_cell")
 
 
@@ -74,11 +80,14 @@ class Cell:
     seed: int | None = None  # calibration seed, for the methods that calibrate
     threads: int | None = None  # torch threads for this cell (None: the sweep's own); set for noise-floor cells
     floor: str | None = None  # "dense" / "recompressed" for the noise-floor cells (kick_study.floor)
+    label: str | None = None  # an external checkpoint's label
 
     @property
     def cell_id(self) -> str:
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.split("=")[-1].rstrip("/").split("/")[-1])[:40] or "model"
         spec = f"{self.method}-{self.pattern.replace(':', 'of')}-{sparsity_label(self.sparsity)}-w{self.wbits}"
+        if self.label:
+            spec = f"{self.method}-{re.sub(r'[^A-Za-z0-9.]+', '-', self.label)[:40]}"
         if self.seed is not None:
             spec += f"-seed{self.seed}"
         if self.floor is not None:
@@ -123,6 +132,8 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
     patterns = [parse_pattern(p) for p in as_list(settings["patterns"]) or ["unstructured"]]
     bits = [int(b) for b in as_list(settings["bits"]) or [16]]
     for method in as_list(settings["methods"]):
+        if isinstance(method, Mapping) or _loads_quantized(str(method)):  # one cell of its own (_method_entries)
+            continue
         method = str(method).strip().lower()
         if method == "none":
             continue
@@ -144,8 +155,6 @@ def _compression_settings(settings: Mapping[str, Any]) -> Iterable[tuple[str, fl
 
 def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
     """Every cell of the grid, each one's compression checked with ``build_config`` up front."""
-    from kick_models.config import ConfigError, build_config
-
     models = as_list(settings["models"])
     if not models:
         raise SweepError("kick-sweep: no models given; use --models org/name[,path,...] or 'models:' in the config")
@@ -160,11 +169,19 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
     if seeds and "seed" in extra:
         raise SweepError("kick-sweep: seed is set both in model_args and as seeds; accepted: one of the two")
     owners = param_owners()  # a method's own model_args go only to that method's cells
-    stray = sorted(k for k in extra if k in owners and not {m for m, *_ in grid} & set(owners[k]))
+    in_grid = {m for m, *_ in grid} | {c["method"] for c in _method_entries(settings)}
+    stray = sorted(k for k in extra if k in owners and not in_grid & set(owners[k]))
     if stray:
         raise SweepError(f"kick-sweep: model_args {stray[0]}={extra[stray[0]]!r} belongs to method "
                          f"{' | '.join(owners[stray[0]])}, which is not in the grid's methods")
     cells, seen = [], set()
+
+    def add(cell: Cell) -> None:
+        if cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            cells.append(cell)
+
+    common = {"limit": settings.get("limit"), "batch_size": settings.get("batch_size", 1), "device": settings.get("device")}
     for model in models:
         for method, sparsity, pattern, wbits in grid:
             own = {k: v for k, v in extra.items() if k not in owners or method in owners[k]}
@@ -175,25 +192,99 @@ def plan_cells(settings: Mapping[str, Any], tasks: Sequence[str]) -> list[Cell]:
                 comp["sparsity"] = sparsity
             if wbits < 16:
                 comp["wbits"] = wbits
-            try:
-                config = build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
-            except ConfigError as err:
-                raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
-            # the seed only changes the calibration draw: dense and magnitude run once
-            for seed in (seeds if seeds and config.needs_calibration else [None]):
-                with_seed = comp if seed is None else {**comp, "seed": seed}
-                args = format_kv({**with_seed, **{k: v for k, v in own.items() if k not in with_seed}})
-                cell = Cell(model=str(model), method=method, sparsity=round(sparsity, 6), pattern=pattern, wbits=wbits,
-                            tasks=tuple(tasks), model_args=",".join(p for p in (_model_fragment(str(model)), args) if p),
-                            limit=settings.get("limit"), batch_size=settings.get("batch_size", 1),
-                            device=settings.get("device"), seed=seed)
-                if cell.cell_id not in seen:
-                    seen.add(cell.cell_id)
-                    cells.append(cell)
+            for cell in _seeded_cells(model, comp, own, seeds, tasks, common, (sparsity, pattern, wbits)):
+                add(cell)
+        for comp in _method_entries(settings):
+            own = {k: v for k, v in extra.items() if k not in owners or comp["method"] in owners[k]}
+            for cell in _seeded_cells(model, comp, own, seeds, tasks, common):
+                add(cell)
     if as_bool(settings.get("noise_floor"), key="noise_floor", lenient=True, default=False):
         from kick_study.floor import floor_cells
 
         cells += floor_cells(cells, sweep_threads(settings), settings.get("batch_size", 1))
+    for cell in external_cells(settings, extra, tasks, common):
+        add(cell)
+    return cells
+
+
+def _seeded_cells(model: Any, comp: dict[str, Any], own: Mapping[str, Any], seeds: list[int], tasks: Sequence[str],
+                  common: Mapping[str, Any], shape: tuple[float, str, int] | None = None) -> list[Cell]:
+    """The cells of one compression of one model (one per seed for the methods that calibrate), checked now."""
+    from kick_models.config import ConfigError, build_config
+
+    try:
+        config = build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
+    except ConfigError as err:
+        raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
+    load_time = getattr(config.method_spec, "load_time", None)  # a load-time quantizer: its library must be here
+    if load_time is not None and not load_time.installed():
+        raise SweepError(f"kick-sweep: invalid methods value {config.method!r}: it needs {load_time.library}, which is "
+                         f"not installed; accepted: pip install 'kick[{load_time.extra}]', or another method")
+    sparsity, pattern, wbits = shape or (config.target_sparsity, config.pattern_str, config.wbits)
+    out = []
+    # the seed only changes the calibration draw: dense and magnitude run once
+    for seed in (seeds if seeds and config.needs_calibration else [None]):
+        with_seed = comp if seed is None else {**comp, "seed": seed}
+        args = format_kv({**with_seed, **{k: v for k, v in own.items() if k not in with_seed}})
+        out.append(Cell(model=str(model), method=config.method, sparsity=round(sparsity, 6),
+                        pattern=pattern, wbits=wbits, tasks=tuple(tasks),
+                        model_args=",".join(p for p in (_model_fragment(str(model)), args) if p), seed=seed, **common))
+    return out
+
+
+def _method_entries(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``{name: {params}}`` entries of ``methods`` and the load-time quantizers named plainly, as compression
+    dicts (one cell each, never crossed with the grid)."""
+    out = []
+    for entry in as_list(settings.get("methods")):
+        if isinstance(entry, Mapping):
+            (name, params), = entry.items()
+            out.append({"method": str(name).strip().lower(), **dict(params or {})})
+        elif _loads_quantized(str(entry)):
+            out.append({"method": str(entry).strip().lower()})
+    return out
+
+
+def _loads_quantized(name: str) -> bool:
+    """A registered load-time quantizer (another library quantizes as the model loads): one cell, no grid axis."""
+    from kick_models.compression.registry import get_method
+
+    try:
+        return get_method(name.strip().lower()).kind == "load-time"
+    except KeyError:
+        return False
+
+
+def _is_local(path: str) -> bool:
+    """A path on this machine (or meant to be) rather than a Hub id ``org/name``."""
+    return path.startswith((".", "/", "~")) or Path(path).expanduser().exists() or not _HUB_ID.match(path)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _parent_value(model: str) -> str:
+    """What kick-hf's ``parent=`` gets for a sweep model: ``embedded``, a Hub id, or a folder's absolute path."""
+    args = parse_kv(model, strict=False) if "=" in model else {"pretrained": model}
+    name = str(args.get("pretrained") or "embedded")
+    return str(Path(name).expanduser().resolve()) if name != "embedded" and Path(name).expanduser().exists() else name
+
+
+def external_cells(settings: Mapping[str, Any], extra: Mapping[str, Any], tasks: Sequence[str],
+                   common: Mapping[str, Any]) -> list[Cell]:
+    """One kick-hf cell per ``external`` checkpoint: evaluated as it is, paired with (and KL to) its parent."""
+    keys = set(_compression_keys())
+    shared = {k: v for k, v in extra.items() if k not in keys}  # never re-compressed: kick's method settings do not apply
+    cells = []
+    for entry in checked_external(settings):
+        path = entry["path"]
+        pretrained = str(Path(path).expanduser().resolve()) if _is_local(path) else path
+        args = {"pretrained": pretrained, "parent": _parent_value(entry["parent"]), **shared,
+                **dict(entry.get("model_args") or {})}
+        if entry.get("gguf_file"):
+            args["gguf_file"] = entry["gguf_file"]
+        cells.append(Cell(model=str(entry["parent"]), method=EXTERNAL_METHOD, sparsity=0.0, pattern="unstructured",
+                          wbits=16, tasks=tuple(tasks), model_args=format_kv(args), label=entry["label"], **common))
     return cells
 
 
@@ -300,6 +391,69 @@ def model_args_setting(value: Any) -> dict[str, Any]:
                      "key=value,... string")
 
 
+def _method_items(value: Any, methods: Sequence[str]) -> list:
+    """The method names of ``methods``: plain names, and the name of each ``{name: {params}}`` entry."""
+    if isinstance(value, (list, tuple)):
+        names = []
+        for entry in value:
+            if isinstance(entry, Mapping):
+                params = next(iter(entry.values()), None) if len(entry) == 1 else None
+                if len(entry) != 1 or not (params is None or isinstance(params, Mapping)):
+                    raise SweepError(f"kick-sweep: invalid methods entry {dict(entry)!r}; accepted: one method name "
+                                     "mapped to its model_args, e.g. {awq: {wbits: 4}} or {bnb8: {}}")
+                entry = next(iter(entry))
+            names.append(entry)
+        value = names
+    return _items("methods", value, " | ".join(methods))
+
+
+def _external_error(i: int, key: str, value: Any, accepted: str) -> SweepError:
+    return SweepError(f"kick-sweep: invalid external[{i}].{key}={value!r}; accepted: {accepted}")
+
+
+def checked_external(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``external`` checkpoints, each checked (keys, path on disk, GGUF file, parent among ``models``, label)."""
+    value = settings.get("external") or []
+    if not isinstance(value, (list, tuple)):
+        raise SweepError(f"kick-sweep: invalid external={value!r}; accepted: a list of {{path, label, parent, gguf_file}}")
+    models = [str(m) for m in as_list(settings.get("models"))]
+    labels: set[str] = set()
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            raise _external_error(i, "", entry, "a mapping with path, parent, and optionally label, gguf_file, model_args")
+        unknown = sorted(set(entry) - set(EXTERNAL_KEYS))
+        if unknown:
+            raise _external_error(i, unknown[0], entry[unknown[0]], f"keys {', '.join(EXTERNAL_KEYS)}")
+        path = entry.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise _external_error(i, "path", path, "a checkpoint folder, a .gguf file, or a Hub id (org/name)")
+        path, gguf_file = path.strip(), entry.get("gguf_file")
+        if gguf_file is not None and (not isinstance(gguf_file, str) or not gguf_file.endswith(".gguf")):
+            raise _external_error(i, "gguf_file", gguf_file, "a file name ending in .gguf, inside path")
+        if _is_local(path):
+            local = Path(path).expanduser()
+            if local.is_file() and local.suffix == ".gguf" and gguf_file is None:
+                path, gguf_file = str(local.parent), local.name  # a .gguf file: its folder plus gguf_file
+            elif not local.is_dir():
+                raise _external_error(i, "path", path, "an existing checkpoint folder or .gguf file (no such folder "
+                                      "here), or a Hub id (org/name)")
+            if gguf_file is not None and not (Path(path).expanduser() / gguf_file).is_file():
+                raise _external_error(i, "gguf_file", gguf_file, f"a .gguf file inside {path} (it has none of that name)")
+        parent = entry.get("parent")
+        if not isinstance(parent, str) or parent not in models:
+            raise _external_error(i, "parent", parent, f"one of models ({', '.join(models) or 'none given'}): the parent "
+                                  "must be in the sweep so its dense cell runs")
+        label = entry.get("label") or (gguf_file or Path(path.rstrip("/")).name)
+        if not isinstance(label, str) or label in labels:
+            raise _external_error(i, "label", label, "a short label used by no other external entry")
+        labels.add(label)
+        if not isinstance(entry.get("model_args") or {}, Mapping):
+            raise _external_error(i, "model_args", entry["model_args"], "a mapping of extra kick-hf model_args")
+        out.append({**entry, "path": path, "gguf_file": gguf_file, "label": label})
+    return out
+
+
 def check_settings(settings: Mapping[str, Any]) -> None:
     """Every grid value checked up front, so a bad one stops the sweep before any cell (none is dropped silently)."""
     from kick_models.config import method_choices, parse_pattern
@@ -308,9 +462,11 @@ def check_settings(settings: Mapping[str, Any]) -> None:
 
     _items("models", settings.get("models"), "Hub ids, local folders or kick-hf model_args strings")
     _items("tasks", settings.get("tasks"), "lm-eval task or group names")
-    for method in _items("methods", settings.get("methods"), " | ".join(methods)):
+    for method in _method_items(settings.get("methods"), methods):
         if not isinstance(method, str) or method.strip().lower() not in methods:
-            raise SweepError(f"kick-sweep: invalid methods value {method!r}; accepted: {' | '.join(methods)}")
+            raise SweepError(f"kick-sweep: invalid methods value {method!r}; accepted: {' | '.join(methods)}, "
+                             "or {name: {params}} for one cell with those settings")
+    checked_external(settings)
     accepted = "numbers in [0, 1) (0 is the dense model, which every grid includes)"
     for item in _items("sparsities", settings.get("sparsities"), accepted):
         if not 0.0 <= _number("sparsities", item, accepted) < 1.0:
@@ -416,6 +572,8 @@ def check_every_method_has_cells(settings: Mapping[str, Any], cells: Sequence[Ce
     """A method named in ``methods`` whose grid gives it no cell is an error, not a silently shorter sweep."""
     have = {c.method for c in cells}
     for method in as_list(settings.get("methods")):
+        if isinstance(method, Mapping):  # {name: {params}} is always its own cell
+            continue
         name = str(method).strip().lower()
         if name == "none" or name in have:
             continue

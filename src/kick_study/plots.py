@@ -64,7 +64,8 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
             high = [max(0.0, (view.dense + c.diff.high) - y) for y, c in zip(ys, found)]
             ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
             continue
-        if view.dense is not None and curve.setting.pattern == "unstructured" and not is_quantizer(curve.setting.method):
+        pruning_line = not is_quantizer(curve.setting.method) and not curve.setting.is_external
+        if view.dense is not None and curve.setting.pattern == "unstructured" and pruning_line:
             xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
         ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
     if not view.higher_better:

@@ -16,8 +16,10 @@ from kick_study.comparison import compare_view, fidelity_rows
 from kick_study.flags import left_out_note, split_flagged, warnings_section
 from kick_study.floor import floor_section
 from kick_study.paired import Tolerance
+from kick_study.parents import ParentLink, apply_links, looks_compressed, parse_links, read_mapping
 from kick_study.plots import plot_fidelity, plot_retention, plot_view
-from kick_study.runs import ReportError, load_runs
+from kick_study.provenance import provenance_rows, provenance_table
+from kick_study.runs import ReportError, distinct_sources, load_runs, newest, relabel
 from kick_study.tables import (
     build_views,
     category_breakdown,
@@ -183,20 +185,48 @@ def _cost_section(paired_s: float, n_cells: int, fid_rows: list, cell_seconds: l
     return [*lines, ""]
 
 
+def _provenance_section(runs, model: str) -> list[str]:
+    """Where each row came from; for a model with dense runs only, why it is unpaired and how to pair it."""
+    model_runs = [r for r in runs if r.model == model]
+    hint = next((why for why in map(looks_compressed, model_runs) if why), None)
+    alone = len({r.model for r in runs}) == 1  # one model, dense only: nothing yet to pair, nothing to explain
+    if all(r.setting.is_dense for r in model_runs) and (hint or not alone):
+        looks = f" It may be a compressed checkpoint: {hint}." if hint else ""
+        return ["### Unpaired", "",
+                f"Every run of `{model}` reads as a dense model: its results record no compression (no kick-hf "
+                "`config.kick`, no `kick_compression.json` beside the checkpoint), and no `--parent` link names it, "
+                f"so it is paired with nothing.{looks} To judge it against its dense parent item by item, name the "
+                f"parent: `kick-report RESULTS --parent {model}=DENSE` (DENSE: the parent's results file or folder, "
+                "or its model name), or evaluate it with `lm_eval --model kick-hf --model_args "
+                "pretrained=CHECKPOINT,parent=DENSE` to add KL to dense.", ""]
+    lines = ["### Where each row came from", "", provenance_table(provenance_rows(runs, model)), ""]
+    if not any(r.setting.is_dense for r in model_runs) and any(r.setting.is_external for r in model_runs):
+        lines += [f"No dense run of `{model}` is here, so its rows are unpaired: a checkpoint evaluated without "
+                  "`parent=` is recorded under its own name. Rerun it with `--model_args pretrained=CHECKPOINT,"
+                  f"parent=DENSE`, or pair these runs with a dense run: `kick-report RESULTS --parent {model}=DENSE`.", ""]
+    return lines
+
+
 def build_report(results_dir: str | Path, out: str | Path | None = None, tol: Tolerance = Tolerance(),
                  metric_overrides: dict[str, str] | None = None, plots: bool = True, judge=None,
-                 judge_tasks: Sequence[str] | None = None, multiplicity: str = "none", cluster: bool = False) -> Path:
+                 judge_tasks: Sequence[str] | None = None, multiplicity: str = "none", cluster: bool = False,
+                 parents: Sequence[ParentLink] = ()) -> Path:
     """Write ``report.md`` (and ``plots/*.png`` beside it) for every lm-eval run under ``results_dir``.
 
     ``judge`` (a :class:`~kick_tasks.judge.client.JudgeClient`) adds pairwise grading of every
-    compressed cell's generated answers against dense's.
+    compressed cell's generated answers against dense's; ``parents`` pairs runs made elsewhere
+    with a dense run (:mod:`kick_study.parents`).
     """
     root = Path(results_dir).expanduser()
-    runs, flagged = split_flagged(load_runs(root))
+    cells = _index_cells(root)
+    runs = relabel(load_runs(root), {root / str(c["results_file"]): str(c["label"]) for c in cells
+                                     if c.get("label") and c.get("status") == "ok" and c.get("results_file")})
+    if parents:
+        runs = newest(distinct_sources(apply_links(runs, parents)))
+    runs, flagged = split_flagged(runs)
     report = _report_path(root, out)
     if plots:
         _check_plots_dir(report)
-    cells = _index_cells(root)
     views = build_views(runs, metric_overrides)
     scores = [v for v in views if v.higher_better]
     ppl = [v for v in views if not v.higher_better]
@@ -213,7 +243,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, tol: To
     for model in sorted({v.model for v in views}):
         model_scores = [v for v in scores if v.model == model]
         model_ppl = [v for v in ppl if v.model == model]
-        lines += [f"## {model}", "", "### Largest sparsity still matching dense", "",
+        lines += [f"## {model}", "", *_provenance_section(runs, model), "### Largest sparsity still matching dense", "",
                   matching_table(model_scores + model_ppl, tol, comparisons), "", *left_out_note(flagged, model)]
         pooled = pooled_table(comparisons, model)
         if pooled:
@@ -299,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="groups: treat leaf tasks (subjects) as clusters, for claims beyond these subjects")
     p.add_argument("--metric", action="append", help="TASK=METRIC to report a task by another metric (repeatable)")
     p.add_argument("--no_plots", action="store_true", help="tables only")
+    p.add_argument("--parent", action="append", metavar="RUN=DENSE",
+                   help="pair a run made elsewhere (stock lm_eval --model hf|vllm|... --log_samples) with a dense run; "
+                        "each side a results file, a folder of results, or a model name as results record it (repeatable)")
+    p.add_argument("--parents", metavar="FILE", help="YAML/TOML file of RUN: DENSE pairs, or a list of {run, parent, label}")
     p.add_argument("--judge", action="store_true",
                    help="grade each compressed cell's generated answers pairwise against dense's (both orders) with "
                         "the judge set by KICK_JUDGE_MODEL / KICK_JUDGE_BASE_URL / KICK_JUDGE_API_KEY")
@@ -327,8 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = JudgeClient(config)
     tasks = [t.strip() for t in (args.judge_tasks or "").split(",") if t.strip()] or None
     try:
+        links = parse_links(args.parent) + (read_mapping(args.parents) if args.parents else [])
         path = build_report(args.results_dir, args.out, tol, _metric_overrides(args.metric), plots=not args.no_plots,
-                            judge=judge, judge_tasks=tasks, multiplicity=args.multiplicity, cluster=args.cluster_by_leaf)
+                            judge=judge, judge_tasks=tasks, multiplicity=args.multiplicity, cluster=args.cluster_by_leaf,
+                            parents=links)
     except ReportError as err:
         sys.stderr.write(f"{err}\n")
         return 2

@@ -1,8 +1,9 @@
 """Read lm-eval results files back into (model, compression setting) → task scores, whoever ran them.
 
 Works on any ``results_*.json`` lm-eval 0.4.13 writes: from ``kick-sweep``, from a hand-run
-``lm_eval --model kick-hf``, or from stock ``--model hf`` on a ``kick-compress`` export (its
-``kick_compression.json`` says how it was compressed).
+``lm_eval --model kick-hf`` (its own methods, load-time quantizers, checkpoints with ``parent=``),
+from stock ``--model hf`` on a ``kick-compress`` export (its ``kick_compression.json`` says how it
+was compressed), or from any other run that :mod:`kick_study.parents` pairs with a dense parent.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,15 +35,24 @@ class Setting:
     method: str = "none"
     pattern: str = "unstructured"
     wbits: int = 16
+    # a model kick did not compress itself (a library's checkpoint, a load-time quantizer, a run made
+    # elsewhere): its label and library, so two "GPTQ W4" rows from two libraries stay apart; "" for kick's own
+    source: str = ""
 
     @property
     def is_dense(self) -> bool:
         return self.method == "none"
 
     @property
+    def is_external(self) -> bool:
+        return bool(self.source)
+
+    @property
     def label(self) -> str:
         if self.is_dense:
             return "dense"
+        if self.source:
+            return self.source
         parts = [self.method]
         if self.pattern != "unstructured":
             parts.append(self.pattern)
@@ -76,6 +86,31 @@ def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
+SOURCE_KINDS = ("checkpoint", "load-time")  # config.kick["source"]["kind"] values that are not kick's own compression
+
+
+def source_tag(source: Mapping[str, Any]) -> str:
+    """The row label of a model kick did not compress: its short label, then library and version."""
+    label = str(source.get("label") or source.get("checkpoint") or source.get("kind") or "external")
+    library = " ".join(str(source[k]) for k in ("library", "version") if source.get(k))
+    return f"{label} · {library}" if library and library.split()[0].lower() not in label.lower() else label
+
+
+def _external_setting(kick: Mapping[str, Any], comp: Mapping[str, Any]) -> tuple[Setting, float] | None:
+    """(setting, sparsity) of a kick-hf run whose ``config.kick["source"]`` is a checkpoint or a load-time quantizer."""
+    source = kick.get("source")
+    if not isinstance(source, Mapping) or source.get("kind") not in SOURCE_KINDS:
+        return None
+    declared = source.get("declared") if isinstance(source.get("declared"), Mapping) else {}
+    bits = declared.get("bits", comp.get("wbits", 16))
+    wbits = int(bits) if isinstance(bits, (int, float)) and not isinstance(bits, bool) and 0 < bits < 16 else 16
+    sparsity = declared.get("sparsity", comp.get("target_sparsity", 0.0))
+    sparsity = float(sparsity) if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) else 0.0
+    method = str(kick.get("method") or source.get("kind"))
+    pattern = str(declared.get("pattern") or comp.get("pattern") or "unstructured")
+    return Setting(method=method, pattern=pattern, wbits=wbits, source=source_tag(source)), sparsity
+
+
 def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(model name, compression dict) from kick-hf's model info, model_args, or an export record."""
     config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
@@ -85,6 +120,8 @@ def _compression_of(data: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     model = (kick or {}).get("model") or pretrained or ("embedded" if config.get("model") == "kick-hf" else "unknown")
     if kick and isinstance(kick.get("compression"), dict):
         return str(model), dict(kick["compression"])
+    if kick and isinstance(kick.get("source"), Mapping):  # a checkpoint or load-time quantizer: its source says it all
+        return str(model), {}
     record = Path(str(pretrained)) / EXPORT_RECORD if pretrained else None
     if record is not None and record.is_file():
         try:
@@ -192,6 +229,8 @@ def _warnings(data: Mapping[str, Any], setting: Setting, target: float) -> tuple
     recorded = _nested(data, "config", "kick", "warnings")
     if isinstance(recorded, list) and recorded:
         return tuple(str(w) for w in recorded)
+    if setting.is_external:  # another library compressed it: only kick-hf's own checks of it apply
+        return ()
     gap = _unrecorded_gap(setting, target, _nested(data, "config", "kick", "result"))
     return (gap,) if gap else ()
 
@@ -204,6 +243,8 @@ def parse_run(path: Path) -> Run:
     if not isinstance(data.get("config") or {}, Mapping):
         raise ReportError(f"kick-report: {path}: 'config' is not a mapping")
     model, comp = _compression_of(data)
+    kick = _nested(data, "config", "kick")
+    kick = kick if isinstance(kick, Mapping) else {}
     method = str(comp.get("method", "none"))
     pattern = str(comp.get("pattern") or "unstructured")
     wbits = int(comp.get("wbits", 16))
@@ -211,6 +252,10 @@ def parse_run(path: Path) -> Run:
     if method == "none":
         pattern, wbits, sparsity = "unstructured", 16, 0.0
     seed = comp.get("seed") if method != "none" and (calibrates(method) or wbits < 16) else None
+    setting = Setting(method=method, pattern=pattern, wbits=wbits)
+    external = _external_setting(kick, comp)
+    if external is not None:
+        (setting, sparsity), seed = external, None
     results = _finite_metrics(_field(data, "results", path, dict), path)
     if not results:
         raise ReportError(f"kick-report: {path} holds no task results")
@@ -220,7 +265,6 @@ def parse_run(path: Path) -> Run:
         date = float(data.get("date") or path.stat().st_mtime)
     except (TypeError, ValueError):
         date = path.stat().st_mtime
-    setting = Setting(method=method, pattern=pattern, wbits=wbits)
     return Run(
         model=model,
         setting=setting,
@@ -230,13 +274,82 @@ def parse_run(path: Path) -> Run:
         group_subtasks={k: [str(t) for t in v] for k, v in _field(data, "group_subtasks", path, list).items()},
         path=path,
         date=date,
-        extra={"achieved_sparsity": _nested(data, "config", "kick", "result", "achieved_sparsity"),
-               "fidelity": _nested(data, "config", "kick", "result", "fidelity"),
-               "numerics": _nested(data, "config", "kick", "numerics")},
+        extra={"achieved_sparsity": _nested(kick, "result", "achieved_sparsity"),
+               "fidelity": _nested(kick, "result", "fidelity") or kick.get("fidelity"),
+               "numerics": kick.get("numerics"),
+               "compression": comp, "source": kick.get("source"), "lm_eval_model": _nested(data, "config", "model"),
+               "model_args": _model_args(data.get("config") or {})},
         seed=int(seed) if seed is not None else None,
         floor=_nested(data, "config", "kick", "numerics", "floor"),
         warnings=_warnings(data, setting, sparsity),
     )
+
+
+def read_runs(root: Path) -> list[Run]:
+    """Every results file under ``root`` (a folder, or one results file); junk is skipped with one warning."""
+    paths = [root] if root.is_file() else sorted(root.rglob("results_*.json"))
+    runs = []
+    for path in paths:
+        try:
+            run = parse_run(path)
+        except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
+            log.warning("kick-report: skipping %s (%s)", path, err)
+            continue
+        if not run.floor:  # noise-floor re-runs are read by kick_study.floor
+            runs.append(run)
+    return runs
+
+
+def newest(runs: list[Run]) -> list[Run]:
+    """One run per (model, setting, sparsity, seed, tasks): the newest, when a setting was run twice."""
+    kept: dict[tuple, Run] = {}
+    for run in runs:
+        key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
+        if key not in kept or kept[key].date <= run.date:
+            kept[key] = run
+    return list(kept.values())
+
+
+def _with_label(run: Run, label: str) -> Run:
+    source = {**run.extra["source"], "label": label}
+    setting = Setting(run.setting.method, run.setting.pattern, run.setting.wbits, source_tag(source))
+    return replace(run, setting=setting, extra={**run.extra, "source": source})
+
+
+def relabel(runs: list[Run], labels: Mapping[Path, str]) -> list[Run]:
+    """Models kick did not compress, labelled as the sweep config named them (results file → label)."""
+    wanted = {path.resolve(): label for path, label in labels.items()}
+    return [_with_label(r, wanted[r.path.resolve()]) if r.setting.is_external and r.path.resolve() in wanted else r
+            for r in runs]
+
+
+def distinct_sources(runs: list[Run]) -> list[Run]:
+    """Two checkpoints that read as the same row (same label, library and bits) get their checkpoint's name added,
+    so they are never pooled as if they were calibration seeds of one setting."""
+    groups: dict[tuple, set[str]] = {}
+    for run in runs:
+        if run.setting.is_external:
+            groups.setdefault((run.model, run.setting), set()).add(str((run.extra.get("source") or {}).get("checkpoint")))
+    names = {key: _short_names(paths) for key, paths in groups.items() if len(paths) > 1}
+    out = []
+    for run in runs:
+        key = (run.model, run.setting)
+        if run.setting.is_external and key in names:
+            source = run.extra.get("source") or {}
+            name = names[key][str(source.get("checkpoint"))]
+            run = _with_label(run, f"{source.get('label') or run.setting.method} [{name}]")
+        out.append(run)
+    return out
+
+
+def _short_names(paths: set[str]) -> dict[str, str]:
+    """Each path's shortest tail (last part, then last two, …) that no other path in the set shares."""
+    parts = {p: Path(p.rstrip("/")).parts for p in paths}
+    for k in range(1, max(len(v) for v in parts.values()) + 1):
+        tails = {p: "/".join(v[-k:]) for p, v in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {p: p for p in paths}
 
 
 def load_runs(results_dir: str | Path) -> list[Run]:
@@ -246,23 +359,12 @@ def load_runs(results_dir: str | Path) -> list[Run]:
     if not root.is_dir():
         raise ReportError(
             f"kick-report: {str(root)!r} is not a folder; pass the --out folder of kick-sweep or lm_eval --output_path")
-    runs: dict[tuple, Run] = {}
-    for path in sorted(root.rglob("results_*.json")):
-        try:
-            run = parse_run(path)
-        except Exception as err:  # noqa: BLE001 — one junk file must not stop the report
-            log.warning("kick-report: skipping %s (%s)", path, err)
-            continue
-        if run.floor:
-            continue
-        key = (run.model, run.setting, run.sparsity, run.seed, tuple(sorted(run.results)))
-        if key not in runs or runs[key].date <= run.date:
-            runs[key] = run
+    runs = newest(distinct_sources(read_runs(root)))
     if not runs:
         raise ReportError(
             f"kick-report: no lm-eval results (results_*.json) under {str(root)!r}; run kick-sweep --out {root} first"
         )
-    return list(runs.values())
+    return runs
 
 
 def metric_keys(task_results: Mapping[str, Any]) -> list[str]:

@@ -92,7 +92,8 @@ def build_views(runs: list[Run], metric_overrides: Mapping[str, str] | None = No
 def _order(setting: Setting) -> tuple:
     methods = method_names()  # the registry's order: built-ins, then plug-ins
     rank = methods.index(setting.method) if setting.method in methods else len(methods)
-    return (setting.wbits != 16, -setting.wbits, setting.pattern != "unstructured", setting.pattern, rank, setting.method)
+    return (setting.is_external, setting.wbits != 16, -setting.wbits, setting.pattern != "unstructured", setting.pattern,
+            rank, setting.method, setting.source)  # models kick did not compress come after its own methods
 
 
 def _fmt(value: float | None, scaled: bool) -> str:
@@ -286,7 +287,8 @@ def matching_summary(views: Sequence[TaskView], tol: Tolerance, comparisons: Map
         comp = (comparisons or {}).get((view.model, view.task))
         width = tol.width(view.dense, comp.chance if comp is not None else 0.0)
         for curve in view.curves:
-            quantizer = is_quantizer(curve.setting.method)  # quantization only: no sparsity axis
+            # quantization only, or a model kick did not compress: no sparsity axis
+            quantizer = is_quantizer(curve.setting.method) or curve.setting.is_external
             state = _curve_state(view, curve, comp)
             if state is not None:
                 if quantizer:
