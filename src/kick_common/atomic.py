@@ -58,13 +58,18 @@ def write_json(path: str | os.PathLike, data: Any, *, fsync: bool = False, **dum
 
 
 def publish_dir(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``dest``; an existing ``dest`` is moved aside first (a
-    rename cannot replace a non-empty folder) and deleted afterwards."""
-    if dest.exists():
+    """Rename the finished folder ``tmp`` to ``dest``; an existing ``dest`` (folder, file or symlink) is
+    moved aside first (a rename cannot replace a non-empty folder) and deleted afterwards."""
+    if os.path.lexists(dest):
         trash = dest.parent / f".trash-{dest.name}-{uuid.uuid4().hex}"
         os.rename(dest, trash)
         os.rename(tmp, dest)
-        shutil.rmtree(trash, ignore_errors=True)
+        # a file or a symlink in dest's place goes itself; a symlink's target is never followed
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                trash.unlink()
     else:
         os.rename(tmp, dest)
 

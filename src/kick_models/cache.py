@@ -1,12 +1,14 @@
-"""Compress once, load many times: a content-keyed, crash-safe, process-safe store of compressed weights.
+"""Compress once, load many times: a content-keyed, crash-safe, process-safe store of compressed models.
 
-An entry is a folder ``<cache_dir>/<key>/`` holding ``weights.safetensors`` (only the compressed
-Linear weights, as a state-dict subset — never pickle) and ``manifest.json`` (size and sha256 of
-every file, the compression summary and the key's inputs). Entries appear atomically: they are
-written into a temporary folder beside their final place and renamed into it. A file lock per key
-makes concurrent processes (e.g. ``accelerate launch`` ranks) compress exactly once while the
-others wait and then load. An entry whose files do not match its manifest is treated as absent
-and rebuilt.
+An entry is a folder ``<cache_dir>/<key>/`` holding ``weights.safetensors`` (every parameter or
+buffer the compression changed, found by comparing the model with its dense snapshot — never
+pickle) and ``manifest.json`` (size and sha256 of every file, the tensors' names and zero count,
+the compression summary, and the key with everything it was made from). The caller asks a
+:class:`Slot` for a valid entry and, on a miss, compresses and stores: the cache runs no
+compression itself. Entries appear atomically (written into a temporary folder, renamed into
+place). A file lock per key makes concurrent processes compress once while the others wait and
+load. An entry that does not match its manifest, its key, this model or its target sparsity is
+treated as absent, named in a warning, and rebuilt.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from filelock import FileLock, Timeout
@@ -35,7 +37,7 @@ from kick_models.compression import registry
 
 log = logging.getLogger(__name__)
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2  # 2: entries hold every changed tensor and name their key
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 LOCK_TIMEOUT_ENV = "KICK_CACHE_LOCK_TIMEOUT"
@@ -56,6 +58,9 @@ _METHOD_FIELDS = ("group_size", "sym", "act_order", "damp", "blocksize")  # kept
 # default source), and with ``propagate`` they matter only to configs that calibrate.
 CALIBRATION_FIELDS = ("calib", "nsamples", "seqlen", "seed")
 _OWL_FIELDS = ("owl_m", "owl_lambda")
+# A pruned entry's zero fraction may fall this far below its target (rows whose width does not
+# divide evenly round the pruned count down); a dense entry under a pruned key falls far further.
+SPARSITY_SLACK = 0.9
 
 
 class CacheError(OSError):
@@ -120,11 +125,33 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _file_stamp(path: Path) -> str:
+    """What changes whenever a file's bytes can have changed: its inode, size, mtime and ctime.
+    Setting the mtime back (``touch -d``, ``cp -p``, ``os.utime``) still moves the ctime, which no
+    user call can set."""
+    stat = path.stat()
+    return f"{path}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+
+
+def _read_digest_memo(memo_path: Path | None) -> dict[str, str]:
+    """The per-file digest memo; anything that is not a mapping of stamps to sha256 digests is dropped."""
+    if memo_path is None or not memo_path.is_file():
+        return {}
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(memo, dict):
+        return {}
+    return {k: v for k, v in memo.items() if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)}
+
+
 def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) -> str:
     """sha256 over the names and contents of a local model folder's config and weight files.
 
     Hashing tens of GB is slow, so per-file digests are memoised in ``memo_dir`` keyed by
-    (absolute path, size, mtime_ns): an unchanged file is read once per machine.
+    :func:`_file_stamp` (inode, size, mtime and ctime): an unchanged file is read once per machine,
+    and a file rewritten with its old mtime is read again.
     """
     root = Path(folder).expanduser().resolve()
     files = sorted(
@@ -134,19 +161,15 @@ def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) 
     if not files:
         raise CacheError(f"kick cache: no config or weight files under {str(root)!r} to fingerprint")
     memo_path = memo_dir / "file_digests.json" if memo_dir is not None else None
-    memo: dict[str, str] = {}
-    if memo_path is not None and memo_path.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            memo = json.loads(memo_path.read_text())
+    memo = _read_digest_memo(memo_path)
     changed = False
     digest = hashlib.sha256()
     for path in files:
-        stat = path.stat()
-        memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-        if memo_key not in memo:
-            memo[memo_key] = _sha256_file(path)
+        stamp = _file_stamp(path)
+        if stamp not in memo:
+            memo[stamp] = _sha256_file(path)
             changed = True
-        digest.update(f"{path.relative_to(root).as_posix()}\0{memo[memo_key]}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{memo[stamp]}\n".encode())
     if changed and memo_path is not None:
         with contextlib.suppress(OSError):
             write_json(memo_path, memo, fsync=True, sort_keys=True)
@@ -225,7 +248,7 @@ def key_parts(*, pretrained: str, config: Any, calib_info: Mapping[str, Any] | N
               cache_dir: str | os.PathLike | None = None, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the compressed weights depend on, as a JSON-able dict (feed it to :func:`cache_key`).
 
-    The one key builder: ``compress_with_cache`` (kick-hf, kick-compress) uses it too. ``calib_info``
+    The one key builder: kick-hf (and so kick-compress) uses it too. ``calib_info``
     is the dict returned by ``calibration_ids`` (dataset, nsamples, seqlen, seed, token_sha256); it is
     ignored for configs that need no calibration. ``identity``: a :func:`model_identity` already
     computed by the caller (it hashes local folders, so it is not computed twice).
@@ -249,27 +272,43 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------- weights
-def compressed_linear_names(model: nn.Module) -> list[str]:
-    """State-dict keys of the weights compression can touch: every Linear but the output head,
-    plus the decoder blocks' other matrices (Conv1D weights, fused expert parameters)."""
-    from kick_models.compression.blocks import matrix_param_names
-
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = [
-        f"{name}.weight" for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and module is not head
-    ]
-    return names + [n for n in matrix_param_names(model) if n not in set(names)]
+# --------------------------------------------------------------------------- what a method changed
+def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` by its first name (tied tensors once): all a method can change."""
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            out[name] = tensor
+    return out
 
 
-def _weights_subset(model: nn.Module) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters(remove_duplicate=False))
-    return {name: params[name].detach().to("cpu").contiguous() for name in compressed_linear_names(model)}
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """blake2b of a tensor's dtype, shape and bytes: equal digests mean bit-identical tensors."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.blake2b(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode(), digest_size=16)
+    if flat.numel():
+        digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
 
 
-class EntryInvalid(ValueError):
-    """A cache entry's files are intact but its weights cannot be used for this model."""
+def state_digests(model: nn.Module) -> dict[str, str]:
+    """:func:`tensor_digest` of every tensor of :func:`state_tensors`: the snapshot a store compares against."""
+    return {name: tensor_digest(t) for name, t in state_tensors(model).items()}
+
+
+def changed_tensors(model: nn.Module, before: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """CPU copies of the tensors whose bytes differ from the ``before`` snapshot: everything the method
+    changed (block matrices, AWQ's folded norms, whatever a plug-in's ``prepare_block`` rewrote).
+
+    Raises :class:`EntryInvalid` when tensors appeared or disappeared: a model whose structure changed
+    cannot be rebuilt from a dense load plus stored tensors."""
+    now = state_tensors(model)
+    if set(now) != set(before):
+        added, gone = sorted(set(now) - set(before))[:3], sorted(set(before) - set(now))[:3]
+        raise EntryInvalid(f"compression changed the model's structure (new {added}, removed {gone})")
+    return {name: t.detach().to("cpu").contiguous().clone() for name, t in now.items() if tensor_digest(t) != before[name]}
 
 
 def zero_count(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
@@ -278,77 +317,96 @@ def zero_count(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
     return {"zeros": zeros, "total": sum(t.numel() for t in tensors.values())}
 
 
-def _check_weights(model: nn.Module, stored: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Refuse stored weights that do not fit ``model`` (names, shapes, dtypes) or are not finite;
-    returns their :func:`zero_count` (one pass over the weights)."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-    expected = set(compressed_linear_names(model))
-    if set(stored) != expected:
-        missing, extra = sorted(expected - set(stored))[:3], sorted(set(stored) - expected)[:3]
-        raise EntryInvalid(f"cached weights do not fit this model (missing {missing}, unexpected {extra})")
-    zeros = total = 0
+def sparsity_shortfall(tensors: Mapping[str, torch.Tensor], target: float | None) -> str | None:
+    """Why ``tensors`` cannot be the result of pruning to ``target`` (their zero fraction is far below
+    it), or None. The changed tensors of a pruned model are its pruned matrices (plus a few norms),
+    so their zero fraction is the achieved sparsity; the slack covers per-row rounding."""
+    if not target:
+        return None
+    counted = zero_count(tensors)
+    fraction = counted["zeros"] / counted["total"] if counted["total"] else 0.0
+    if fraction < SPARSITY_SLACK * target - 0.005:
+        return f"its changed weights are {100 * fraction:.2f}% zeros, far below the {100 * target:.2f}% target"
+    return None
+
+
+class EntryInvalid(ValueError):
+    """A cache entry's files are intact but its tensors cannot be used for this model and key."""
+
+
+def _check_tensors(model: nn.Module, stored: Mapping[str, torch.Tensor]) -> None:
+    """Refuse stored tensors that do not fit ``model`` (names, shapes, dtypes) or are not finite."""
+    own = state_tensors(model)
+    unexpected = sorted(set(stored) - set(own))[:3]
+    if unexpected:
+        raise EntryInvalid(f"cached tensors do not fit this model (unexpected {unexpected})")
     for name, tensor in stored.items():
-        param = params[name]
-        if param.shape != tensor.shape:
-            raise EntryInvalid(f"cached {name} has shape {tuple(tensor.shape)}, model has {tuple(param.shape)}")
-        if param.dtype != tensor.dtype:
-            raise EntryInvalid(f"cached {name} is {tensor.dtype}, the model is {param.dtype}")
+        have = own[name]
+        if have.shape != tensor.shape:
+            raise EntryInvalid(f"cached {name} has shape {tuple(tensor.shape)}, model has {tuple(have.shape)}")
+        if have.dtype != tensor.dtype:
+            raise EntryInvalid(f"cached {name} is {tensor.dtype}, the model is {have.dtype}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise EntryInvalid(f"cached {name} holds NaN or infinite values")
-        zeros += int((tensor == 0).sum())
-        total += tensor.numel()
-    return {"zeros": zeros, "total": total}
 
 
-def _check_zeros(manifest: Mapping[str, Any], measured: Mapping[str, int]) -> None:
-    """The zeros the weights hold must be the zeros the entry recorded when it was written (entries
-    without that record are compared with their summary's ``achieved_sparsity``)."""
-    recorded = manifest.get("zeros")
-    fraction = measured["zeros"] / measured["total"] if measured["total"] else 0.0
-    if isinstance(recorded, Mapping):
-        if dict(recorded) != dict(measured):
-            raise EntryInvalid(f"its weights hold {measured['zeros']} zeros of {measured['total']}, its manifest "
-                               f"recorded {recorded.get('zeros')} of {recorded.get('total')}")
-        return
-    claimed = (manifest.get("summary") or {}).get("achieved_sparsity")
-    if isinstance(claimed, (int, float)) and measured["total"] and abs(float(claimed) - fraction) > 5e-3:
-        raise EntryInvalid(f"its weights are {100 * fraction:.2f}% zeros, its summary says {100 * float(claimed):.2f}%")
+def _check_zeros(manifest: Mapping[str, Any], stored: Mapping[str, torch.Tensor]) -> None:
+    measured = zero_count(stored)
+    if manifest.get("zeros") != measured:
+        raise EntryInvalid(f"its tensors hold {measured['zeros']} zeros of {measured['total']}, its manifest "
+                           f"recorded {manifest.get('zeros')}")
 
 
-def _load_weights(model: nn.Module, path: Path, manifest: Mapping[str, Any] | None = None) -> dict[str, int]:
-    """Copy an entry's weights into ``model`` after every check passed (nothing is copied otherwise);
-    returns the measured :func:`zero_count`. Any failure is an :class:`EntryInvalid`."""
-    from safetensors.torch import load_file
+def _check_identity(manifest: Mapping[str, Any], key: str, parts: Mapping[str, Any]) -> None:
+    """An entry must name this key and hold this key's configuration: one copied, renamed or
+    symlinked from another configuration is refused."""
+    if manifest.get("key") != key:
+        raise EntryInvalid(f"it names key {str(manifest.get('key'))[:12]}…, not this one (another configuration's entry)")
+    recorded = manifest.get("key_parts")
+    if not isinstance(recorded, Mapping) or cache_key(recorded) != key or _canonical(recorded) != _canonical(parts):
+        raise EntryInvalid("its recorded configuration is not this key's")
 
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _read_tensors(entry: Path, manifest: Mapping[str, Any], key: str) -> dict[str, torch.Tensor]:
+    """The entry's tensors, read and checked against what its manifest and header say they are."""
+    from safetensors import safe_open
+
+    path = entry / WEIGHTS_FILE
     try:
-        stored = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            header_key = (handle.metadata() or {}).get("kick_key")
+            stored = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as err:  # SafetensorError derives from Exception only
-        raise EntryInvalid(f"{path.name} is not a readable safetensors file ({type(err).__name__}: {err})") from err
-    measured = _check_weights(model, stored)
-    if manifest is not None:
-        _check_zeros(manifest, measured)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, tensor in stored.items():
-            params[name].copy_(tensor)
-    return measured
+        raise EntryInvalid(f"{WEIGHTS_FILE} is not a readable safetensors file ({type(err).__name__}: {err})") from err
+    if header_key != key:
+        raise EntryInvalid(f"{WEIGHTS_FILE} was written for key {str(header_key)[:12]}…, not this one")
+    if sorted(stored) != sorted(manifest.get("tensors") or []):
+        raise EntryInvalid(f"{WEIGHTS_FILE} holds other tensors than its manifest lists")
+    return stored
 
 
-# --------------------------------------------------------------------------- entries
 def _manifest_problem(entry: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(manifest, None) when every listed file has its recorded size and sha256; (None, why not)
     otherwise; (None, None) when there is no entry at all."""
-    if not (entry / MANIFEST_FILE).exists():
+    if not os.path.lexists(entry):
         return None, None
+    if not entry.is_dir():
+        return None, "it is a file, not an entry folder"
+    if not (entry / MANIFEST_FILE).exists():
+        return None, f"it has no {MANIFEST_FILE}"
     try:
         manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
         files = manifest["files"]
+        if WEIGHTS_FILE not in files:
+            return None, f"its manifest lists no {WEIGHTS_FILE}"
         for name, meta in files.items():
             path = entry / name
             if path.stat().st_size != meta["size"] or _sha256_file(path) != meta["sha256"]:
                 return None, f"{name} does not match its manifest"
-        if WEIGHTS_FILE not in files:
-            return None, f"its manifest lists no {WEIGHTS_FILE}"
         return manifest, None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return None, f"unreadable manifest or files ({type(err).__name__}: {err})"
@@ -368,58 +426,33 @@ def _same_file_modes(folder: Path, reference: Path) -> None:
             os.chmod(path, mode)
 
 
-def write_entry(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts: Mapping[str, Any]) -> None:
-    """Write the compressed weights and manifest into a temp folder, then rename it to ``entry``."""
+def write_entry(entry: Path, tensors: Mapping[str, torch.Tensor], summary: Mapping[str, Any],
+                parts: Mapping[str, Any]) -> None:
+    """Write ``tensors`` and the manifest into a temp folder, then rename it to ``entry``. Any write
+    failure (a full disk, a file-size limit: safetensors reports those as its own error) is an OSError."""
     from safetensors.torch import save_file
 
     with staged_dir(entry, fsync=True) as tmp:
         weights = tmp / WEIGHTS_FILE
-        tensors = _weights_subset(model)
-        save_file(tensors, str(weights), metadata={"format": "pt", "kick_key": entry.name})
+        try:
+            save_file(dict(tensors), str(weights), metadata={"format": "pt", "kick_key": entry.name})
+        except OSError:
+            raise
+        except Exception as err:  # SafetensorError: the write itself failed
+            raise OSError(f"{WEIGHTS_FILE} could not be written ({err})") from err
         with open(weights, "rb+") as handle:
             os.fsync(handle.fileno())
         manifest = {
             "key": entry.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": {WEIGHTS_FILE: {"size": weights.stat().st_size, "sha256": _sha256_file(weights)}},
+            "tensors": sorted(tensors),
             "zeros": zero_count(tensors),
             "summary": dict(summary),
             "key_parts": dict(parts),
         }
         write_json(tmp / MANIFEST_FILE, manifest, fsync=True, indent=2, sort_keys=True)
         _same_file_modes(tmp, tmp / MANIFEST_FILE)
-
-
-def _try_load(model: nn.Module, entry: Path, reported: set[str] | None = None) -> dict[str, Any] | None:
-    """The entry's manifest after its weights were checked and copied into ``model``, else None.
-
-    Any problem (files not matching the manifest, unreadable safetensors, wrong names, shapes or
-    dtypes, non-finite values, zeros other than recorded) is logged once per ``reported`` set and
-    makes the entry count as absent, so it is rebuilt and atomically replaced. The returned
-    summary's ``achieved_sparsity`` is measured on the loaded weights, not read from the manifest.
-    """
-    manifest, problem = _manifest_problem(entry)
-    measured = None
-    if manifest is not None:
-        try:
-            measured = _load_weights(model, entry / WEIGHTS_FILE, manifest)
-        except EntryInvalid as err:
-            manifest, problem = None, str(err)
-    if problem is not None and (reported is None or problem not in reported):
-        log.warning("kick cache: entry %s is unusable (%s); compressing again and replacing it", entry, problem)
-        if reported is not None:
-            reported.add(problem)
-    if manifest is None:
-        return None
-    manifest = dict(manifest)
-    summary = dict(manifest.get("summary") or {})
-    if measured and measured["total"]:
-        from kick_models.compression.blocks import block_sparsity
-
-        counted = block_sparsity(model)  # over the same matrices as the compression's own accounting
-        summary["achieved_sparsity"] = counted if counted is not None else measured["zeros"] / measured["total"]
-    manifest["summary"] = summary
-    return manifest
 
 
 def _remove(path: Path) -> bool:
@@ -533,73 +566,196 @@ def key_lock(root: Path, key: str, timeout_s: float = -1):
         lock.release()
 
 
-def _store(entry: Path, model: nn.Module, summary: Mapping[str, Any], parts: Mapping[str, Any]) -> str | None:
-    """Write the entry; a failure (read-only cache, full disk) is a warning, not the end of the run.
-    Returns the error text, or None when the entry was stored."""
-    try:
-        write_entry(entry, model, summary, parts)
-    except OSError as err:
-        log.warning("kick cache: could not store %s (%s); going on with the compressed weights in memory",
-                    entry, err.strerror or err)
-        return f"{type(err).__name__}: {err.strerror or err}"
-    log.info("kick cache: stored %s", entry)
-    return None
 
+# --------------------------------------------------------------------------- one key, for one model
+class Slot:
+    """One key's place in the cache for one loaded model: the caller asks :meth:`load` for a valid
+    entry and, on a miss, compresses the model itself and hands the result to :meth:`store`.
 
-def load_or_compress(model: nn.Module, parts: Mapping[str, Any], compress_fn: Callable[[], Mapping[str, Any]],
-                     cache_dir: str | os.PathLike | None = None, enabled: bool = True,
-                     lock_timeout_s: float | None = None) -> tuple[dict[str, Any], bool]:
-    """Load this key's compressed weights into ``model`` (hit), or run ``compress_fn`` and store them (miss).
-
-    ``compress_fn()`` compresses ``model`` in place and returns its JSON-able summary. Returns
-    ``(summary, hit)``; the summary gains a ``"cache"`` block (key, hit, seconds, path, and on a
-    miss whether the entry was stored). With ``enabled=False`` this only runs ``compress_fn``.
-    ``lock_timeout_s`` (None: ``$KICK_CACHE_LOCK_TIMEOUT``, else forever; < 0: forever) bounds the
-    wait for another process that is compressing the same key. A cache that cannot be written
-    still serves hits; on a miss the weights stay in memory.
+    Used as a context manager (:func:`open_slot`). A miss takes the key's lock and holds it until
+    the block ends, so racing processes compress once and the others load. On a miss the dense
+    state is fingerprinted; :meth:`store` keeps every tensor whose bytes changed. A hit that the
+    caller finds wrong (e.g. its fidelity does not re-measure) is undone with :meth:`reject`.
     """
-    if not enabled:
-        return dict(compress_fn()), False
-    root = ensure_writable(cache_dir)
-    timeout = lock_timeout_from_env() if lock_timeout_s is None else float(lock_timeout_s)
-    key = cache_key(parts)
-    entry = root / key
-    start = time.perf_counter()
-    clean_stale(root)
 
-    def block(hit: bool, **extra: Any) -> dict[str, Any]:
-        return {"key": key, "hit": hit, "path": str(entry), "seconds": round(time.perf_counter() - start, 3), **extra}
+    def __init__(self, model: nn.Module, parts: Mapping[str, Any], root: Path | None, timeout_s: float,
+                 expect_sparsity: float | None):
+        self.model, self.parts, self.root = model, dict(parts), root
+        self.key = cache_key(parts)
+        self.entry = root / self.key if root is not None else None
+        self.hit = False
+        self._timeout, self._expect = timeout_s, expect_sparsity
+        self._stack = contextlib.ExitStack()
+        self._locked = False
+        self._lock_error: str | None = None
+        self._missed = False
+        self._before: dict[str, str] | None = None  # the dense state's digests, taken on a miss that can store
+        self._dense: dict[str, torch.Tensor] = {}  # what a hit replaced, until the caller accepts it
+        self._reported: set[str] = set()
+        self._start = time.perf_counter()
 
-    reported: set[str] = set()
-    manifest = _try_load(model, entry, reported)
-    if manifest is None:
-        with contextlib.ExitStack() as held:
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._dense.clear()
+        self._stack.close()
+
+    # -- the two answers
+    def load(self) -> dict[str, Any] | None:
+        """This key's summary after its tensors were checked and put into the model (hit), else None
+        (miss: the model is untouched, and the lock is held if it could be taken). The summary's
+        ``achieved_sparsity`` is measured on the loaded model, not read from the entry."""
+        if self.root is None:
+            return None
+        manifest = self._try_load()
+        if manifest is None:
+            self._lock()
+            if self._locked:
+                manifest = self._try_load()  # another process may have finished meanwhile
+        if manifest is None:
+            self._miss()
+            return None
+        from kick_models.compression.blocks import block_sparsity
+
+        self.hit = True
+        summary = dict(manifest.get("summary") or {})
+        measured = block_sparsity(self.model)
+        if measured is None:  # no decoder blocks to count over: the stored tensors' zeros (checked on load)
+            zeros = manifest["zeros"]
+            measured = zeros["zeros"] / zeros["total"] if zeros["total"] else 0.0
+        summary["achieved_sparsity"] = measured
+        summary["cache"] = self._block(True)
+        log.info("kick cache: loaded %s in %.2fs", self.entry, summary["cache"]["seconds"])
+        return summary
+
+    def reject(self, reason: str) -> None:
+        """Undo a hit the caller found wrong: the dense tensors go back, a warning says why, and the
+        slot becomes a miss (the caller compresses; :meth:`store` replaces the entry)."""
+        if not self.hit:
+            raise RuntimeError("reject() undoes a hit; this slot has none")
+        own = state_tensors(self.model)
+        with torch.no_grad():
+            for name, dense in self._dense.items():
+                own[name].data = dense.to(own[name].device)
+        self._dense.clear()
+        self.hit = False
+        log.warning("kick cache: entry %s does not reproduce its recorded result (%s); compressing again and "
+                    "replacing it", self.entry, reason)
+        self._lock()
+        self._miss()
+
+    def store(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """After a miss and the caller's compression: store every tensor that changed. Returns the
+        summary with a ``cache`` block; a failure to store is a warning and ``stored: false``."""
+        summary = dict(summary)
+        if self.root is None:
+            return summary
+        if not self._missed:
+            raise RuntimeError("store() follows a miss (load() returned None)")
+        error = self._lock_error
+        if error is None:
             try:
-                held.enter_context(key_lock(root, key, timeout))
-            except CacheError:
-                raise
-            except OSError as err:  # no lock file can be made here: a read-only cache
-                log.warning("kick cache: cannot lock %s (%s); compressing without storing", entry, err.strerror or err)
-                summary = dict(compress_fn())
-                summary["cache"] = block(False, stored=False, error=f"{type(err).__name__}: {err.strerror or err}")
-                return summary, False
-            manifest = _try_load(model, entry, reported)  # another process may have finished meanwhile
-            if manifest is None:
-                _clean_stale_temps(root, key)
-                summary = dict(compress_fn())
-                error = _store(entry, model, summary, parts)
-                summary["cache"] = block(False, stored=error is None, **({"error": error} if error else {}))
-                return summary, False
-    summary = dict(manifest.get("summary", {}))
-    summary["cache"] = block(True)
-    log.info("kick cache: loaded %s in %.2fs", entry, summary["cache"]["seconds"])
-    return summary, True
+                tensors = changed_tensors(self.model, self._before)
+                shortfall = sparsity_shortfall(tensors, self._expect)
+                if shortfall:
+                    raise EntryInvalid(shortfall)
+            except EntryInvalid as err:
+                log.warning("kick cache: not storing %s: %s", self.entry, err)
+                error = f"not cacheable: {err}"
+            else:
+                error = self._write(tensors, summary)
+        summary["cache"] = self._block(False, stored=error is None, **({"error": error} if error else {}))
+        return summary
+
+    # -- helpers
+    def _block(self, hit: bool, **extra: Any) -> dict[str, Any]:
+        return {"key": self.key, "hit": hit, "path": str(self.entry),
+                "seconds": round(time.perf_counter() - self._start, 3), **extra}
+
+    def _warn_once(self, problem: str) -> None:
+        if problem not in self._reported:
+            self._reported.add(problem)
+            log.warning("kick cache: entry %s is unusable (%s); compressing again and replacing it", self.entry, problem)
+
+    def _try_load(self) -> dict[str, Any] | None:
+        manifest, problem = _manifest_problem(self.entry)
+        stored: dict[str, torch.Tensor] = {}
+        if manifest is not None:
+            try:
+                _check_identity(manifest, self.key, self.parts)
+                stored = _read_tensors(self.entry, manifest, self.key)
+                _check_tensors(self.model, stored)
+                _check_zeros(manifest, stored)
+                shortfall = sparsity_shortfall(stored, self._expect)
+                if shortfall:
+                    raise EntryInvalid(shortfall)
+            except EntryInvalid as err:
+                manifest, problem = None, str(err)
+        if problem is not None:
+            self._warn_once(problem)
+        if manifest is None:
+            return None
+        own = state_tensors(self.model)
+        with torch.no_grad():
+            for name, tensor in stored.items():
+                target = own[name]
+                # the dense tensor is kept (on the CPU) until the caller accepts the hit or rejects it
+                self._dense[name] = target.data if target.device.type == "cpu" else target.data.to("cpu")
+                target.data = tensor.to(target.device)
+        return manifest
+
+    def _lock(self) -> None:
+        if self._locked or self._lock_error is not None:
+            return
+        try:
+            self._stack.enter_context(key_lock(self.root, self.key, self._timeout))
+            self._locked = True
+        except CacheError:
+            raise
+        except OSError as err:  # no lock file can be made here: a read-only cache
+            log.warning("kick cache: cannot lock %s (%s); compressing without storing", self.entry, err.strerror or err)
+            self._lock_error = f"{type(err).__name__}: {err.strerror or err}"
+
+    def _miss(self) -> None:
+        self._missed = True
+        if self._lock_error is not None:  # nothing will be stored: no snapshot to take
+            return
+        if self._locked:
+            _clean_stale_temps(self.root, self.key)
+        self._before = state_digests(self.model)
+
+    def _write(self, tensors: Mapping[str, torch.Tensor], summary: Mapping[str, Any]) -> str | None:
+        """Write the entry; a failure (read-only cache, full disk) is a warning, not the end of the run."""
+        try:
+            write_entry(self.entry, tensors, summary, self.parts)
+        except OSError as err:
+            log.warning("kick cache: could not store %s (%s); going on with the compressed weights in memory",
+                        self.entry, err.strerror or err)
+            return f"{type(err).__name__}: {err.strerror or err}"
+        log.info("kick cache: stored %s (%d changed tensors)", self.entry, len(tensors))
+        return None
 
 
-# --------------------------------------------------------------------------- one call for kick-hf
-def _calibration_memo_key(pretrained: str, model_id: Mapping[str, Any], config: Any, spec: Mapping[str, Any],
-                          memo_dir: Path) -> str:
-    """What the calibration token ids depend on: model + tokenizer files, calibration settings, source text."""
+def open_slot(model: nn.Module, parts: Mapping[str, Any], *, cache_dir: str | os.PathLike | None = None,
+              enabled: bool = True, lock_timeout_s: float | None = None,
+              expect_sparsity: float | None = None) -> Slot:
+    """The :class:`Slot` of ``parts``' key for ``model``. With ``enabled=False`` it never hits and stores
+    nothing. ``lock_timeout_s`` (None: ``$KICK_CACHE_LOCK_TIMEOUT``, else forever; < 0: forever) bounds
+    the wait for another process compressing the same key. ``expect_sparsity``: a pruning config's
+    target, which an entry's zeros must reach (a dense entry under a pruned key is refused)."""
+    if not enabled:
+        return Slot(model, parts, None, -1.0, expect_sparsity)
+    root = ensure_writable(cache_dir)
+    clean_stale(root)
+    timeout = lock_timeout_from_env() if lock_timeout_s is None else float(lock_timeout_s)
+    return Slot(model, parts, root, timeout, expect_sparsity)
+
+
+# --------------------------------------------------------------------------- calibration memo
+def calibration_memo_path(root: Path, pretrained: str, model_id: Mapping[str, Any], config: Any,
+                          spec: Mapping[str, Any]) -> Path:
+    """Where the calibration token hash of (model + tokenizer files, calibration settings, source text) is kept."""
     parts: dict[str, Any] = {"model": dict(model_id), "spec": dict(spec), "versions": package_versions(),
                              "calib": {k: v for k, v in config.to_dict().items() if k in (*CALIBRATION_FIELDS, "method")}}
     local = Path(str(pretrained)).expanduser()
@@ -609,47 +765,50 @@ def _calibration_memo_key(pretrained: str, model_id: Mapping[str, Any], config: 
     source = Path(str(spec.get("resolved_calib", ""))).expanduser()
     if source.is_file():
         parts["source_sha256"] = _sha256_file(source)
-    return cache_key(parts)
+    return root / "calibration" / f"{cache_key(parts)}.json"
 
 
-def compress_with_cache(model: nn.Module, *, pretrained: str, config: Any,
-                        calibrate: Callable[[], tuple[Any, dict]] | None,
-                        compress: Callable[[Any], Mapping[str, Any]], revision: str | None = None,
-                        calib_spec: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | None = None,
-                        enabled: bool = True, lock_timeout_s: float | None = None) -> tuple[dict[str, Any], bool, dict | None]:
-    """Compress ``model`` through the cache without tokenizing calibration data on a hit.
+def _memo_problem(memo: Any, path: Path, config: Any) -> str | None:
+    if isinstance(memo, Exception):
+        return f"unreadable ({type(memo).__name__}: {memo})"
+    if not isinstance(memo, dict) or not isinstance(memo.get("info"), dict):
+        return f"it holds a {type(memo).__name__}, not a calibration record"
+    info = memo["info"]
+    if memo.get("memo_key") != path.stem:
+        return "it belongs to other calibration settings"
+    if memo.get("sha256") != hashlib.sha256(_canonical(info).encode()).hexdigest():
+        return "its record does not match its checksum"
+    if not re.fullmatch(r"[0-9a-f]{64}", str(info.get("token_sha256"))) or info.get("seed") != config.seed:
+        return "its token hash or seed is not this configuration's"
+    return None
 
-    ``calibrate()`` returns ``(ids, info)`` (``calibration_ids``); ``compress(ids)`` compresses in
-    place and returns the summary. The calibration ``info`` (with its token hash) is memoised per
-    (model, tokenizer, calibration settings, ``calib_spec``) so a second run goes straight to the
-    stored weights. Returns ``(summary, hit, calib_info)``.
-    """
-    needs_calib = bool(getattr(config, "needs_calibration", calibrate is not None)) and calibrate is not None
-    if not enabled:
-        ids, info = calibrate() if needs_calib else (None, None)
-        return dict(compress(ids)), False, info
-    root = ensure_writable(cache_dir)
-    identity = model_identity(pretrained, revision, model, root)
-    held: dict[str, Any] = {}
-    info = None
-    if needs_calib:
-        memo = root / "calibration" / f"{_calibration_memo_key(pretrained, identity, config, calib_spec or {}, root)}.json"
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(memo.read_text(encoding="utf-8"))
-        if info is None:
-            held["ids"], info = calibrate()
-            try:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                write_json(memo, info, fsync=True, sort_keys=True)
-            except OSError as err:  # a read-only or full cache only costs a re-tokenization next time
-                log.warning("kick cache: could not remember the calibration tokens in %s (%s)", memo, err.strerror or err)
 
-    def run() -> Mapping[str, Any]:
-        if needs_calib and "ids" not in held:
-            held["ids"], _ = calibrate()
-        return compress(held.get("ids"))
+def read_calibration_memo(path: Path, config: Any) -> dict[str, Any] | None:
+    """The remembered calibration info (with its token hash), or None; an unusable memo is warned about."""
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        memo = err
+    problem = _memo_problem(memo, path, config)
+    if problem is not None:
+        log.warning("kick cache: calibration memo %s is unusable (%s); tokenizing the calibration text again", path, problem)
+        return None
+    return dict(memo["info"])
 
-    parts = key_parts(pretrained=pretrained, config=config, calib_info=info if needs_calib else None,
-                      identity=identity)
-    summary, hit = load_or_compress(model, parts, run, cache_dir=root, enabled=True, lock_timeout_s=lock_timeout_s)
-    return summary, hit, info
+
+def calibration_differs(remembered: Mapping[str, Any] | None, real: Mapping[str, Any]) -> bool:
+    """True when a remembered calibration record is not the one the calibration text really gives."""
+    return remembered is None or _canonical(dict(remembered)) != _canonical(dict(real))
+
+
+def write_calibration_memo(path: Path, info: Mapping[str, Any]) -> None:
+    """Remember ``info``; a read-only or full cache only costs a re-tokenization next time."""
+    info = dict(info)
+    memo = {"memo_key": path.stem, "info": info, "sha256": hashlib.sha256(_canonical(info).encode()).hexdigest()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, memo, fsync=True, sort_keys=True)
+    except OSError as err:
+        log.warning("kick cache: could not remember the calibration tokens in %s (%s)", path, err.strerror or err)

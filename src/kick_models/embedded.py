@@ -5,12 +5,13 @@ offline ``from_pretrained``."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 from pathlib import Path
 
 from filelock import FileLock
 
-from kick_common.atomic import staged_dir
+from kick_common.atomic import staged_dir, write_json
 from kick_common.paths import EMBEDDED_DIST, EMBEDDED_NAME, embedded_model_dir
 
 log = logging.getLogger(__name__)
@@ -41,23 +42,52 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+RECORD_FILE = "kick_conversion.json"  # every file the conversion wrote, with its size
+
+
+def conversion_problem(folder: Path) -> str | None:
+    """Why a converted folder cannot be used (a file missing, truncated or grown since the conversion
+    wrote it, or no record of the conversion), or None when it is complete. Sizes only: cheap enough
+    for every load, and what an interrupted copy or a full disk leaves behind."""
+    try:
+        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        files = record["files"]
+        for name, size in files.items():
+            actual = (folder / name).stat().st_size
+            if actual != size:
+                return f"{name} is {actual} bytes, the conversion wrote {size}"
+    except FileNotFoundError as err:
+        return f"{Path(err.filename).name} is missing"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"its conversion record is unreadable ({type(err).__name__}: {err})"
+    if "config.json" not in files:
+        return "its conversion record lists no config.json"
+    return None
+
+
 def embedded_model_path() -> Path:
     """Path of the converted HF folder (safetensors + tokenizer + chat template), converting on first use.
 
     The conversion writes into a temporary sibling folder and renames it into place, under a file
-    lock, so concurrent processes convert once and nobody ever sees a half-written folder.
+    lock, so concurrent processes convert once and nobody ever sees a half-written folder. A folder
+    that is no longer what the conversion wrote (a truncated file) is converted again, with a warning.
     """
     gguf = embedded_gguf_path()
     target = embedded_model_dir()
-    if (target / "config.json").is_file():
+    if conversion_problem(target) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():
+        problem = conversion_problem(target)
+        if problem is None:
             return target
+        if target.exists():
+            log.warning("The converted embedded model in %s is incomplete (%s); converting it again", target, problem)
         log.info("Converting embedded %s from %s (once) into %s", EMBEDDED_NAME, gguf.name, target)
         with staged_dir(target) as tmp:
             _convert(gguf, tmp)
+            write_json(tmp / RECORD_FILE, {"files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}},
+                       indent=2)
     return target
 
 

@@ -17,6 +17,7 @@ would stop being one (docs/fidelity.md).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -97,35 +98,69 @@ def dense_reference(model, windows: torch.Tensor, k: int = TOP_K, batch_size: in
     return Reference(torch.cat(ids), torch.cat(logps), torch.cat(tails), nll, time.perf_counter() - start)
 
 
-def save_reference(reference: Reference, path: Path) -> None:
-    """Write ``reference`` as safetensors (atomically: a temp file renamed into place)."""
+def _reference_sha256(reference: Reference) -> str:
+    digest = hashlib.sha256(repr(reference.nll).encode())
+    for tensor in (reference.top_ids, reference.top_logp, reference.tail_logp):
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def save_reference(reference: Reference, path: Path, key: str) -> None:
+    """Write ``reference`` as safetensors under its ``key`` (atomically: a temp file renamed into
+    place). Any write failure, a full disk included, is an OSError and leaves nothing behind."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tensors = {"top_ids": reference.top_ids.contiguous(), "top_logp": reference.top_logp.contiguous(),
+               "tail_logp": reference.tail_logp.contiguous()}
+    meta = {"nll": repr(reference.nll), "seconds": repr(reference.seconds), "format": str(KL_FORMAT), "key": key,
+            "sha256": _reference_sha256(reference)}
     try:
-        save_file({"top_ids": reference.top_ids.contiguous(), "top_logp": reference.top_logp.contiguous(),
-                   "tail_logp": reference.tail_logp.contiguous()}, str(tmp),
-                  metadata={"nll": repr(reference.nll), "seconds": repr(reference.seconds), "format": str(KL_FORMAT)})
+        save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
+    except OSError:
+        raise
+    except Exception as err:  # SafetensorError: the write itself failed (full disk, file-size limit)
+        raise OSError(f"the fidelity reference could not be written ({err})") from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def load_reference(path: Path) -> Reference | None:
-    """A reference written by :func:`save_reference`, or None when absent, unreadable or of another format."""
+def load_reference(path: Path, key: str | None = None, windows: torch.Tensor | None = None,
+                   vocab_size: int | None = None) -> tuple[Reference | None, str | None]:
+    """``(reference, None)`` for a reference written by :func:`save_reference` under ``key`` that fits
+    ``windows``; ``(None, None)`` when there is none or it has an older format (measured again
+    quietly); ``(None, why)`` when the file cannot be trusted (unreadable, another key's, altered,
+    non-finite or out-of-range values)."""
     from safetensors import safe_open
 
+    if not path.exists():
+        return None, None
     try:
         with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata()
+            meta = handle.metadata() or {}
             if meta.get("format") != str(KL_FORMAT):
-                return None
-            return Reference(handle.get_tensor("top_ids"), handle.get_tensor("top_logp"), handle.get_tensor("tail_logp"),
-                             float(meta["nll"]), 0.0)
-    except (OSError, KeyError, ValueError, RuntimeError, AttributeError):
-        return None
+                return None, None
+            reference = Reference(handle.get_tensor("top_ids"), handle.get_tensor("top_logp"),
+                                  handle.get_tensor("tail_logp"), float(meta["nll"]), 0.0)
+    except Exception as err:  # SafetensorError derives from Exception only
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    if key is not None and meta.get("key") != key:
+        return None, "it was written for another model or text"
+    if meta.get("sha256") != _reference_sha256(reference):
+        return None, "its values do not match the checksum written with them"
+    ids, logp, tail = reference.top_ids, reference.top_logp, reference.tail_logp
+    rows = None if windows is None else windows.shape[0] * (windows.shape[1] - 1)
+    if ids.dim() != 2 or ids.shape != logp.shape or tail.shape != ids.shape[:1] or (rows is not None and ids.shape[0] != rows):
+        return None, f"its shape {tuple(ids.shape)} does not fit {rows} positions"
+    if not (math.isfinite(reference.nll) and bool(torch.isfinite(logp).all()) and bool((logp <= 0).all())
+            and not bool(tail.isnan().any()) and bool((tail <= 0).all())):
+        return None, "it holds NaN, infinite or positive log-probabilities"
+    if bool((ids < 0).any()) or (vocab_size is not None and bool((ids >= vocab_size).any())):
+        return None, "it holds token ids outside the vocabulary"
+    return reference, None
 
 
 def reference_key(identity: dict, windows: torch.Tensor, k: int = TOP_K) -> str:
@@ -194,3 +229,39 @@ def compare(model, reference: Reference, windows: torch.Tensor, batch_size: int 
         "kl_format": KL_FORMAT,
         "seconds": round(reference.seconds + time.perf_counter() - start, 3),
     }
+
+
+# A cache hit re-measures one window; it must give the stored value up to these tolerances (a run with
+# another thread count or batch composition moves fp32 logits in their last bits, a wrong model by far more).
+RECHECK_KL_RTOL = 1e-2
+RECHECK_KL_ATOL = 1e-6
+RECHECK_TOP1_POSITIONS = 2
+
+
+def recheck(model, reference: Reference, windows: torch.Tensor, stored: dict[str, Any]) -> dict[str, Any]:
+    """Re-measure the first window's KL and top-1 agreement and compare them with ``stored`` (a
+    :func:`compare` result for the same windows). Returns the measurement with ``problem``: None
+    when it matches, else what differs."""
+    start = time.perf_counter()
+    rows = windows.shape[1] - 1
+    first = Reference(reference.top_ids[:rows], reference.top_logp[:rows], reference.tail_logp[:rows],
+                      reference.nll, 0.0)
+    measured = compare(model, first, windows[:1], batch_size=1)
+    kl, top1 = measured["kl_windows"][0], measured["top1_windows"][0]
+    kl_then, top1_then = stored["kl_windows"][0], stored["top1_windows"][0]
+    problem = None
+    if not (math.isfinite(kl) and abs(kl - kl_then) <= RECHECK_KL_ATOL + RECHECK_KL_RTOL * abs(kl_then)):
+        problem = f"first held-out window: KL {kl:.6g} now, {kl_then:.6g} when stored"
+    elif abs(top1 - top1_then) * rows > RECHECK_TOP1_POSITIONS:
+        problem = f"first held-out window: top-1 agreement {top1:.4f} now, {top1_then:.4f} when stored"
+    return {"window": 0, "kl": kl, "top1_agreement": top1, "problem": problem,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def fits(stored: Any, windows: torch.Tensor, reference: Reference) -> bool:
+    """True when ``stored`` is a :func:`compare` result over these very windows (so :func:`recheck` applies)."""
+    return (isinstance(stored, dict) and stored.get("kl_format") == KL_FORMAT and stored.get("seqlen") == int(windows.shape[1])
+            and stored.get("tokens") == int(windows.numel()) and stored.get("top_k") == int(reference.top_ids.shape[1])
+            and isinstance(stored.get("kl_windows"), list) and len(stored["kl_windows"]) == windows.shape[0]
+            and isinstance(stored.get("top1_windows"), list) and len(stored["top1_windows"]) == windows.shape[0]
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (*stored["kl_windows"], *stored["top1_windows"])))

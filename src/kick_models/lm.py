@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,66 +371,31 @@ class KickHFLM(HFLM):
     def _compress(self) -> None:
         """Compress the loaded model, or load an identical earlier result from the cache.
 
-        On a cache hit even the calibration text is not tokenized again (its token hash is
-        remembered). The cache needs a model identity (hub id + commit, or a local folder's content
-        hash), so it is off when ``pretrained`` was a ready-made model object.
+        The dense fidelity reference is taken first (the model is still dense). On a cache hit even
+        the calibration text is not tokenized again (its token hash is remembered), and the hit is
+        checked by re-measuring one held-out window. The cache needs a model identity (hub id +
+        commit, or a local folder's content hash), so it is off when ``pretrained`` was a ready-made
+        model object.
         """
         config = self.kick_config
         if self._kick_external is not None:
             self._kick_summary = self._kick_finish_external()
             return
+        windows = self._kick_fidelity_windows() if self._kick_fidelity_enabled() else None
+        reference = self._kick_reference(windows) if windows is not None else None
         if config.is_noop:
-            if self._kick_fidelity_enabled():
-                windows = self._kick_fidelity_windows()
-                self._kick_summary["fidelity"] = self._kick_measure(windows, self._kick_reference(windows))
+            if windows is not None:
+                self._kick_summary["fidelity"] = self._kick_measure(windows, reference)
             return
-        from kick_models.cache import compress_with_cache
-        from kick_models.compression import compress_model
         from kick_models.compression.blocks import find_decoder_blocks
-        from kick_models.compression.calibration import calibration_ids
         from kick_models.compression.offload import is_offloaded
 
         start = time.perf_counter()
-        device = self.device if str(self.device) != "cpu" else None
-        grids: dict[str, Any] | None = {} if self._kick_options.get("keep_grids") else None
         offloaded = any(is_offloaded(block) for block in find_decoder_blocks(self.model))
         if offloaded and self._kick_cache_enabled():
             log.info("kick-hf: some decoder blocks are offloaded (device_map with cpu/disk entries); "
                      "compressing block by block in place, without the compressed-model cache")
-
-        def compress(ids):
-            """Compress in place; with fidelity on, bracket it with the dense reference and the comparison."""
-            if not self._kick_fidelity_enabled():
-                return compress_model(self.model, config, ids, device=device, quant_grids=grids)
-            windows = self._kick_fidelity_windows()
-            reference = self._kick_reference(windows)
-            summary = dict(compress_model(self.model, config, ids, device=device, quant_grids=grids))
-            summary["fidelity"] = self._kick_measure(windows, reference)
-            return summary
-
-        def calibrate():
-            return calibration_ids(self.tokenizer, config, embedded_model=self._kick_embedded, max_length=self.max_length)
-
-        summary, _, self._kick_calibration = compress_with_cache(
-            self.model,
-            pretrained=self._kick_model_id,
-            revision=getattr(self, "revision", None),
-            config=config,
-            calibrate=calibrate if config.needs_calibration else None,
-            compress=compress,
-            calib_spec={
-                "embedded": self._kick_embedded,
-                "max_length": self.max_length,
-                "resolved_calib": config.resolved_calib(self._kick_embedded),
-            },
-            cache_dir=self._kick_options.get("cache_dir"),
-            enabled=self._kick_cache_enabled() and not offloaded,
-            lock_timeout_s=self._kick_options.get("cache_lock_timeout"),
-        )
-        self.kick_quant_grids = grids
-        summary = dict(summary)
-        if summary.get("cache", {}).get("hit") and self._kick_fidelity_enabled():
-            self._kick_refresh_fidelity(summary)
+        summary = self._kick_load_or_compress(self._kick_cache_enabled() and not offloaded, windows, reference)
         summary["applied"] = True
         summary.setdefault("seconds", round(time.perf_counter() - start, 3))
         self._kick_summary = summary
@@ -444,6 +410,90 @@ class KickHFLM(HFLM):
             "loaded from cache" if cached else "compressed",
             summary["cache"]["seconds"] if cached else summary["seconds"],
         )
+
+    def _kick_load_or_compress(self, enabled: bool, windows, reference) -> dict[str, Any]:
+        """Ask the cache for this key's entry; on a miss (or a hit that does not re-measure) calibrate,
+        compress, measure and store. A calibration memo whose token hash the real tokens contradict
+        is replaced, and the lookup repeated under the right key."""
+        from kick_models import cache
+
+        config = self.kick_config
+        root = cache.ensure_writable(self._kick_options.get("cache_dir")) if enabled else None
+        identity = cache.model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root) if enabled else {}
+        memo = ids = info = None
+        if enabled and config.needs_calibration:
+            memo = cache.calibration_memo_path(root, self._kick_model_id, identity, config, self._kick_calib_spec())
+            info = cache.read_calibration_memo(memo, config)
+        for _ in range(2):
+            if memo is not None and info is None:
+                ids, info = self._kick_calibrate()
+                cache.write_calibration_memo(memo, info)
+            parts = cache.key_parts(pretrained=self._kick_model_id, config=config, calib_info=info,
+                                    identity=identity) if enabled else {}
+            with cache.open_slot(self.model, parts, cache_dir=root, enabled=enabled,
+                                 lock_timeout_s=self._kick_options.get("cache_lock_timeout"),
+                                 expect_sparsity=config.target_sparsity if config.prunes else None) as slot:
+                summary = slot.load()
+                if summary is not None:
+                    summary = self._kick_check_hit(slot, summary, windows, reference)
+                if summary is None:
+                    if config.needs_calibration and ids is None:
+                        ids, real = self._kick_calibrate()
+                        if memo is not None and cache.calibration_differs(info, real):
+                            log.warning("kick cache: calibration memo %s names token hash %s, but the calibration "
+                                        "text hashes to %s; replacing the memo", memo, info.get("token_sha256"),
+                                        real.get("token_sha256"))
+                            cache.write_calibration_memo(memo, real)
+                            info = real
+                            continue
+                        info = real
+                    summary = slot.store(self._kick_compress_now(ids, windows, reference))
+            self._kick_calibration = info
+            return summary
+        raise AssertionError("unreachable: the second lookup has the real calibration tokens")
+
+    def _kick_calib_spec(self) -> dict[str, Any]:
+        return {"embedded": self._kick_embedded, "max_length": self.max_length,
+                "resolved_calib": self.kick_config.resolved_calib(self._kick_embedded)}
+
+    def _kick_calibrate(self):
+        from kick_models.compression.calibration import calibration_ids
+
+        return calibration_ids(self.tokenizer, self.kick_config, embedded_model=self._kick_embedded,
+                               max_length=self.max_length)
+
+    def _kick_compress_now(self, ids, windows, reference) -> dict[str, Any]:
+        """Compress in place; with fidelity on, measure the result against the dense reference."""
+        from kick_models.compression import compress_model
+
+        device = self.device if str(self.device) != "cpu" else None
+        grids: dict[str, Any] | None = {} if self._kick_options.get("keep_grids") else None
+        summary = dict(compress_model(self.model, self.kick_config, ids, device=device, quant_grids=grids))
+        self.kick_quant_grids = grids
+        if windows is not None:
+            summary["fidelity"] = self._kick_measure(windows, reference)
+        return summary
+
+    def _kick_check_hit(self, slot, summary: dict[str, Any], windows, reference) -> dict[str, Any] | None:
+        """A hit reports only a fidelity it re-measured: with fidelity on, its first window must give
+        the stored KL and top-1 agreement (else the hit is rejected, None); with fidelity off, the
+        stored fidelity is dropped."""
+        from kick_models.fidelity import fits, recheck
+
+        stored = summary.pop("fidelity", None)
+        if windows is None:
+            return summary
+        if not fits(stored, windows, reference):  # stored without (or with other) fidelity: measure it all now
+            summary["fidelity"] = self._kick_measure(windows, reference)
+            return summary
+        check = recheck(self.model, reference, windows, stored)
+        if check["problem"] is not None:
+            slot.reject(check["problem"])
+            return None
+        log.info("kick cache: hit verified on one held-out window (KL %.4g, stored %.4g; %.2fs)",
+                 check["kl"], stored["kl_windows"][0], check["seconds"])
+        summary["fidelity"] = {**stored, "verified": {k: v for k, v in check.items() if k != "problem"}}
+        return summary
 
     def _get_config(self, pretrained: str, **kwargs: Any) -> None:
         """HFLM hands the config's ``quantization_config`` to ``from_pretrained``: a quantize-while-loading
@@ -482,50 +532,42 @@ class KickHFLM(HFLM):
 
         return fidelity_windows(self.tokenizer, max_length=self.max_length)
 
-    def _kick_reference_path(self, windows) -> Path:
-        from kick_models.cache import ensure_writable, model_identity
-        from kick_models.fidelity import reference_key
-
-        root = ensure_writable(self._kick_options.get("cache_dir"))
-        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
-        return root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
-
     def _kick_reference(self, windows):
         """The dense model's top-k on ``windows``: computed now (the model is still dense), or loaded
-        from the cache, where the first cell of a base model leaves it for the others."""
-        from kick_models.fidelity import dense_reference, load_reference, save_reference
+        from the cache, where the first cell of a base model leaves it for the others. A reference
+        that cannot be trusted is measured again; one that cannot be stored is only warned about."""
+        from kick_models.cache import CacheError, ensure_writable, model_identity
+        from kick_models.fidelity import dense_reference, load_reference, reference_key, save_reference
 
         if not self._kick_cache_enabled():
             return dense_reference(self.model, windows)
-        path = self._kick_reference_path(windows)
-        reference = load_reference(path)
+        try:
+            root = ensure_writable(self._kick_options.get("cache_dir"))
+        except CacheError as err:
+            log.warning("%s; measuring the dense reference without keeping it", err)
+            return dense_reference(self.model, windows)
+        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
+        key = reference_key(identity, windows)
+        path = root / "fidelity" / f"{key}.safetensors"
+        reference, problem = load_reference(path, key, windows, self.model.config.vocab_size)
+        if problem is not None:
+            log.warning("kick-hf: fidelity reference %s is unusable (%s); measuring the dense model again", path, problem)
         if reference is None:
             reference = dense_reference(self.model, windows)
-            save_reference(reference, path)
+            try:
+                save_reference(reference, path, key)
+            except OSError as err:
+                log.warning("kick-hf: could not keep the fidelity reference in %s (%s); measured without caching it",
+                            path, err.strerror or err)
         return reference
-
-    def _kick_refresh_fidelity(self, summary: dict[str, Any]) -> None:
-        """A cache entry's fidelity measured with an older KL formula is measured again against the stored
-        dense reference (the dense cell of a sweep leaves one); without a reference it is dropped, with why."""
-        from kick_models.fidelity import KL_FORMAT, load_reference
-
-        stored = summary.get("fidelity")
-        if not isinstance(stored, dict) or stored.get("kl_format") == KL_FORMAT:
-            return
-        windows = self._kick_fidelity_windows()
-        reference = load_reference(self._kick_reference_path(windows))
-        if reference is not None:
-            summary["fidelity"] = self._kick_measure(windows, reference)
-            return
-        summary.pop("fidelity")
-        summary["fidelity_dropped"] = ("the cache entry's fidelity used an older KL formula and no current dense "
-                                       "reference is cached; run method=none once, or rerun with no_cache=true")
-        log.warning("kick-hf: %s", summary["fidelity_dropped"])
 
     def _kick_measure(self, windows, reference) -> dict[str, Any]:
         from kick_models.fidelity import compare
 
         fidelity = compare(self.model, reference, windows)
+        if not math.isfinite(fidelity["kl_mean"]):
+            log.warning("kick-hf: the compressed model's KL to the dense one is %s: its outputs hold NaN or "
+                        "infinite values", fidelity["kl_mean"])
         log.info("kick-hf: KL(dense||compressed)=%.4g nats/token, top-1 agreement %.3f, perplexity %.2f -> %.2f "
                  "(%d held-out tokens, %.1fs)", fidelity["kl_mean"], fidelity["top1_agreement"],
                  fidelity["ppl_dense"], fidelity["ppl_compressed"], fidelity["tokens"], fidelity["seconds"])

@@ -17,6 +17,7 @@ from torch import nn
 
 from kick_models import cache
 from kick_models.config import build_config
+from kick_testlib.cache_runs import load_or_compress
 
 CALIB = {"dataset": "bundled", "nsamples": 8, "seqlen": 64, "seed": 0, "token_sha256": "ab" * 32}
 
@@ -34,9 +35,12 @@ class Tiny(nn.Module):
         return self.head
 
 
+BLOCK_WEIGHTS = ("block.0.weight", "block.2.weight")
+
+
 def magnitude_half(model: nn.Module, calls: list | None = None) -> dict:
     with torch.no_grad():
-        for name in cache.compressed_linear_names(model):
+        for name in BLOCK_WEIGHTS:
             w = dict(model.named_parameters())[name]
             k = w.numel() // 2
             w[w.abs() <= w.abs().flatten().kthvalue(k).values] = 0
@@ -131,11 +135,11 @@ def test_cache_dir_location(monkeypatch, tmp_path):
 def test_miss_then_hit_restores_the_compressed_weights(tmp_path):
     calls: list = []
     first = Tiny()
-    summary, hit = cache.load_or_compress(first, parts(), lambda: magnitude_half(first, calls), cache_dir=tmp_path)
+    summary, hit = load_or_compress(first, parts(), lambda: magnitude_half(first, calls), cache_dir=tmp_path)
     assert (hit, len(calls), summary["achieved_sparsity"]) == (False, 1, 0.5)
 
     second = Tiny()
-    summary2, hit2 = cache.load_or_compress(second, parts(), lambda: magnitude_half(second, calls), cache_dir=tmp_path)
+    summary2, hit2 = load_or_compress(second, parts(), lambda: magnitude_half(second, calls), cache_dir=tmp_path)
     assert (hit2, len(calls), summary2["achieved_sparsity"]) == (True, 1, 0.5)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
@@ -150,7 +154,7 @@ def test_disabled_cache_always_compresses(tmp_path):
     calls: list = []
     for _ in range(2):
         model = Tiny()
-        _, hit = cache.load_or_compress(model, parts(), lambda m=model: magnitude_half(m, calls),
+        _, hit = load_or_compress(model, parts(), lambda m=model: magnitude_half(m, calls),
                                         cache_dir=tmp_path, enabled=False)
         assert not hit
     assert len(calls) == 2 and not list(tmp_path.iterdir())
@@ -159,28 +163,28 @@ def test_disabled_cache_always_compresses(tmp_path):
 def test_corrupted_entry_is_detected_and_rebuilt(tmp_path):
     calls: list = []
     model = Tiny()
-    summary, _ = cache.load_or_compress(model, parts(), lambda: magnitude_half(model, calls), cache_dir=tmp_path)
+    summary, _ = load_or_compress(model, parts(), lambda: magnitude_half(model, calls), cache_dir=tmp_path)
     weights = Path(summary["cache"]["path"]) / cache.WEIGHTS_FILE
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # same size, different bytes
     weights.write_bytes(bytes(data))
     fresh = Tiny()
-    _, hit = cache.load_or_compress(fresh, parts(), lambda: magnitude_half(fresh, calls), cache_dir=tmp_path)
+    _, hit = load_or_compress(fresh, parts(), lambda: magnitude_half(fresh, calls), cache_dir=tmp_path)
     assert not hit and len(calls) == 2
     weights.write_bytes(weights.read_bytes()[:10])  # truncated
     again = Tiny()
-    _, hit = cache.load_or_compress(again, parts(), lambda: magnitude_half(again, calls), cache_dir=tmp_path)
+    _, hit = load_or_compress(again, parts(), lambda: magnitude_half(again, calls), cache_dir=tmp_path)
     assert not hit and len(calls) == 3
     last = Tiny()
-    assert cache.load_or_compress(last, parts(), lambda: magnitude_half(last, calls), cache_dir=tmp_path)[1]
+    assert load_or_compress(last, parts(), lambda: magnitude_half(last, calls), cache_dir=tmp_path)[1]
 
 
 def test_entry_for_another_architecture_is_not_loaded(tmp_path):
     model = Tiny()
-    cache.load_or_compress(model, parts(), lambda: magnitude_half(model), cache_dir=tmp_path)
+    load_or_compress(model, parts(), lambda: magnitude_half(model), cache_dir=tmp_path)
     other = nn.Sequential(nn.Linear(3, 3))
     calls: list = []
-    _, hit = cache.load_or_compress(other, parts(), lambda: calls.append(1) or {}, cache_dir=tmp_path)
+    _, hit = load_or_compress(other, parts(), lambda: calls.append(1) or {}, cache_dir=tmp_path)
     assert not hit and calls == [1]
 
 
@@ -189,7 +193,7 @@ def test_unwritable_cache_dir_fails_before_compressing(tmp_path):
     blocker.write_text("not a folder")
     calls: list = []
     with pytest.raises(cache.CacheError, match="not writable.*no_cache"):
-        cache.load_or_compress(Tiny(), parts(), lambda: calls.append(1) or {}, cache_dir=blocker / "sub")
+        load_or_compress(Tiny(), parts(), lambda: calls.append(1) or {}, cache_dir=blocker / "sub")
     assert calls == []
 
 
@@ -199,9 +203,10 @@ WORKER = textwrap.dedent(
     import json, os, sys, time
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, os.environ["TEST_DIR"])
+    sys.path[:0] = [os.environ["TEST_DIR"], os.path.dirname(os.environ["TEST_DIR"])]
     from test_cache import Tiny, magnitude_half, parts
     from kick_models import cache
+    from kick_testlib.cache_runs import load_or_compress
 
     mode, cache_dir, log_path = sys.argv[1:4]
     if mode == "hang_in_write":
@@ -220,7 +225,7 @@ WORKER = textwrap.dedent(
         return magnitude_half(model)
 
     model = Tiny()
-    summary, hit = cache.load_or_compress(model, parts(), compress, cache_dir=cache_dir)
+    summary, hit = load_or_compress(model, parts(), compress, cache_dir=cache_dir)
     w = model.block[0].weight
     print(json.dumps({"hit": hit, "zeros": int((w == 0).sum()), "checksum": float(w.sum())}))
     """
@@ -249,7 +254,7 @@ def test_killed_writer_leaves_nothing_that_loads(tmp_path):
     # the next run is a clean miss (lock released by the kernel), and cleans the dead temp folder
     calls: list = []
     model = Tiny()
-    _, hit = cache.load_or_compress(model, parts(), lambda: magnitude_half(model, calls), cache_dir=tmp_path / "cache")
+    _, hit = load_or_compress(model, parts(), lambda: magnitude_half(model, calls), cache_dir=tmp_path / "cache")
     assert not hit and calls == [1]
     assert not list((tmp_path / "cache").glob(".tmp-*"))
 
@@ -267,55 +272,43 @@ def test_two_processes_racing_on_one_key_compress_once(tmp_path):
     assert outs[0]["zeros"] == outs[1]["zeros"] > 0 and outs[0]["checksum"] == outs[1]["checksum"]
 
 
-# --------------------------------------------------------------------------- compress_with_cache
-def test_compress_with_cache_skips_calibration_on_a_hit(tmp_path):
-    config = build_config({"method": "wanda", "sparsity": 0.5})
+# --------------------------------------------------------------------------- kick-hf's calls
+def _kick_hf(tiny_llama_dir, cache_dir, **args):
+    from kick_models.lm import KickHFLM
+
+    return KickHFLM(pretrained=str(tiny_llama_dir), calib="bundled", nsamples=2, seqlen=32, dtype="float32",
+                    device="cpu", batch_size=1, fidelity=False, cache_dir=str(cache_dir), **args)
+
+
+def test_a_hit_skips_calibration_and_a_new_tokenizer_does_not(tiny_llama_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from kick_models.compression import calibration
+
+    calls = []
+    real = calibration.calibration_ids
+    monkeypatch.setattr(calibration, "calibration_ids", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = _kick_hf(tiny_llama_dir, tmp_path / "c", method="wanda", sparsity=0.5)
+    second = _kick_hf(tiny_llama_dir, tmp_path / "c", method="wanda", sparsity=0.5)
+    assert second.get_model_info()["kick"]["result"]["cache"]["hit"] is True and calls == [1]
+    assert second.get_model_info()["kick"]["calibration"] == first.get_model_info()["kick"]["calibration"]
     folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"w")
-    (folder / "tokenizer.json").write_text("{}")
-    calls = {"calibrate": 0, "compress": 0}
-
-    def run(model):
-        def calibrate():
-            calls["calibrate"] += 1
-            return torch.zeros(2, 4, dtype=torch.long), dict(CALIB)
-
-        def compress(ids):
-            assert ids is not None
-            calls["compress"] += 1
-            return magnitude_half(model)
-
-        return cache.compress_with_cache(model, pretrained=str(folder), config=config, calibrate=calibrate,
-                                         compress=compress, calib_spec={"max_length": 64}, cache_dir=tmp_path / "c")
-
-    first, second = Tiny(), Tiny()
-    assert run(first)[1] is False and calls == {"calibrate": 1, "compress": 1}
-    summary, hit, info = run(second)
-    assert hit and info["token_sha256"] == CALIB["token_sha256"] and calls == {"calibrate": 1, "compress": 1}
-    assert torch.equal(first.block[0].weight, second.block[0].weight)
-    (folder / "tokenizer.json").write_text('{"changed": 1}')  # new tokenizer: token ids must be recomputed
-    run(Tiny())
-    assert calls["calibrate"] == 2
-    # disabled: always calibrate and compress, write nothing
-    cache.compress_with_cache(Tiny(), pretrained=str(folder), config=config,
-                              calibrate=lambda: (torch.zeros(1, 1), dict(CALIB)), compress=lambda ids: {},
-                              enabled=False, cache_dir=tmp_path / "off")
-    assert not (tmp_path / "off").exists()
+    shutil.copytree(tiny_llama_dir, folder)
+    tok = folder / "tokenizer_config.json"
+    tok.write_text(tok.read_text().replace("{", '{"kick_test": 1, ', 1))  # new tokenizer files: tokens recomputed
+    _kick_hf(folder, tmp_path / "c", method="wanda", sparsity=0.5)
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("args", [{"method": "wanda", "sparsity": 0.5}, {"method": "magnitude", "sparsity": 0.5}])
-def test_kick_hf_path_uses_the_tested_key(tmp_path, args):
-    """compress_with_cache (what kick-hf and kick-compress call) stores under key_parts' key, so the
-    key-sensitivity tests above cover the key kick-hf really uses."""
-    config = build_config(args)
-    model = Tiny()
-    summary, hit, _ = cache.compress_with_cache(
-        model, pretrained="org/tiny", revision="abc123", config=config,
-        calibrate=lambda: (torch.zeros(2, 4, dtype=torch.long), dict(CALIB)),
-        compress=lambda ids: magnitude_half(model), cache_dir=tmp_path)
-    expected = cache.key_parts(pretrained="org/tiny", revision="abc123", config=config, calib_info=CALIB,
-                               model=Tiny(), cache_dir=tmp_path)
-    assert not hit and summary["cache"]["key"] == cache.cache_key(expected)
+def test_kick_hf_stores_under_the_tested_key(tiny_llama_dir, tmp_path, args):
+    """kick-hf (and so kick-compress) stores under key_parts' key, so the key-sensitivity tests above
+    cover the key kick-hf really uses."""
+    lm = _kick_hf(tiny_llama_dir, tmp_path, **args)
+    kick = lm.get_model_info()["kick"]
+    config = lm.kick_config
+    calib = kick["calibration"] if config.needs_calibration else None
+    expected = cache.key_parts(pretrained=str(tiny_llama_dir), config=config, calib_info=calib, model=lm.model,
+                               cache_dir=tmp_path)
+    assert kick["result"]["cache"]["hit"] is False and kick["result"]["cache"]["key"] == cache.cache_key(expected)
     assert (expected["calibration"] is None) == (not config.needs_calibration)

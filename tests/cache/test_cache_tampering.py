@@ -20,6 +20,7 @@ from torch import nn
 
 from kick_models import cache
 from kick_models.config import build_config
+from kick_testlib.cache_runs import load_or_compress
 
 CALIB = {"dataset": "bundled", "nsamples": 8, "seqlen": 64, "seed": 0, "token_sha256": "ab" * 32}
 
@@ -35,10 +36,13 @@ class Tiny(nn.Module):
         return self.head
 
 
+BLOCK_WEIGHTS = ("block.0.weight", "block.2.weight")
+
+
 def halve(model: nn.Module, calls: list) -> dict:
     """Zero the smaller half of every compressed weight (exactly 50% zeros)."""
     with torch.no_grad():
-        for name in cache.compressed_linear_names(model):
+        for name in BLOCK_WEIGHTS:
             w = dict(model.named_parameters())[name]
             order = w.abs().flatten().argsort()
             w.view(-1)[order[: w.numel() // 2]] = 0
@@ -53,7 +57,7 @@ def parts(model_id: str = "org/tiny"):
 
 def run(cache_dir: Path, calls: list, model_id: str = "org/tiny", **kwargs):
     model = Tiny()
-    summary, hit = cache.load_or_compress(model, parts(model_id), lambda: halve(model, calls), cache_dir=cache_dir, **kwargs)
+    summary, hit = load_or_compress(model, parts(model_id), lambda: halve(model, calls), cache_dir=cache_dir, **kwargs)
     return model, summary, hit
 
 
@@ -63,7 +67,7 @@ def rewrite(entry: Path, *, weights: bytes | None = None, tensors: dict | None =
 
     path = entry / cache.WEIGHTS_FILE
     if tensors is not None:
-        save_file(tensors, str(path))
+        save_file(tensors, str(path), metadata={"kick_key": entry.name})
     elif weights is not None:
         path.write_bytes(weights)
     manifest = json.loads((entry / cache.MANIFEST_FILE).read_text())
@@ -203,11 +207,7 @@ def test_a_failed_write_warns_and_keeps_the_weights_in_memory(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith((".lock", ".lock.json"))] == []
 
 
-def test_memo_of_calibration_tokens_that_cannot_be_written_is_not_fatal(tmp_path, monkeypatch):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"w")
+def test_memo_of_calibration_tokens_that_cannot_be_written_is_not_fatal(tmp_path, monkeypatch, caplog):
     real = cache.write_json
 
     def no_memo(path, *args, **kwargs):
@@ -216,12 +216,10 @@ def test_memo_of_calibration_tokens_that_cannot_be_written_is_not_fatal(tmp_path
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(cache, "write_json", no_memo)
-    model, calls = Tiny(), []
-    summary, hit, info = cache.compress_with_cache(
-        model, pretrained=str(folder), config=build_config({"method": "wanda", "sparsity": 0.5}),
-        calibrate=lambda: (torch.zeros(1, 4, dtype=torch.long), dict(CALIB)), compress=lambda ids: halve(model, calls),
-        cache_dir=tmp_path / "c")
-    assert not hit and calls == [1] and info == CALIB and summary["cache"]["stored"] is True
+    caplog.set_level(logging.WARNING)
+    memo = tmp_path / "calibration" / ("ab" * 32 + ".json")
+    cache.write_calibration_memo(memo, CALIB)
+    assert not memo.exists() and any("could not remember" in m for m in kick_warnings(caplog))
 
 
 # --------------------------------------------------------------------------- item 7: locks, leftovers, modes
@@ -304,3 +302,128 @@ def test_every_entry_file_has_the_same_mode(tmp_path):
     entry = Path(summary["cache"]["path"])
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in entry.iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+# --------------------------------------------------------------------------- entries that are not this key's
+def test_an_entry_copied_or_symlinked_from_another_configuration_is_refused(tmp_path, caplog):
+    import shutil
+
+    calls: list = []
+    _, a, _ = run(tmp_path, calls, model_id="org/a")
+    _, b, _ = run(tmp_path, calls, model_id="org/b")
+    entry_a, entry_b = Path(a["cache"]["path"]), Path(b["cache"]["path"])
+    caplog.set_level(logging.WARNING)
+    for replace in (lambda: shutil.copytree(entry_a, entry_b), lambda: entry_b.symlink_to(entry_a, target_is_directory=True)):
+        shutil.rmtree(entry_b)
+        replace()
+        caplog.clear()
+        _, summary, hit = run(tmp_path, calls, model_id="org/b")
+        assert not hit and any("another configuration" in m for m in kick_warnings(caplog)), kick_warnings(caplog)
+        assert entry_b.is_dir() and not entry_b.is_symlink() and summary["cache"]["stored"] is True
+        assert run(tmp_path, calls, model_id="org/a")[2] and run(tmp_path, calls, model_id="org/b")[2]
+    assert len(calls) == 4 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_entry_whose_recorded_configuration_was_edited_is_refused(tmp_path, caplog):
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+
+    def other_sparsity(manifest):
+        manifest["key_parts"]["compression"]["sparsity"] = 0.7
+
+    rewrite(Path(summary["cache"]["path"]), manifest_edit=other_sparsity)
+    caplog.set_level(logging.WARNING)
+    assert run(tmp_path, calls)[2] is False
+    assert any("recorded configuration" in m for m in kick_warnings(caplog))
+
+
+def test_a_dense_entry_whose_manifest_claims_the_target_is_refused(tmp_path, caplog):
+    """Dense tensors and a manifest rewritten to match them (zeros, summary): the zeros are measured on
+    load and compared with the key's target sparsity."""
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls, expect_sparsity=0.5)
+    entry = Path(summary["cache"]["path"])
+    dense = {k: v for k, v in Tiny().state_dict().items() if k in stored(entry)}
+
+    def match(manifest):
+        manifest["zeros"] = cache.zero_count(dense)
+        manifest["summary"]["achieved_sparsity"] = 0.5
+
+    rewrite(entry, tensors=dense, manifest_edit=match)
+    caplog.set_level(logging.WARNING)
+    model, _, hit = run(tmp_path, calls, expect_sparsity=0.5)
+    assert not hit and len(calls) == 2
+    assert any("far below the 50.00% target" in m for m in kick_warnings(caplog)), kick_warnings(caplog)
+    assert float((model.block[0].weight == 0).float().mean()) == 0.5
+
+
+def test_a_compression_that_reaches_far_below_its_target_is_not_stored(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    model = Tiny()
+    summary, hit = load_or_compress(model, parts(), lambda: {"method": "magnitude"}, cache_dir=tmp_path, expect_sparsity=0.5)
+    assert not hit and summary["cache"]["stored"] is False and "not cacheable" in summary["cache"]["error"]
+    assert any("not storing" in m for m in kick_warnings(caplog))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda entry: (entry / cache.MANIFEST_FILE).unlink(), "no manifest.json"),
+    (lambda entry: (__import__("shutil").rmtree(entry), entry.write_text("not an entry")), "is a file"),
+])
+def test_an_entry_without_manifest_or_that_is_a_file_is_rebuilt_with_a_warning(tmp_path, caplog, damage, reason):
+    calls: list = []
+    _, summary, _ = run(tmp_path, calls)
+    entry = Path(summary["cache"]["path"])
+    damage(entry)
+    caplog.set_level(logging.WARNING)
+    _, summary, hit = run(tmp_path, calls)
+    assert not hit and summary["cache"]["stored"] is True
+    assert any(reason in m for m in kick_warnings(caplog)), kick_warnings(caplog)
+    assert run(tmp_path, calls)[2] and len(calls) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- a full disk, for real
+FSIZE_WORKER = textwrap.dedent(
+    """
+    import json, os, resource, sys
+    sys.path[:0] = [os.environ["TEST_DIR"], os.path.dirname(os.environ["TEST_DIR"])]
+    from test_cache_tampering import Tiny, halve, parts
+    from kick_testlib.cache_runs import load_or_compress
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (600, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    model, calls = Tiny(), []
+    summary, hit = load_or_compress(model, parts(), lambda: halve(model, calls), cache_dir=sys.argv[1])
+    print(json.dumps({"hit": hit, "cache": summary["cache"], "zeros": float((model.block[0].weight == 0).float().mean())}))
+    """
+)
+
+
+def test_a_file_size_limit_during_the_write_warns_and_goes_on(tmp_path):
+    """The weights file outgrows RLIMIT_FSIZE: safetensors raises its own error, not an OSError."""
+    env = {**os.environ, "TEST_DIR": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, "-c", FSIZE_WORKER, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["hit"] is False and out["cache"]["stored"] is False and out["zeros"] == 0.5
+    assert "could not store" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith((".lock", ".lock.json"))] == []
+
+
+# --------------------------------------------------------------------------- the content-hash memo
+def test_weights_replaced_with_their_mtime_kept_change_the_fingerprint(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    first = cache.folder_fingerprint(folder, memo)
+    stat = weights.stat()
+    weights.write_bytes(b"new weights")  # same size
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert cache.folder_fingerprint(folder, memo) != first
+    (memo / "file_digests.json").write_text("[1, 2]")  # a memo that is not a mapping is ignored
+    assert cache.folder_fingerprint(folder, memo) == cache.folder_fingerprint(folder)

@@ -58,14 +58,17 @@ def test_compressed_fidelity_is_stored_with_the_cache_entry(tiny_llama_dir, tmp_
     assert again["ppl_dense"] == pytest.approx(fid["ppl_dense"], rel=1e-6)
 
     (stored,) = (tmp_path / "cache" / "fidelity").glob("*.safetensors")  # the dense reference, for the next cells
-    assert torch.equal(fidelity.load_reference(stored).top_ids, fidelity.dense_reference(dense, windows).top_ids)
+    reference, problem = fidelity.load_reference(stored)
+    assert problem is None and torch.equal(reference.top_ids, fidelity.dense_reference(dense, windows).top_ids)
     other = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.3)
     assert 0.0 < other.get_model_info()["kick"]["result"]["fidelity"]["kl_mean"] < fid["kl_mean"]
 
     hit = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5)
     result = hit.get_model_info()["kick"]["result"]
     assert result["cache"]["hit"] is True
+    verified = result["fidelity"].pop("verified")  # the hit re-measured its first window
     assert result["fidelity"] == fid
+    assert verified["window"] == 0 and verified["kl"] == pytest.approx(fid["kl_windows"][0], rel=1e-6, abs=1e-9)
 
 
 def test_a_cache_entrys_fidelity_from_the_old_kl_formula_is_measured_again(tiny_llama_dir, tmp_path):
@@ -83,10 +86,11 @@ def test_a_cache_entrys_fidelity_from_the_old_kl_formula_is_measured_again(tiny_
     assert again["cache"]["hit"] is True
     assert again["fidelity"]["kl_mean"] == pytest.approx(fid["kl_mean"], rel=1e-6)  # re-measured, not 123
     for path in (tmp_path / "cache" / "fidelity").glob("*.safetensors"):
-        path.unlink()  # no current dense reference: the stale values are dropped, with why
+        path.unlink()  # no dense reference cached: it is taken from the dense model before the hit loads
     manifest.write_text(json.dumps(data))
-    dropped = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5).get_model_info()["kick"]["result"]
-    assert "fidelity" not in dropped and "older KL formula" in dropped["fidelity_dropped"]
+    measured = _lm(tiny_llama_dir, tmp_path, method="magnitude", sparsity=0.5).get_model_info()["kick"]["result"]
+    assert measured["cache"]["hit"] is True and measured["fidelity"]["kl_mean"] == pytest.approx(fid["kl_mean"], rel=1e-6)
+    assert list((tmp_path / "cache" / "fidelity").glob("*.safetensors"))
 
 
 def test_fidelity_false_skips_the_measurement(tiny_llama_dir, tmp_path):

@@ -198,7 +198,7 @@ def test_cache_lock_holds_across_ray_workers(tmp_path, local_ray):
         import torch
         from torch import nn
 
-        from kick_models.cache import load_or_compress
+        from kick_models.cache import open_slot
 
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
@@ -215,7 +215,10 @@ def test_cache_lock_holds_across_ray_workers(tmp_path, local_ray):
         Path(rendezvous, str(os.getpid())).touch()
         while len(list(Path(rendezvous).iterdir())) < 2:  # both workers call at the same moment
             time.sleep(0.01)
-        _, hit = load_or_compress(model, {"schema": 1, "test": "shared"}, compress, cache_dir=cache_dir)
+        with open_slot(model, {"schema": 1, "test": "shared"}, cache_dir=cache_dir) as slot:
+            hit = slot.load() is not None
+            if not hit:
+                slot.store(compress())
         return hit, os.getpid(), [layer.weight.detach().clone() for layer in model]
 
     (tmp_path / "meet").mkdir()

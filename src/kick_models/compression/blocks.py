@@ -185,23 +185,6 @@ def block_sparsity(model: nn.Module) -> float | None:
     return summarize(rows)["sparsity"]
 
 
-def matrix_param_names(model: nn.Module) -> list[str]:
-    """State-dict keys of the decoder blocks' compressible parameters that are not nn.Linear
-    weights (Conv1D weights, fused expert parameters), for the compressed-weight cache."""
-    try:
-        blocks = find_decoder_blocks(model)
-    except ValueError:
-        return []
-    names = {id(m): n for n, m in model.named_modules()}
-    out: list[str] = []
-    for block in blocks:
-        for m in block_layout(block).matrices.values():
-            key = f"{names[id(m.module)]}.{m.param}"
-            if m.kind != "linear" and key not in out:
-                out.append(key)
-    return out
-
-
 _KNOWN_BLOCK_PATHS = (
     "model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.blocks",
     "model.language_model.layers", "language_model.model.layers", "model.text_model.layers",

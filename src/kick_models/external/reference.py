@@ -58,15 +58,18 @@ def dense_reference_of(path: str, name: str, *, model_config, dtype: Any, device
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision or "main", trust_remote_code=trust_remote_code)
     windows = fidelity_windows(tokenizer, max_length=max_length or resolve_max_length(model_config, tokenizer))
     torch_dtype = resolve_dtype(dtype, model_config)
-    file = None
+    file = key = None
     if cache_root is not None:
         from kick_models.cache import model_identity
 
         commit = getattr(model_config, "_commit_hash", None) or revision
         identity = model_identity(path, commit, None, cache_root)
         identity["dtype"] = str(torch_dtype)  # as model_identity records it from a loaded model
-        file = cache_root / "fidelity" / f"{reference_key(identity, windows)}.safetensors"
-        reference = load_reference(file)
+        key = reference_key(identity, windows)
+        file = cache_root / "fidelity" / f"{key}.safetensors"
+        reference, problem = load_reference(file, key, windows, getattr(model_config, "vocab_size", None))
+        if problem is not None:
+            log.warning("kick-hf: fidelity reference %s is unusable (%s); measuring the dense model again", file, problem)
         if reference is not None:
             log.info("kick-hf: dense reference of %s loaded from the cache", name)
             return DenseReference(reference, windows, {"model": name, "cached": True,
@@ -80,7 +83,11 @@ def dense_reference_of(path: str, name: str, *, model_config, dtype: Any, device
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if file is not None:
-        save_reference(reference, file)
+        try:
+            save_reference(reference, file, key)
+        except OSError as err:
+            log.warning("kick-hf: could not keep the fidelity reference in %s (%s); measured without caching it",
+                        file, err.strerror or err)
     return DenseReference(reference, windows, {"model": name, "cached": False,
                                                "seconds": round(time.perf_counter() - start, 3),
                                                "peak_rss_mib": _rss_mib()})
