@@ -256,6 +256,21 @@ def command_line_model_args(argv: list[str]) -> str:
     return ",".join(t for t in texts if not t.lstrip().startswith("{"))
 
 
+def harness_device_fallback(additional_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The harness's own ``device`` (``--device``, whose default is ``cuda:0``) on a machine without CUDA
+    becomes ``cpu`` with one warning, as lm-eval's ``hf`` falls back; a device given in ``--model_args``
+    is still checked strictly before loading."""
+    if not additional_config or additional_config.get("device") is None:
+        return additional_config
+    import torch
+
+    device = str(additional_config["device"]).strip().lower()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("kick-hf: device %s is not available on this machine (no CUDA GPU); running on cpu", device)
+        return {**additional_config, "device": "cpu"}
+    return additional_config
+
+
 @register_model("kick-hf")
 class KickHFLM(HFLM):
     """HFLM plus LLM-KICK compression (pruning and/or GPTQ) applied once the model is loaded.
@@ -283,7 +298,12 @@ class KickHFLM(HFLM):
         """lm-eval's constructor from text, refusing a key given twice (lm-eval keeps the last silently)."""
         with refusals_logged():
             refuse_duplicates(arg_string)
-        return super().create_from_arg_string(arg_string, additional_config)
+        return super().create_from_arg_string(arg_string, harness_device_fallback(additional_config))
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None):
+        """lm-eval's constructor from a dict (what its CLI calls); see :func:`harness_device_fallback`."""
+        return super().create_from_arg_obj(arg_dict, harness_device_fallback(additional_config))
 
     def _kick_setup(self, pretrained: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Every check that needs no weights (args, environment, cache folder, model folder, calibration source,

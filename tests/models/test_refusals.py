@@ -375,3 +375,19 @@ def test_kicks_own_model_args_are_declared_as_params_matching_the_config():
     assert set(fields) <= set(compression_keys())
     with pytest.raises(ConfigError, match=r"^kick-hf: invalid model_arg owl_m=0.0; accepted: a number > 0$"):
         build_config({"method": "wanda", "sparsity": 0.5, "sparsity_profile": "owl", "owl_m": 0.0})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
+def test_the_harness_default_device_falls_back_to_cpu_but_a_model_arg_device_is_refused(caplog):
+    """lm-eval's CLI passes ``device='cuda:0'`` by default: a CPU machine runs on cpu, as ``hf`` does;
+    the same device typed into --model_args is still refused before loading."""
+    from kick_models.lm import harness_device_fallback
+    from kick_models.preflight import check_device
+
+    with caplog.at_level("WARNING"):
+        assert harness_device_fallback({"device": "cuda:0", "batch_size": 1}) == {"device": "cpu", "batch_size": 1}
+    assert "cuda:0 is not available" in caplog.text
+    assert harness_device_fallback({"device": "cpu"}) == {"device": "cpu"}
+    assert harness_device_fallback(None) is None
+    with pytest.raises(ConfigError, match="device='cuda:0'"):
+        check_device("cuda:0")
