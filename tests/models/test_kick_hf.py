@@ -19,6 +19,12 @@ def _run_lm_eval(args, env, out_dir):
     return json.loads(results.read_text()), responses, proc.stdout
 
 
+def _first_line(text):
+    """The scored part of a reply: its first non-empty line."""
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def test_stock_cli_kick_hf_and_hf(tmp_path, subprocess_env, smol_path):
     """`lm_eval --model kick-hf` compresses and records it; `--model hf` is unchanged by the package."""
     pruned, _, table = _run_lm_eval(
@@ -37,7 +43,12 @@ def test_stock_cli_kick_hf_and_hf(tmp_path, subprocess_env, smol_path):
     )
     assert "kick" not in stock["config"]
     assert dense_kick["config"]["kick"]["result"]["applied"] is False
-    assert kick_resps == hf_resps  # method=none is the stock model, token for token
+    # method=none is the stock model token for token; kick-hf only stops once the scored first line is complete
+    assert len(kick_resps) == len(hf_resps)
+    for (kick_resp,), (hf_resp,) in zip([r[0] for r in kick_resps], [r[0] for r in hf_resps]):
+        assert hf_resp.startswith(kick_resp)
+        assert _first_line(kick_resp) == _first_line(hf_resp)
+    assert dense_kick["results"]["kick_freebase"] == stock["results"]["kick_freebase"]
 
 
 def test_exact_sparsity_and_untouched_embeddings(smol_path):
