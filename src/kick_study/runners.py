@@ -11,10 +11,11 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from kick_common.args import parse_kv
-from kick_study.grid import Cell, as_list
+from kick_study.grid import Cell
+from kick_study.settings import as_list
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
     return run
 
 
-def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
+def inprocess_runner(include_path: Sequence[str] | None = None, manager=None) -> Runner:
     """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell).
 
     One TaskManager per base model, carrying ``pretrained`` as task metadata as the ``lm_eval``

@@ -20,25 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kick_common.args import ArgsError, as_number, parse_kv
+from kick_common.args import ArgsError, parse_kv
 from kick_common.env import EnvError, check_environment
-from kick_study.grid import (
-    DEFAULTS,
-    GRID_KEYS,
-    RAY_ONLY_KEYS,
-    SweepError,
-    as_list,
-    check_every_method_has_cells,
-    check_settings,
-    check_tasks,
-    grid_tasks,
-    load_config_file,
-    plan_cells,
-    task_manager,
-)
+from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, task_manager
 from kick_study.index import load_index, run_sweep
-from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
+from kick_study.settings import GRID_KEYS, LAUNCHERS, RAY_ONLY_KEYS, SweepError, SweepSettings, load_config_file
 
 log = logging.getLogger(__name__)
 
@@ -81,57 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+def resolve_settings(args: argparse.Namespace) -> SweepSettings:
+    """The sweep's settings: the defaults, then the config file, then the flags given; checked once, here."""
+    raw: dict[str, Any] = {}
     if args.config:
-        settings.update(load_config_file(args.config))
+        raw.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
                 "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
-            settings[key] = value
+            raw[key] = value
     if args.model_args:
         try:
             extra = parse_kv(args.model_args, what="kick-sweep: --model_args")
         except ArgsError as err:
             raise SweepError(str(err)) from None
-        settings["model_args"] = {**(settings.get("model_args") or {}), **extra}
-    if isinstance(settings.get("limit"), float) and settings["limit"].is_integer() and settings["limit"] >= 1:
-        settings["limit"] = int(settings["limit"])
-    check_settings(settings)
-    if not settings.get("out"):
-        raise SweepError("kick-sweep: no results folder; pass --out DIR or set 'out:' in the config")
-    if not as_list(settings["tasks"]):
-        raise SweepError("kick-sweep: no tasks given; use --tasks name[,name] or 'tasks:' in the config")
-    if settings["runner"] not in ("subprocess", "inprocess"):
-        raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
-    check_launcher_settings(settings)
-    return settings
-
-
-def check_launcher_settings(settings: dict[str, Any]) -> None:
-    """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
-    launcher = str(settings.get("launcher") or "serial").strip().lower()
-    if launcher not in LAUNCHERS:
-        raise SweepError(f"kick-sweep: launcher={settings['launcher']!r}; accepted: {' | '.join(LAUNCHERS)}")
-    settings["launcher"] = launcher
-    if launcher != "ray":
-        given = [k for k in RAY_ONLY_KEYS if settings.get(k) is not None]
-        if given:
-            raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
-        return
-    if settings.get("gpus_per_cell") is not None:
-        gpus = as_number(settings["gpus_per_cell"])
-        if gpus is None or gpus < 0:
-            raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
-                             "(a fraction such as 0.5 lets cells share a GPU)")
-        settings["gpus_per_cell"] = gpus
-    cpus = 1.0 if settings.get("cpus_per_cell") is None else as_number(settings["cpus_per_cell"])
-    if cpus is None or cpus < 1 or not cpus.is_integer():
-        raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
-    settings["cpus_per_cell"] = int(cpus)
-    if settings.get("address") is not None:
-        settings["address"] = str(settings["address"]).strip() or None
+        raw["model_args"] = {**(raw.get("model_args") or {}), **extra}
+    return SweepSettings.from_mapping(raw, complete=True)
 
 
 def use_all_cores() -> int:
@@ -170,11 +123,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     args = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
-        if settings["launcher"] == "ray":
+        if settings.launcher == "ray":
             from kick_study.ray_launcher import require_ray
 
             require_ray()  # before any task index, cell or compression
-        if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
+        if runner is None and settings.runner == "inprocess" and settings.launcher != "ray":
             use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
@@ -184,28 +137,28 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
         check_environment()
-        load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.get("include_path"))
+        load_index(Path(settings.out).expanduser())  # a resumed index that cannot be read stops us now
+        manager = task_manager(settings.include_path)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
     launcher = None
-    if settings["launcher"] == "ray":
+    if settings.launcher == "ray":
         from kick_study.ray_launcher import RayLauncher
 
-        launcher = RayLauncher(address=settings.get("address"), gpus_per_cell=settings.get("gpus_per_cell"),
-                               cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
+        launcher = RayLauncher(address=settings.address, gpus_per_cell=settings.gpus_per_cell,
+                               cpus_per_cell=settings.cpus_per_cell, include_path=settings.include_path or None,
                                runner=runner)
-    elif runner is None and settings["runner"] == "inprocess":
-        runner = inprocess_runner(settings.get("include_path"), manager)
+    elif runner is None and settings.runner == "inprocess":
+        runner = inprocess_runner(settings.include_path or None, manager)
     elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
-        include = settings.get("include_path")
+        include = settings.include_path[0] if settings.include_path else None  # one folder: checked with the runner
         runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
-    out_dir = Path(settings["out"]).expanduser()
+    out_dir = Path(settings.out).expanduser()
     try:
-        outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)
+        outcome = run_sweep(cells, out_dir, runner, settings=settings.record(), launcher=launcher)
     except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out, a second sweep on it
         sys.stderr.write(f"{err}\n")
         return 2

@@ -11,14 +11,15 @@ import pytest
 from kick_study import grid, runners, sweep
 from kick_study import index as sweep_index
 from kick_study.runs import load_runs
+from kick_study.settings import DEFAULTS, SweepSettings
 
 
 def settings(**over):
-    base = {**grid.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
+    base = {**DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
             "patterns": ["unstructured", "2:4"], "bits": [16], "tasks": ["kick_freebaseqa"], "limit": 5,
             "wikitext": "false", "out": "unused"}
     base.update(over)
-    return base
+    return SweepSettings.from_mapping(base)
 
 
 class FakeRunner:
@@ -257,7 +258,7 @@ def test_launcher_settings_from_a_config_file(tmp_path, capsys):
                                         "gpus_per_cell: 0.5\naddress: auto\n")
     args = sweep.build_parser().parse_args(["--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path)])
     resolved = sweep.resolve_settings(args)
-    assert (resolved["launcher"], resolved["cpus_per_cell"], resolved["gpus_per_cell"], resolved["address"]) == \
+    assert (resolved.launcher, resolved.cpus_per_cell, resolved.gpus_per_cell, resolved.address) == \
         ("ray", 2, 0.5, "auto")
 
 
@@ -370,7 +371,7 @@ def test_grid_treats_every_registered_quantizer_like_gptq_and_passes_method_args
 def test_grid_refuses_an_unknown_method_listing_the_registered_ones():
     with pytest.raises(grid.SweepError) as err:
         grid.plan_cells(settings(methods=["obs"]), ["t"])
-    assert "method='obs'" in str(err.value) and "dsnot" in str(err.value) and "awq" in str(err.value)
+    assert "methods value 'obs'" in str(err.value) and "dsnot" in str(err.value) and "awq" in str(err.value)
 
 
 def test_grid_refuses_method_args_of_a_method_not_in_the_grid():
