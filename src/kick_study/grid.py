@@ -156,13 +156,17 @@ def plan_cells(settings: SweepSettings, tasks: Sequence[str]) -> list[Cell]:
 
 def _seeded_cells(model: Any, comp: dict[str, Any], own: Mapping[str, Any], seeds: list[int], tasks: Sequence[str],
                   common: Mapping[str, Any], shape: tuple[float, str, int] | None = None) -> list[Cell]:
-    """The cells of one compression of one model (one per seed for the methods that calibrate), checked now."""
+    """The cells of one compression of one model (one per seed for the methods that calibrate), checked now. The
+    sweep's ``model_args`` are for every cell: a cell gets only those its compression uses."""
     from kick_models.config import ConfigError, build_config
+    from kick_models.ignored import ignored_args
 
     try:
         config = build_config({**{k: v for k, v in own.items() if k in _compression_keys()}, **comp})
     except ConfigError as err:
         raise SweepError(f"kick-sweep: grid cell {comp} is invalid: {err}") from None
+    unused = ignored_args(config, dict(own))  # e.g. nsamples for dense: kick-hf would warn that it ignores them
+    own = {k: v for k, v in own.items() if k not in unused}
     load_time = getattr(config.method_spec, "load_time", None)  # a load-time quantizer: its library must be here
     if load_time is not None and not load_time.installed():
         raise SweepError(f"kick-sweep: invalid methods value {config.method!r}: it needs {load_time.library}, which is "
