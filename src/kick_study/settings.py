@@ -150,6 +150,7 @@ class SweepSettings:
         out["external"] = [{**dataclasses.asdict(e), "model_args": dict(e.model_args)} for e in self.external]
         out["wikitext"] = "auto" if self.wikitext is None else self.wikitext
         out["model_args"] = dict(self.model_args)
+        out["include_path"] = ",".join(self.include_path) or None  # the folders as --include_path takes them
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @property
