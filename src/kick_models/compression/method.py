@@ -1,14 +1,16 @@
 """The whole plug-in contract of a compression method: :class:`Method`, the :class:`Param` it declares,
-the :class:`Job` its functions receive and the :class:`PruneResult` a pruner returns. Imports nothing of kick
-(and no torch at run time), so plug-ins, the registry and config validation all read it cheaply."""
+the :class:`Job` its functions receive and the :class:`PruneResult` a pruner returns. Imports nothing of kick but
+the bottom layer's value readers (and no torch at run time), so plug-ins, the registry and config validation all
+read it cheaply."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from kick_common.args import ArgsError, as_bool, as_number
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +32,12 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One method-specific ``model_arg``: its type, default and accepted values."""
+    """One ``model_arg`` (a method's own, or kick-hf's): its type, default and accepted values.
+
+    ``read`` replaces the type's coercion for values a type and a range cannot describe (a path kept as
+    written, seconds or -1): it returns the value or raises ValueError; ``accepts`` then says in words what
+    is accepted (it overrides the text made from the type, choices and range).
+    """
 
     name: str
     type: type  # int | float | bool | str
@@ -41,9 +48,13 @@ class Param:
     high: float | None = None
     low_open: bool = False  # True: ``low`` itself is refused
     high_open: bool = False
+    accepts: str = ""
+    read: Callable[[Any], Any] | None = None
 
     def accepted(self) -> str:
-        """What the value may be, for error messages and the README table."""
+        """What the value may be, for error messages and the generated model-args page."""
+        if self.accepts:
+            return self.accepts
         if self.type is bool:
             return "true or false"
         if self.choices:
@@ -63,6 +74,11 @@ class Param:
 
     def convert(self, value: Any) -> Any:
         """The typed value, or ValueError whose message is :meth:`accepted`."""
+        if self.read is not None:
+            try:
+                return self.read(value)
+            except ValueError:
+                raise ValueError(self.accepted()) from None
         out = _coerce(self.type, value, self.accepted())
         if self.choices and out not in self.choices:
             raise ValueError(self.accepted())
@@ -75,29 +91,19 @@ class Param:
 
 
 def _coerce(kind: type, value: Any, accepted: str) -> Any:
+    """``value`` as ``kind`` by kick's one reading of booleans and numbers (kick_common.args), else ValueError."""
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "false"):
-            return text == "true"
-        raise ValueError(accepted)
-    if isinstance(value, bool):
-        raise ValueError(accepted)  # noqa: TRY004 -- one error type for every bad model_arg
-    if kind is int:
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            return int(value)
-        raise ValueError(accepted)
-    if kind is float:
         try:
-            out = float(value)
-        except (TypeError, ValueError):
+            return as_bool(value)
+        except ArgsError:
             raise ValueError(accepted) from None
-        if not math.isfinite(out):
+    if kind in (int, float):
+        out = as_number(value, kind)
+        if out is None:
             raise ValueError(accepted)
         return out
+    if isinstance(value, bool):
+        raise ValueError(accepted)  # noqa: TRY004 -- one error type for every bad model_arg
     text = str(value).strip().lower()
     if not text:
         raise ValueError(accepted)
