@@ -324,11 +324,12 @@ def _compression_keys() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- tasks
-def task_manager(include_path: str | None = None):
-    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given)."""
-    from kick_models.registration import task_manager as kick_task_manager
+def task_manager(include_path: str | None = None, tasks: Sequence[str] = ()):
+    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given); only those
+    when they hold every one of ``tasks``."""
+    from kick_study.runners import task_index
 
-    return kick_task_manager(as_list(include_path) or None)
+    return task_index(None, include_path, tuple(tasks))
 
 
 def check_tasks(tasks: Sequence[str], manager) -> None:

@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             return 0
         check_environment()
         load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.get("include_path"))
+        manager = task_manager(settings.get("include_path"), tasks)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
@@ -238,11 +238,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             from kick_study.pool import pool_launcher
 
             inprocess = settings["runner"] == "inprocess"
-            alone = inprocess_runner(include, manager) if inprocess else subprocess_runner(include)
+            alone = inprocess_runner(include) if inprocess else subprocess_runner(include)
             launcher = pool_launcher(settings["jobs"], threads_per_job(settings["jobs"], torch_threads()),
                                      partial(inprocess_runner if inprocess else subprocess_runner, include), alone)
         elif runner is None and settings["runner"] == "inprocess":
-            runner = inprocess_runner(settings.get("include_path"), manager)
+            runner = inprocess_runner(include)
         elif runner is None:
             runner = subprocess_runner(include)
     out_dir = Path(settings["out"]).expanduser()
