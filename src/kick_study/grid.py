@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from kick_common.args import format_kv, parse_kv
 from kick_common.env import hub_reachable
 from kick_models.compression.registry import is_quantizer, param_owners
-from kick_study.settings import MethodEntry, SweepError, SweepSettings, as_list, is_local, pattern_text, sparsity_label
+from kick_study.cores import threads_per_job
+from kick_study.settings import MethodEntry, SweepError, SweepSettings, is_local, pattern_text, sparsity_label
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +230,14 @@ def external_cells(settings: SweepSettings, extra: Mapping[str, Any], tasks: Seq
 
 
 def sweep_threads(settings: SweepSettings) -> int:
-    """The torch thread count the grid's cells run with: Ray's CPUs per cell, else this process's."""
+    """The torch thread count the grid's cells run with: Ray's CPUs per cell, the cores shared out among
+    ``jobs`` cells at once, else this process's."""
     if settings.launcher == "ray":
         return settings.cpus_per_cell or 1
     import torch
 
+    if settings.jobs > 1:
+        return threads_per_job(settings.jobs, torch.get_num_threads())
     return torch.get_num_threads()
 
 
@@ -244,11 +248,12 @@ def _compression_keys() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- tasks
-def task_manager(include_path: Sequence[str] | None = None):
-    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given)."""
-    from kick_models.registration import task_manager as kick_task_manager
+def task_manager(include_path: Sequence[str] | None = None, tasks: Sequence[str] = ()):
+    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given); only those
+    when they hold every one of ``tasks``."""
+    from kick_study.runners import task_index
 
-    return kick_task_manager(as_list(include_path) or None)
+    return task_index(None, include_path, tuple(tasks))
 
 
 def check_tasks(tasks: Sequence[str], manager) -> None:

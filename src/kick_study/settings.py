@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from kick_common.args import ArgsError, as_bool, as_number, parse_kv
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
+from kick_study.cores import machine_cores
 
 GRID_KEYS = ("models", "methods", "sparsities", "patterns", "bits", "tasks")
 DEFAULTS: dict[str, Any] = {
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "include_path": None,
     "seeds": [],
     "launcher": "serial",
+    "jobs": 1,
     "address": None,
     "gpus_per_cell": None,
     "cpus_per_cell": None,
@@ -96,6 +98,7 @@ class SweepSettings:
     include_path: tuple[str, ...]
     seeds: tuple[int, ...]
     launcher: str
+    jobs: int  # cells at once on this machine's cores (the serial launcher)
     address: str | None
     gpus_per_cell: float | None
     cpus_per_cell: int | None
@@ -119,6 +122,10 @@ class SweepSettings:
         if raw["runner"] not in ("subprocess", "inprocess"):
             raise SweepError(f"kick-sweep: runner={raw['runner']!r}; accepted: subprocess | inprocess")
         launcher, address, gpus, cpus = _launcher_values(raw)
+        jobs = resolve_jobs(raw["jobs"])
+        if jobs > 1 and launcher == "ray":
+            raise SweepError(f"kick-sweep: jobs={jobs} shares this machine's cores among cells; with --launcher "
+                             "ray, Ray places the cells (use --cpus-per-cell); accepted: jobs=1 with ray")
         return cls(
             models=tuple(as_list(raw["models"])),
             methods=tuple(_typed_methods(raw["methods"])),
@@ -136,7 +143,7 @@ class SweepSettings:
             cache_dir=None if raw["cache_dir"] is None else str(raw["cache_dir"]),
             include_path=tuple(str(p) for p in as_list(raw["include_path"])),
             seeds=tuple(parse_seeds(raw["seeds"])),
-            launcher=launcher, address=address, gpus_per_cell=gpus, cpus_per_cell=cpus,
+            launcher=launcher, jobs=jobs, address=address, gpus_per_cell=gpus, cpus_per_cell=cpus,
             noise_floor=_flag("noise_floor", raw["noise_floor"]),
             external=tuple(checked_external(raw)),
             out=None if raw.get("out") is None else str(raw["out"]),
@@ -202,6 +209,18 @@ def _flag(key: str, value: Any) -> bool:
         return as_bool(value, key=key, lenient=True, default=False)
     except ArgsError:
         raise SweepError(f"kick-sweep: invalid {key}={value!r}; accepted: true | false") from None
+
+
+def resolve_jobs(value: Any) -> int:
+    """``jobs``: a whole number >= 1, or ``auto`` (one cell per core)."""
+    if value is None:
+        return 1
+    if str(value).strip().lower() == "auto":
+        return machine_cores()
+    jobs = as_number(value)
+    if jobs is None or jobs < 1 or not float(jobs).is_integer():
+        raise SweepError(f"kick-sweep: invalid jobs={value!r}; accepted: a whole number >= 1, or auto (one cell per core)")
+    return int(jobs)
 
 
 def _launcher_values(raw: Mapping[str, Any]) -> tuple[str, str | None, float | None, int | None]:

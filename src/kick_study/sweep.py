@@ -17,11 +17,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kick_common.args import ArgsError, parse_kv
 from kick_common.env import EnvError, check_environment
+from kick_study.cores import machine_cores, threads_per_job
 from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, task_manager
 from kick_study.index import load_index, run_sweep
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise_floor", choices=["true", "false"],
                    help="also run dense and the cheapest calibrating cell again under another thread count and batch "
                         "size (the second without the cache): the report shows what numerics alone change")
+    p.add_argument("--jobs", help="cells at once on this machine's CPU cores, each in its own process with its share of "
+                   "the cores (a whole number, or auto: one per core; default 1). Cells needing more threads than "
+                   "their share (noise-floor cells) run alone after")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
@@ -74,7 +79,7 @@ def resolve_settings(args: argparse.Namespace) -> SweepSettings:
     if args.config:
         raw.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
+                "prune_and_quantize", "seeds", "launcher", "noise_floor", "jobs", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             raw[key] = value
@@ -87,18 +92,29 @@ def resolve_settings(args: argparse.Namespace) -> SweepSettings:
     return SweepSettings.from_mapping(raw, complete=True)
 
 
-def use_all_cores() -> int:
+def use_all_cores(jobs: int = 1) -> int:
     """torch threads for in-process cells: ``$OMP_NUM_THREADS`` when the user set it, else every core
-    this process may run on (one thread per cell is the test suite's constraint, not a user's)."""
+    this process may run on (one thread per cell is the test suite's constraint, not a user's); with
+    ``jobs`` cells at once, each gets its share of the cores (this process keeps them all for the
+    cells that run alone after)."""
     import torch
 
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(given) if given.isdigit() and int(given) > 0 else cores
-    torch.set_num_threads(threads)
-    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", threads,
+    cores = int(given) if given.isdigit() and int(given) > 0 else machine_cores()
+    torch.set_num_threads(cores)
+    if jobs > 1:
+        log.info("kick-sweep: up to %d in-process cells at once, %d torch thread(s) each", jobs,
+                 threads_per_job(jobs, cores))
+        return threads_per_job(jobs, cores)
+    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", cores,
              "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
-    return threads
+    return cores
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def check_judge(tasks: Sequence[str]) -> None:
@@ -128,7 +144,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
 
             require_ray()  # before any task index, cell or compression
         if runner is None and settings.runner == "inprocess" and settings.launcher != "ray":
-            use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
+            use_all_cores(settings.jobs)  # before planning: the noise-floor cells are planned with other threads
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)
@@ -138,7 +154,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             return 0
         check_environment()
         load_index(Path(settings.out).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.include_path)
+        manager = task_manager(settings.include_path, tasks)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
@@ -151,11 +167,18 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
         launcher = RayLauncher(address=settings.address, gpus_per_cell=settings.gpus_per_cell,
                                cpus_per_cell=settings.cpus_per_cell, include_path=settings.include_path or None,
                                runner=runner)
-    elif runner is None and settings.runner == "inprocess":
-        runner = inprocess_runner(settings.include_path or None, manager)
-    elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
-        include = settings.include_path[0] if settings.include_path else None  # one folder: checked with the runner
-        runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
+    else:  # absolute, so a cell reads the same folders whatever its working directory
+        include = tuple(str(Path(p).expanduser().resolve()) for p in settings.include_path) or None
+        # a subprocess cell's lm_eval takes one folder (several are refused with the subprocess runner)
+        make_runner = partial(inprocess_runner, include) if settings.runner == "inprocess" else \
+            partial(subprocess_runner, include[0] if include else None)
+        if runner is None and settings.jobs > 1:
+            from kick_study.pool import pool_launcher
+
+            launcher = pool_launcher(settings.jobs, threads_per_job(settings.jobs, torch_threads()), make_runner,
+                                     make_runner())
+        elif runner is None:
+            runner = make_runner()
     out_dir = Path(settings.out).expanduser()
     try:
         outcome = run_sweep(cells, out_dir, runner, settings=settings.record(), launcher=launcher)
