@@ -49,3 +49,28 @@ def test_every_option_is_declared_and_on_the_generated_page():
         assert p.help, p.name
         row = next((line for line in page.splitlines() if line.startswith(f"| `{p.name}` |")), None)
         assert row is not None and p.accepted().replace("|", "\\|") in row and p.help in row, p.name
+
+
+@pytest.mark.parametrize("value", ["4", " -2 ", 4, 4.0, 4.5, "4.5", "1e3", "nan", "inf", True, "true", "TRUE", "yes", "",
+                                   None, "x", 1, 0])
+def test_params_read_values_as_kick_common_does(value):
+    """The plug-in contract reads booleans and numbers itself (it imports nothing of kick), exactly as kick_common."""
+    from kick_common.args import ArgsError, as_bool, as_number
+    from kick_models.compression.method import Param
+
+    def param(kind):
+        try:
+            return Param("x", kind, None).convert(value)
+        except ValueError:
+            return "refused"
+
+    def common_bool():
+        try:
+            return as_bool(value)
+        except ArgsError:
+            return "refused"
+
+    assert param(bool) == common_bool()
+    for kind in (int, float):
+        number = as_number(value, kind)
+        assert param(kind) == ("refused" if number is None else number), kind

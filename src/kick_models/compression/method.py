@@ -1,16 +1,14 @@
 """The whole plug-in contract of a compression method: :class:`Method`, the :class:`Param` it declares,
-the :class:`Job` its functions receive and the :class:`PruneResult` a pruner returns. Imports nothing of kick but
-the bottom layer's value readers (and no torch at run time), so plug-ins, the registry and config validation all
-read it cheaply."""
+the :class:`Job` its functions receive and the :class:`PruneResult` a pruner returns. Imports nothing of kick
+(and no torch at run time), so plug-ins, the registry and config validation all read it cheaply."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from kick_common.args import ArgsError, as_bool, as_number
 
 if TYPE_CHECKING:
     import torch
@@ -91,19 +89,31 @@ class Param:
 
 
 def _coerce(kind: type, value: Any, accepted: str) -> Any:
-    """``value`` as ``kind`` by kick's one reading of booleans and numbers (kick_common.args), else ValueError."""
+    """``value`` as ``kind`` read as kick_common.args reads booleans and numbers (this module imports nothing of
+    kick, so the plug-in contract stands alone), else ValueError."""
     if kind is bool:
-        try:
-            return as_bool(value)
-        except ArgsError:
-            raise ValueError(accepted) from None
-    if kind in (int, float):
-        out = as_number(value, kind)
-        if out is None:
-            raise ValueError(accepted)
-        return out
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        raise ValueError(accepted)
     if isinstance(value, bool):
         raise ValueError(accepted)  # noqa: TRY004 -- one error type for every bad model_arg
+    if kind is int:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+        raise ValueError(accepted)
+    if kind is float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(accepted) from None
+        if not math.isfinite(out):
+            raise ValueError(accepted)
+        return out
     text = str(value).strip().lower()
     if not text:
         raise ValueError(accepted)
