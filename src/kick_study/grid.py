@@ -10,6 +10,7 @@ checkpoint kick did not make against its dense parent (``pretrained=PATH,parent=
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from kick_common.args import format_kv, parse_kv
 from kick_common.env import hub_reachable
 from kick_models.compression.registry import is_quantizer, param_owners
 from kick_study.cores import threads_per_job
-from kick_study.settings import MethodEntry, SweepError, SweepSettings, is_local, pattern_text, sparsity_label
+from kick_study.settings import MethodEntry, SweepError, SweepSettings, as_list, is_local, pattern_text, sparsity_label
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,22 @@ def _compression_keys() -> tuple[str, ...]:
 def task_manager(include_path: Sequence[str] | None = None, tasks: Sequence[str] = ()):
     """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given); only those
     when they hold every one of ``tasks``."""
-    from kick_study.runners import task_index
-
     return task_index(None, include_path, tuple(tasks))
+
+
+@functools.lru_cache(maxsize=8)
+def task_index(pretrained: str | None, include_path: Sequence[str] | None, tasks: tuple[str, ...]):
+    """A TaskManager for these tasks, kept for this process's next cell: kick's tasks only when that suffices
+    (3 s instead of 15 s to index all of lm-eval's), carrying ``pretrained`` as task metadata as the ``lm_eval``
+    CLI does (tasks that fit prompts to the model's context read the tokenizer from it)."""
+    from kick_models.registration import task_manager as kick_task_manager
+
+    metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
+    paths = as_list(include_path) or None
+    manager = kick_task_manager(paths, include_defaults=False, metadata=metadata)
+    if not set(tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too
+        manager = kick_task_manager(paths, metadata=metadata)
+    return manager
 
 
 def check_tasks(tasks: Sequence[str], manager) -> None:

@@ -54,7 +54,8 @@ def require_ray():
 def _cell_runner(cell: Cell, include_path: tuple[str, ...] | None) -> Runner:
     """The in-process runner over this cell's task index."""
     from kick_common.args import parse_kv
-    from kick_study.runners import inprocess_runner, task_index
+    from kick_study.grid import task_index
+    from kick_study.runners import inprocess_runner
 
     pretrained = parse_kv(cell.model_args).get("pretrained")
     manager = task_index(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
