@@ -614,7 +614,8 @@ class Slot:
     def load(self) -> dict[str, Any] | None:
         """This key's summary after its tensors were checked and put into the model (hit), else None
         (miss: the model is untouched, and the lock is held if it could be taken). The summary's
-        ``achieved_sparsity`` is measured on the loaded model, not read from the entry."""
+        ``achieved_sparsity`` and ``matrices`` accounting are measured on the loaded model, whatever the
+        entry's manifest recorded (it is not checksummed, and a hit without fidelity re-checks nothing else)."""
         if self.root is None:
             return None
         manifest = self._try_load()
@@ -625,15 +626,17 @@ class Slot:
         if manifest is None:
             self._miss()
             return None
-        from kick_models.compression.blocks import block_sparsity
+        from kick_models.compression.blocks import loaded_accounting
 
         self.hit = True
         summary = dict(manifest.get("summary") or {})
-        measured = block_sparsity(self.model)
+        own = state_tensors(self.model)
+        measured = loaded_accounting(self.model, {id(own[name]) for name in self._dense})
         if measured is None:  # no decoder blocks to count over: the stored tensors' zeros (checked on load)
             zeros = manifest["zeros"]
-            measured = zeros["zeros"] / zeros["total"] if zeros["total"] else 0.0
-        summary["achieved_sparsity"] = measured
+            summary.pop("matrices", None)
+            measured = {"achieved_sparsity": zeros["zeros"] / zeros["total"] if zeros["total"] else 0.0}
+        summary.update(measured)
         summary["cache"] = self._block(True)
         log.info("kick cache: loaded %s in %.2fs", self.entry, summary["cache"]["seconds"])
         return summary

@@ -539,9 +539,13 @@ class KickHFLM(HFLM):
 
     def _kick_check_achieved(self, summary: dict[str, Any]) -> None:
         """Measure what compression did against what was asked; a gap is logged and recorded in the results."""
-        from kick_models.achieved import bits_warning, sparsity_warning
+        from kick_models.achieved import bits_warning, measured_levels, sparsity_warning
 
-        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, self.model)):
+        levels = measured_levels(self.kick_config, self.model)
+        summary.pop("achieved_bits", None)  # whatever a cache entry's record says
+        if levels is not None:  # what the weights hold, on a miss and on a hit alike
+            summary["achieved_bits"] = levels["bits"]
+        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, levels)):
             if warning:
                 log.warning("kick-hf: %s", warning)
                 self._kick_warnings.append(warning)
