@@ -277,7 +277,8 @@ def test_a_hit_without_fidelity_measures_its_sparsity_on_the_loaded_weights(tiny
     weights = [m.weight for layer in hit.model.model.layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
     assert compressed["zeros"] == sum(int((w == 0).sum()) for w in weights)
     warnings = hit.get_model_info()["kick"]["warnings"]
-    assert len(warnings) == 1 and "achieved sparsity 0.8" in warnings[0] and "target 0.5" in warnings[0]
+    measured = compressed["zeros"] / compressed["params"]
+    assert len(warnings) == 1 and f"achieved sparsity {measured:.4f} over the compressed matrices, target 0.5" in warnings[0]
 
 
 def test_a_hit_without_fidelity_measures_its_bit_width_on_the_loaded_weights(tiny_llama_dir, tmp_path):
