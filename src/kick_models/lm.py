@@ -14,17 +14,12 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 from kick_common.stops import FIRST_LINE
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
+from kick_models.ignored import ignored_args
+from kick_models.options import FLOOR_ACCEPTED, KICK_KEYS, read_options
 
 log = logging.getLogger(__name__)
-
-# Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent", "continuous_batching")
-# ``floor``: marks a run that re-does another under other numerics to measure the noise floor
-# (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
-FLOOR_ROLES = ("dense", "recompressed")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -72,23 +67,9 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 f"kick-hf: invalid model_arg calib={config.calib!r}: no such non-empty file; "
                 f"accepted: {' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file"
             )
-    kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
-    for key in ("no_cache", "keep_grids", "fidelity"):
-        if key in kick:
-            try:
-                kick[key] = as_bool(kick[key], key=key)
-            except ArgsError:
-                raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
-    if "cache_lock_timeout" in kick:
-        kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
-    if "parent" in kick:
-        kick["parent"] = str(kick["parent"]).strip()
-    if "floor" in kick:
-        kick["floor"] = _floor_role(kick["floor"], config)
-    if "continuous_batching" in kick:
-        from kick_models.generation import parse_mode
-
-        kick["continuous_batching"] = parse_mode(kick["continuous_batching"])
+    kick = read_options({k: kwargs[k] for k in KICK_KEYS if k in kwargs})
+    if "floor" in kick and (kick["floor"] == "dense") != config.is_noop:  # dense re-runs dense, recompressed a method
+        raise ConfigError(f"kick-hf: invalid model_arg floor={kwargs['floor']!r}; accepted: {FLOOR_ACCEPTED}")
     if kick.get("keep_grids") and (not config.quantizes or config.method_spec.kind == "load-time"):
         raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
                           "grids, but this config does not quantize; accepted: false, or true with a quantizer "
@@ -118,59 +99,12 @@ def check_environment_early() -> dict[str, Any]:
     return values
 
 
-def _lock_timeout(value: Any) -> float:
-    """``cache_lock_timeout``: seconds to wait for another process compressing the same model and config."""
-    seconds = as_number(value)
-    if seconds is None or not (seconds >= 0 or seconds == -1):
-        raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
-                          "accepted: seconds >= 0, or -1 to wait forever")
-    return seconds
-
-
-def _floor_role(value: Any, config: CompressionConfig) -> str:
-    """``floor``: dense (a re-run of dense, method=none) or recompressed (a compression method run again)."""
-    role = str(value).strip().lower()
-    if role not in FLOOR_ROLES or (role == "dense") != config.is_noop:
-        raise ConfigError(f"kick-hf: invalid model_arg floor={value!r}; accepted: dense (with method=none) | "
-                          "recompressed (with a compression method)")
-    return role
-
-
 def numerics(batch_size: Any, device: Any, dtype: Any, floor: str | None) -> dict[str, Any]:
     """What can change a run's floats besides its settings: two runs that differ here may differ in their results."""
     import torch
 
     return {"torch_threads": torch.get_num_threads(), "batch_size": batch_size, "device": str(device),
             "dtype": str(dtype), "torch": torch.__version__, "floor": floor}
-
-
-# why a compression arg can be given and still change nothing, by the fields relevant_config drops
-_IGNORED_REASONS = (
-    (("calib", "nsamples", "seqlen", "seed", "propagate"), "needs no calibration data"),
-    (("group_size", "sym", "act_order"), "quantizes nothing (wbits=16)"),
-    (("damp", "blocksize"), "uses neither SparseGPT nor GPTQ"),
-    (("owl_m", "owl_lambda"), "uses sparsity_profile=uniform"),
-)
-
-
-def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Compression args the user gave that this config does not use (magnitude with ``calib=``, ...),
-    each with its value and the reason, so the results file does not record them as if used."""
-    from kick_models.cache import relevant_config
-
-    used = relevant_config(config)
-    described = f"method={config.method}" + (f" wbits={config.wbits}" if config.wbits < 16 else "")
-    reasons = _IGNORED_REASONS
-    if config.method_spec is not None and config.method_spec.kind == "load-time":
-        # another library quantizes: only the fields the method declares it uses reach it
-        reasons = ((tuple(k for keys, _ in _IGNORED_REASONS for k in keys), f"is {config.method_spec.load_time.library}'s "
-                    "quantizer, which does not take it"),)
-    out = {}
-    for keys, reason in reasons:
-        for key in keys:
-            if key in given and given[key] is not None and key not in used:
-                out[key] = {"value": given[key], "reason": f"{described} {reason}"}
-    return out
 
 
 @contextlib.contextmanager
@@ -342,6 +276,7 @@ class KickHFLM(HFLM):
             preflight.check_against_model(config, pretrained, hflm_args, calib_source)
         self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+        self._kick_subfolder = str(hflm_args.get("subfolder") or "")  # where in the folder or repo the model lies
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_warnings: list[str] = []
         self._kick_calibration: dict[str, Any] | None = None
@@ -439,7 +374,8 @@ class KickHFLM(HFLM):
 
         config = self.kick_config
         root = cache.ensure_writable(self._kick_options.get("cache_dir")) if enabled else None
-        identity = cache.model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root) if enabled else {}
+        identity = cache.model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root,
+                                        self._kick_subfolder) if enabled else {}
         memo = ids = info = None
         if enabled and config.needs_calibration:
             memo = cache.calibration_memo_path(root, self._kick_model_id, identity, config, self._kick_calib_spec())
@@ -473,8 +409,9 @@ class KickHFLM(HFLM):
         raise AssertionError("unreachable: the second lookup has the real calibration tokens")
 
     def _kick_calib_spec(self) -> dict[str, Any]:
-        return {"embedded": self._kick_embedded, "max_length": self.max_length,
+        spec = {"embedded": self._kick_embedded, "max_length": self.max_length,
                 "resolved_calib": self.kick_config.resolved_calib(self._kick_embedded)}
+        return {**spec, "subfolder": self._kick_subfolder} if self._kick_subfolder else spec
 
     def _kick_calibrate(self):
         from kick_models.compression.calibration import calibration_ids
@@ -536,9 +473,13 @@ class KickHFLM(HFLM):
 
     def _kick_check_achieved(self, summary: dict[str, Any]) -> None:
         """Measure what compression did against what was asked; a gap is logged and recorded in the results."""
-        from kick_models.achieved import bits_warning, sparsity_warning
+        from kick_models.achieved import bits_warning, measured_levels, sparsity_warning
 
-        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, self.model)):
+        levels = measured_levels(self.kick_config, self.model)
+        summary.pop("achieved_bits", None)  # whatever a cache entry's record says
+        if levels is not None:  # what the weights hold, on a miss and on a hit alike
+            summary["achieved_bits"] = levels["bits"]
+        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, levels)):
             if warning:
                 log.warning("kick-hf: %s", warning)
                 self._kick_warnings.append(warning)
@@ -566,7 +507,7 @@ class KickHFLM(HFLM):
         except CacheError as err:
             log.warning("%s; measuring the dense reference without keeping it", err)
             return dense_reference(self.model, windows)
-        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
+        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root, self._kick_subfolder)
         key = reference_key(identity, windows)
         path = root / "fidelity" / f"{key}.safetensors"
         reference, problem = load_reference(path, key, windows, self.model.config.vocab_size)

@@ -13,7 +13,6 @@ and the next run of the same command retries it, as with the serial launcher.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -24,9 +23,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kick_common.atomic import write_bytes
-from kick_study.grid import Cell, SweepError
+from kick_study.grid import Cell
 from kick_study.launchers import CellRun, compression_groups, error_text
 from kick_study.runners import Runner
+from kick_study.settings import SweepError
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +51,14 @@ def require_ray():
 
 
 # --------------------------------------------------------------------------- worker side
-@functools.lru_cache(maxsize=8)
-def _task_manager(pretrained: str | None, include_path: str | None, tasks: tuple[str, ...]):
-    """A task index for these tasks, kept for the worker's next cell: kick's tasks only when that suffices."""
-    from kick_models.registration import task_manager
-    from kick_study.grid import as_list
-
-    metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
-    paths = as_list(include_path) or None
-    manager = task_manager(paths, include_defaults=False, metadata=metadata)
-    if not set(tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too (slower)
-        manager = task_manager(paths, metadata=metadata)
-    return manager
-
-
-def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
+def _cell_runner(cell: Cell, include_path: tuple[str, ...] | None) -> Runner:
     """The in-process runner over this cell's task index."""
     from kick_common.args import parse_kv
+    from kick_study.grid import task_index
     from kick_study.runners import inprocess_runner
 
     pretrained = parse_kv(cell.model_args).get("pretrained")
-    manager = _task_manager(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
+    manager = task_index(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
     return inprocess_runner(include_path, manager)
 
 
@@ -79,7 +66,8 @@ def _collect(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run_cell(cell: Cell, threads: int, include_path: str | None = None, runner: Runner | None = None) -> dict[str, Any]:
+def run_cell(cell: Cell, threads: int, include_path: tuple[str, ...] | None = None,
+             runner: Runner | None = None) -> dict[str, Any]:
     """Ray task body: run one cell in a scratch folder and return its files, timing and outcome."""
     started = time.time()
     for name in THREAD_ENV:
@@ -153,7 +141,7 @@ class RayLauncher:
     """
 
     def __init__(self, address: str | None = None, gpus_per_cell: float | None = None, cpus_per_cell: int = 1,
-                 include_path: str | None = None, runner: Runner | None = None,
+                 include_path: tuple[str, ...] | None = None, runner: Runner | None = None,
                  init_kwargs: Mapping[str, Any] | None = None):
         self.address, self.gpus_per_cell, self.cpus_per_cell = address, gpus_per_cell, int(cpus_per_cell)
         self.include_path, self.runner = include_path, runner

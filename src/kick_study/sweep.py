@@ -17,28 +17,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kick_common.args import ArgsError, as_number, parse_kv
+from kick_common.args import ArgsError, parse_kv
 from kick_common.env import EnvError, check_environment
-from kick_study.grid import (
-    DEFAULTS,
-    GRID_KEYS,
-    RAY_ONLY_KEYS,
-    SweepError,
-    as_list,
-    check_every_method_has_cells,
-    check_settings,
-    check_tasks,
-    grid_tasks,
-    load_config_file,
-    plan_cells,
-    task_manager,
-)
+from kick_study.cores import machine_cores, threads_per_job
+from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, task_manager
 from kick_study.index import load_index, run_sweep
-from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
+from kick_study.settings import GRID_KEYS, LAUNCHERS, RAY_ONLY_KEYS, SweepError, SweepSettings, load_config_file
 
 log = logging.getLogger(__name__)
 
@@ -77,75 +66,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise_floor", choices=["true", "false"],
                    help="also run dense and the cheapest calibrating cell again under another thread count and batch "
                         "size (the second without the cache): the report shows what numerics alone change")
+    p.add_argument("--jobs", help="cells at once on this machine's CPU cores, each in its own process with its share of "
+                   "the cores (a whole number, or auto: one per core; default 1). Cells needing more threads than "
+                   "their share (noise-floor cells) run alone after")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+def resolve_settings(args: argparse.Namespace) -> SweepSettings:
+    """The sweep's settings: the defaults, then the config file, then the flags given; checked once, here."""
+    raw: dict[str, Any] = {}
     if args.config:
-        settings.update(load_config_file(args.config))
+        raw.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
+                "prune_and_quantize", "seeds", "launcher", "noise_floor", "jobs", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
-            settings[key] = value
+            raw[key] = value
     if args.model_args:
         try:
             extra = parse_kv(args.model_args, what="kick-sweep: --model_args")
         except ArgsError as err:
             raise SweepError(str(err)) from None
-        settings["model_args"] = {**(settings.get("model_args") or {}), **extra}
-    if isinstance(settings.get("limit"), float) and settings["limit"].is_integer() and settings["limit"] >= 1:
-        settings["limit"] = int(settings["limit"])
-    check_settings(settings)
-    if not settings.get("out"):
-        raise SweepError("kick-sweep: no results folder; pass --out DIR or set 'out:' in the config")
-    if not as_list(settings["tasks"]):
-        raise SweepError("kick-sweep: no tasks given; use --tasks name[,name] or 'tasks:' in the config")
-    if settings["runner"] not in ("subprocess", "inprocess"):
-        raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
-    check_launcher_settings(settings)
-    return settings
+        raw["model_args"] = {**(raw.get("model_args") or {}), **extra}
+    return SweepSettings.from_mapping(raw, complete=True)
 
 
-def check_launcher_settings(settings: dict[str, Any]) -> None:
-    """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
-    launcher = str(settings.get("launcher") or "serial").strip().lower()
-    if launcher not in LAUNCHERS:
-        raise SweepError(f"kick-sweep: launcher={settings['launcher']!r}; accepted: {' | '.join(LAUNCHERS)}")
-    settings["launcher"] = launcher
-    if launcher != "ray":
-        given = [k for k in RAY_ONLY_KEYS if settings.get(k) is not None]
-        if given:
-            raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
-        return
-    if settings.get("gpus_per_cell") is not None:
-        gpus = as_number(settings["gpus_per_cell"])
-        if gpus is None or gpus < 0:
-            raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
-                             "(a fraction such as 0.5 lets cells share a GPU)")
-        settings["gpus_per_cell"] = gpus
-    cpus = 1.0 if settings.get("cpus_per_cell") is None else as_number(settings["cpus_per_cell"])
-    if cpus is None or cpus < 1 or not cpus.is_integer():
-        raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
-    settings["cpus_per_cell"] = int(cpus)
-    if settings.get("address") is not None:
-        settings["address"] = str(settings["address"]).strip() or None
-
-
-def use_all_cores() -> int:
+def use_all_cores(jobs: int = 1) -> int:
     """torch threads for in-process cells: ``$OMP_NUM_THREADS`` when the user set it, else every core
-    this process may run on (one thread per cell is the test suite's constraint, not a user's)."""
+    this process may run on (one thread per cell is the test suite's constraint, not a user's); with
+    ``jobs`` cells at once, each gets its share of the cores (this process keeps them all for the
+    cells that run alone after)."""
     import torch
 
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(given) if given.isdigit() and int(given) > 0 else cores
-    torch.set_num_threads(threads)
-    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", threads,
+    cores = int(given) if given.isdigit() and int(given) > 0 else machine_cores()
+    torch.set_num_threads(cores)
+    if jobs > 1:
+        log.info("kick-sweep: up to %d in-process cells at once, %d torch thread(s) each", jobs,
+                 threads_per_job(jobs, cores))
+        return threads_per_job(jobs, cores)
+    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", cores,
              "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
-    return threads
+    return cores
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def check_judge(tasks: Sequence[str]) -> None:
@@ -170,12 +139,12 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     args = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
-        if settings["launcher"] == "ray":
+        if settings.launcher == "ray":
             from kick_study.ray_launcher import require_ray
 
             require_ray()  # before any task index, cell or compression
-        if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
-            use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
+        if runner is None and settings.runner == "inprocess" and settings.launcher != "ray":
+            use_all_cores(settings.jobs)  # before planning: the noise-floor cells are planned with other threads
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)
@@ -184,28 +153,35 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
         check_environment()
-        load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.get("include_path"))
+        load_index(Path(settings.out).expanduser())  # a resumed index that cannot be read stops us now
+        manager = task_manager(settings.include_path, tasks)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
     launcher = None
-    if settings["launcher"] == "ray":
+    if settings.launcher == "ray":
         from kick_study.ray_launcher import RayLauncher
 
-        launcher = RayLauncher(address=settings.get("address"), gpus_per_cell=settings.get("gpus_per_cell"),
-                               cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
+        launcher = RayLauncher(address=settings.address, gpus_per_cell=settings.gpus_per_cell,
+                               cpus_per_cell=settings.cpus_per_cell, include_path=settings.include_path or None,
                                runner=runner)
-    elif runner is None and settings["runner"] == "inprocess":
-        runner = inprocess_runner(settings.get("include_path"), manager)
-    elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
-        include = settings.get("include_path")
-        runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
-    out_dir = Path(settings["out"]).expanduser()
+    else:  # absolute, so a cell reads the same folders whatever its working directory
+        include = tuple(str(Path(p).expanduser().resolve()) for p in settings.include_path) or None
+        # a subprocess cell's lm_eval takes one folder (several are refused with the subprocess runner)
+        make_runner = partial(inprocess_runner, include) if settings.runner == "inprocess" else \
+            partial(subprocess_runner, include[0] if include else None)
+        if runner is None and settings.jobs > 1:
+            from kick_study.pool import pool_launcher
+
+            launcher = pool_launcher(settings.jobs, threads_per_job(settings.jobs, torch_threads()), make_runner,
+                                     make_runner())
+        elif runner is None:
+            runner = make_runner()
+    out_dir = Path(settings.out).expanduser()
     try:
-        outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)
+        outcome = run_sweep(cells, out_dir, runner, settings=settings.record(), launcher=launcher)
     except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out, a second sweep on it
         sys.stderr.write(f"{err}\n")
         return 2

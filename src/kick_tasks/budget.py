@@ -2,8 +2,9 @@
 must fit the model's context (MMLU shot dropping, TriviaQA evidence, summarization articles) find
 the tokenizer and context length here: the running model's own (the LM of the ``evaluate`` call
 on the stack), else the ``tokenizer`` / ``pretrained`` / ``max_length`` task metadata (lm-eval
-merges ``--model_args`` into it). With neither, prompts are not fitted and a warning says so; no
-other model's tokenizer is ever guessed. `chat_overhead` counts what a chat template adds."""
+merges ``--model_args`` into it). With neither, prompts are not fitted and a warning says so (not for
+lm-eval's format check while a task is built, before any model runs); no other model's tokenizer is
+ever guessed. `chat_overhead` counts what a chat template adds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+from kick_tasks.construction import is_constructing
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,8 @@ def metadata_tokenizer(metadata: Mapping[str, Any] | None):
     name = _model_name(metadata or {})
     if name:
         return _load_tokenizer(name)
-    _warn_unfitted()
+    if not is_constructing():
+        _warn_unfitted()
     return None
 
 
