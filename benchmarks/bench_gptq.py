@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         torch.save(held, paths[2])
         for python, kind, label, spec in plan:
             result = run_worker(python, worker_source(WORKER), [kind, json.dumps(spec), *paths, args.eval_seqlen],
-                                workdir, env={"GPTQMODEL_CPU_WORKERS": "1"})
+                                workdir, env={"GPTQMODEL_CPU_WORKERS": "2"})  # its model-loader pool needs 2 (7.7)
             rows.append({"label": label, "vs": spec.get("vs"), **result})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     _table(rows, info, held.numel(), args.eval_seqlen)
