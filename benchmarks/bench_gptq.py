@@ -53,11 +53,12 @@ elif kind == "kick":
 elif kind == "gptqmodel":
     from gptqmodel import GPTQModel, QuantizeConfig
     from gptqmodel.utils.backend import BACKEND
-    # act_group_aware (its default): columns in decreasing Hessian-diagonal order inside each group
-    cfg = QuantizeConfig(bits=bits, group_size=group, sym=False, desc_act=False, damp_percent=0.01,
-                         act_group_aware=spec["act"])
     calib = [{"input_ids": row.tolist(), "attention_mask": [1] * row.numel()} for row in ids]
     for _ in range(spec["runs"]):
+        # a fresh config per load: loading records the device in it, and a second load then refuses it;
+        # act_group_aware (its default): columns in decreasing Hessian-diagonal order inside each group
+        cfg = QuantizeConfig(bits=bits, group_size=group, sym=False, desc_act=False, damp_percent=0.01,
+                             act_group_aware=spec["act"])
         model = GPTQModel.load(model_path, cfg, device="cpu")
         with Span() as span:
             model.quantize(calib, batch_size=1, calibration_sort=None)
