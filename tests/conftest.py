@@ -23,7 +23,7 @@ os.environ.pop("KICK_JUDGE_CACHE_DIR", None)
 # ...except the converted embedded model, which every cache's models/ folder links to: converting it costs
 # ~30 s of CPU, and the parallel workers (pytest-xdist) inherit this variable from the process that starts
 # them, so one run converts once (kick converts under a file lock, so the workers never see half a folder).
-_SHARED_MODELS_VAR = "KICK_TEST_SHARED_MODELS"
+_SHARED_MODELS_VAR = "TESTS_KICK_SHARED_MODELS"  # not KICK_*: kick warns about unknown KICK_ variables
 _OWNS_SHARED_MODELS = not os.path.isdir(os.environ.get(_SHARED_MODELS_VAR, ""))
 if _OWNS_SHARED_MODELS:
     os.environ[_SHARED_MODELS_VAR] = tempfile.mkdtemp(prefix="kick-test-models-")

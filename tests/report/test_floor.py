@@ -64,7 +64,7 @@ def test_tiny_sweep_with_the_noise_floor_end_to_end(tmp_path, subprocess_env, mo
     for key, value in subprocess_env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("KICK_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(sweep, "task_manager", lambda include_path=None: _kick_tasks())
+    monkeypatch.setattr(sweep, "task_manager", lambda include_path=None, tasks=(): _kick_tasks())
     out = tmp_path / "sweep"
     code = sweep.main(["--models", str(tmp_path / "tiny"), "--methods", "wanda", "--sparsities", "0.5",
                        "--tasks", "kick_mmlu_abstract_algebra", "--limit", "6", "--wikitext", "false",

@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent('''
     from kick_models.registration import task_manager
     from kick_study import sweep
 
-    sweep.task_manager = lambda include_path=None: task_manager(include_defaults=False)
+    sweep.task_manager = lambda include_path=None, tasks=(): task_manager(include_defaults=False)
     CALLS, SLEEP = Path(sys.argv[1]), float(sys.argv[2])
 
     def sleepy(cell, cell_dir):
