@@ -33,6 +33,9 @@ OWN_ARGS: dict[str, tuple[str, str, str]] = {
     "continuous_batching": ("auto \\| true \\| false", "`auto` (on for CUDA devices)",
                             "answer generation requests by continuous batching instead of lm-eval's padded batches "
                             "(greedy, same answers; see gpu.md)"),
+    "label": ("a short name", "what the checkpoint or library declares (e.g. `GGUF Q4_0`)",
+              "the report's row name for a model kick did not compress (with `parent=`, a load-time method or a "
+              "compressed checkpoint); kick-sweep passes each `external` entry's label"),
 }
 # compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
 # or whose default depends on the method

@@ -21,7 +21,8 @@ from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, buil
 log = logging.getLogger(__name__)
 
 # Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent", "continuous_batching")
+KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent", "continuous_batching",
+             "label")
 # ``floor``: marks a run that re-does another under other numerics to measure the noise floor
 # (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
 FLOOR_ROLES = ("dense", "recompressed")
@@ -83,6 +84,8 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
         kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
     if "parent" in kick:
         kick["parent"] = str(kick["parent"]).strip()
+    if "label" in kick:
+        kick["label"] = _label(kick["label"])
     if "floor" in kick:
         kick["floor"] = _floor_role(kick["floor"], config)
     if "continuous_batching" in kick:
@@ -125,6 +128,15 @@ def _lock_timeout(value: Any) -> float:
         raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
                           "accepted: seconds >= 0, or -1 to wait forever")
     return seconds
+
+
+def _label(value: Any) -> str:
+    """``label``: the row name of a model kick did not compress (lm-eval may have read ``8`` as a number)."""
+    text = str(value).strip() if value is not None and not isinstance(value, bool) else ""
+    if not text:
+        raise ConfigError(f"kick-hf: invalid model_arg label={value!r}; accepted: a short non-empty name for the row, "
+                          "e.g. label=gguf-q4_0")
+    return text
 
 
 def _floor_role(value: Any, config: CompressionConfig) -> str:
@@ -354,7 +366,15 @@ class KickHFLM(HFLM):
 
             # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
             hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        self._kick_external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        if "label" in kick:
+            if external is None:  # no weights have loaded yet: a plan is what takes a parent's reference
+                raise ConfigError(f"kick-hf: invalid model_arg label={kick['label']!r} with method={config.method}: it "
+                                  "names a model kick did not compress, and kick's own methods are named by their "
+                                  "settings; accepted: label= with parent=, a load-time method (bnb8, bnb4, torchao, "
+                                  "hqq, quanto) or a checkpoint that declares its compression")
+            external.source["label"] = kick["label"]
+        self._kick_external = external
         return hflm_args
 
     def _kick_external_plan(self, config: CompressionConfig, pretrained: Any, parent: str | None,

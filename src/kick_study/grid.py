@@ -279,7 +279,8 @@ def external_cells(settings: Mapping[str, Any], extra: Mapping[str, Any], tasks:
     for entry in checked_external(settings):
         path = entry["path"]
         pretrained = str(Path(path).expanduser().resolve()) if _is_local(path) else path
-        args = {"pretrained": pretrained, "parent": _parent_value(entry["parent"]), **shared,
+        # the label travels in the results file too, so the row keeps its name away from the sweep's index
+        args = {"pretrained": pretrained, "parent": _parent_value(entry["parent"]), "label": entry["label"], **shared,
                 **dict(entry.get("model_args") or {})}
         if entry.get("gguf_file"):
             args["gguf_file"] = entry["gguf_file"]
@@ -445,8 +446,9 @@ def checked_external(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise _external_error(i, "parent", parent, f"one of models ({', '.join(models) or 'none given'}): the parent "
                                   "must be in the sweep so its dense cell runs")
         label = entry.get("label") or (gguf_file or Path(path.rstrip("/")).name)
-        if not isinstance(label, str) or label in labels:
-            raise _external_error(i, "label", label, "a short label used by no other external entry")
+        if not isinstance(label, str) or label in labels or "," in label or not label.strip():
+            raise _external_error(i, "label", label, "a short label without commas (it is passed in kick-hf's "
+                                  "model_args) used by no other external entry")
         labels.add(label)
         if not isinstance(entry.get("model_args") or {}, Mapping):
             raise _external_error(i, "model_args", entry["model_args"], "a mapping of extra kick-hf model_args")

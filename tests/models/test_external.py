@@ -117,6 +117,12 @@ def test_checkpoint_without_parent_says_it_cannot_be_paired(ct_dir, caplog):
     assert "no parent= was given" in caplog.text
 
 
+def test_label_names_the_row_in_the_results_file(ct_dir):
+    """kick-sweep passes an external entry's label: the results file carries it, not only the sweep's index."""
+    info = kick_info(pretrained=str(ct_dir), label="llmc-w4")
+    assert info["source"]["label"] == "llmc-w4" and info["source"]["library"] == "compressed-tensors"
+
+
 # ------------------------------------------------------------------ refusals, all before any weight loads
 @pytest.fixture
 def other_vocab_dir(tmp_path):
@@ -135,6 +141,9 @@ def other_vocab_dir(tmp_path):
     ({"method": "bnb8", "wbits": 4}, "wbits=4; accepted: 8 with method=bnb8"),
     ({"method": "bnb4", "quant_type": "int4"}, "quant_type='int4'; accepted: nf4 | fp4"),
     ({"method": "hqq", "group_size": -1}, "group_size=-1; accepted: a positive group size"),
+    ({"method": "magnitude", "sparsity": 0.5, "label": "mine"}, "label='mine' with method=magnitude: it names a model "
+     "kick did not compress"),
+    ({"label": " "}, "label=' '; accepted: a short non-empty name"),
 ])
 def test_bad_input_is_refused_before_loading(tiny_config_dir, no_weight_loading, args, expected):
     args = {k: (str(tiny_config_dir) if v == "{tiny}" else v) for k, v in args.items()}
