@@ -3,7 +3,8 @@ or a cache entry) that changed nothing is never recorded as compression without 
 
 Built-in pruners hit their target exactly (exact-count masks; OWL keeps the average), so a gap beyond
 :data:`SPARSITY_TOLERANCE` means the method did something else. A quantizer leaves at most 2**wbits values
-per group (one more where pruning zeroed weights); more means the weights were not quantized.
+per group (one more where pruning zeroed weights); more means the weights were not quantized. Both are
+measured on the weights the model holds — compressed now or loaded from the cache — never read from a record.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def most_levels(weight: torch.Tensor, group_size: int) -> int:
                for s in range(0, width - size + 1, size))
 
 
-def bits_warning(config, model: nn.Module) -> str | None:
-    """A warning when the first decoder block's matrices hold more values per group than ``wbits`` allows.
-
-    Silent when a group holds no more weights than the grid has levels (nothing could tell)."""
+def measured_levels(config, model: nn.Module) -> dict[str, Any] | None:
+    """The most distinct values in one quantization group over the first decoder block's matrices, with the
+    bits they need: ``{"levels", "bits", "matrix", "group"}``. Only groups wider than the grid allows count
+    (a narrower one holds few values whatever was done to it); None when not quantizing or none is that wide."""
     if not config.quantizes:
         return None
     from kick_models.compression.blocks import block_layout, find_decoder_blocks
     from kick_models.compression.engine import is_routed_expert
     from kick_models.compression.offload import onloaded
+    from kick_models.external.measure import bits_for
 
     allowed = 2 ** config.wbits + (1 if config.prunes else 0)
+    found: dict[str, Any] | None = None
     block = find_decoder_blocks(model)[0]
     with onloaded(block, write_back=False):
         for name, matrix in block_layout(block).matrices.items():
@@ -71,8 +74,17 @@ def bits_warning(config, model: nn.Module) -> str | None:
             if size <= allowed:
                 continue
             levels = most_levels(weight, config.group_size)
-            if levels > allowed:
-                return (f"method={config.method} wbits={config.wbits}: {name} of the first block holds {levels} "
-                        f"distinct values in one group of {size}, more than the {allowed} a {config.wbits}-bit grid "
-                        "allows; the weights were not quantized as recorded")
-    return None
+            if found is None or levels > found["levels"]:
+                found = {"levels": levels, "bits": bits_for(levels), "matrix": name, "group": size}
+    return found
+
+
+def bits_warning(config, measured: Mapping[str, Any] | None) -> str | None:
+    """A warning when :func:`measured_levels` found more values per group than ``wbits`` allows (one more
+    where pruning zeroed weights)."""
+    allowed = 2 ** config.wbits + (1 if config.prunes else 0)
+    if measured is None or measured["levels"] <= allowed:
+        return None
+    return (f"method={config.method} wbits={config.wbits}: {measured['matrix']} of the first block holds "
+            f"{measured['levels']} distinct values in one group of {measured['group']}, more than the {allowed} a "
+            f"{config.wbits}-bit grid allows; the weights were not quantized as recorded")

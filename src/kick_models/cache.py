@@ -147,7 +147,12 @@ def _read_digest_memo(memo_path: Path | None) -> dict[str, str]:
 
 
 def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) -> str:
-    """sha256 over the names and contents of a local model folder's config and weight files.
+    """sha256 over the names and contents of a local model folder's own config and weight files.
+
+    Only the folder's top level counts: that is all ``from_pretrained`` reads from a local folder
+    (a model in a subfolder is named with ``subfolder=``, whose folder is then the one fingerprinted).
+    Subfolders — a kick cache or results kept inside the model folder, training checkpoints, other
+    exports — never define the loaded model, and one being written to would change the key on every run.
 
     Hashing tens of GB is slow, so per-file digests are memoised in ``memo_dir`` keyed by
     :func:`_file_stamp` (inode, size, mtime and ctime): an unchanged file is read once per machine,
@@ -155,11 +160,12 @@ def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) 
     """
     root = Path(folder).expanduser().resolve()
     files = sorted(
-        p for p in root.rglob("*")
+        p for p in root.iterdir()
         if p.is_file() and (p.name in _MODEL_FILE_NAMES or p.suffix in _MODEL_FILE_SUFFIXES)
     )
     if not files:
-        raise CacheError(f"kick cache: no config or weight files under {str(root)!r} to fingerprint")
+        raise CacheError(f"kick cache: no config or weight files in {str(root)!r} to fingerprint (only a folder's "
+                         "top level is read as the model; a model in a subfolder is named with subfolder=NAME)")
     memo_path = memo_dir / "file_digests.json" if memo_dir is not None else None
     memo = _read_digest_memo(memo_path)
     changed = False
@@ -177,21 +183,24 @@ def folder_fingerprint(folder: str | os.PathLike, memo_dir: Path | None = None) 
 
 
 def model_identity(pretrained: str, revision: str | None = None, model: nn.Module | None = None,
-                   memo_dir: Path | None = None) -> dict[str, Any]:
+                   memo_dir: Path | None = None, subfolder: str | None = None) -> dict[str, Any]:
     """What makes a base model unique: a local folder's content hash, or a Hub id + resolved commit.
 
     The commit comes from ``model.config._commit_hash`` (set by ``from_pretrained``), falling back
     to the requested revision string. The dtype is included because compressing in bf16 and in
-    fp32 gives different weights.
+    fp32 gives different weights. ``subfolder`` (lm-eval's model_arg) names where in the folder or
+    repository the model lies.
     """
     identity: dict[str, Any] = {}
     local = Path(str(pretrained)).expanduser()
     if local.is_dir():
-        identity["local_sha256"] = folder_fingerprint(local, memo_dir)
+        identity["local_sha256"] = folder_fingerprint(local / subfolder if subfolder else local, memo_dir)
     else:
         commit = getattr(getattr(model, "config", None), "_commit_hash", None)
         identity["model_id"] = str(pretrained)
         identity["revision"] = commit or revision or "main"
+    if subfolder:  # only when given: the keys of models without one stay as they were
+        identity["subfolder"] = str(subfolder)
     if model is not None:
         param = next(model.parameters(), None)
         identity["dtype"] = str(param.dtype) if param is not None else None
@@ -605,7 +614,8 @@ class Slot:
     def load(self) -> dict[str, Any] | None:
         """This key's summary after its tensors were checked and put into the model (hit), else None
         (miss: the model is untouched, and the lock is held if it could be taken). The summary's
-        ``achieved_sparsity`` is measured on the loaded model, not read from the entry."""
+        ``achieved_sparsity`` and ``matrices`` accounting are measured on the loaded model, whatever the
+        entry's manifest recorded (it is not checksummed, and a hit without fidelity re-checks nothing else)."""
         if self.root is None:
             return None
         manifest = self._try_load()
@@ -616,15 +626,17 @@ class Slot:
         if manifest is None:
             self._miss()
             return None
-        from kick_models.compression.blocks import block_sparsity
+        from kick_models.compression.blocks import loaded_accounting
 
         self.hit = True
         summary = dict(manifest.get("summary") or {})
-        measured = block_sparsity(self.model)
+        own = state_tensors(self.model)
+        measured = loaded_accounting(self.model, {id(own[name]) for name in self._dense})
         if measured is None:  # no decoder blocks to count over: the stored tensors' zeros (checked on load)
             zeros = manifest["zeros"]
-            measured = zeros["zeros"] / zeros["total"] if zeros["total"] else 0.0
-        summary["achieved_sparsity"] = measured
+            summary.pop("matrices", None)
+            measured = {"achieved_sparsity": zeros["zeros"] / zeros["total"] if zeros["total"] else 0.0}
+        summary.update(measured)
         summary["cache"] = self._block(True)
         log.info("kick cache: loaded %s in %.2fs", self.entry, summary["cache"]["seconds"])
         return summary
@@ -758,7 +770,7 @@ def calibration_memo_path(root: Path, pretrained: str, model_id: Mapping[str, An
     """Where the calibration token hash of (model + tokenizer files, calibration settings, source text) is kept."""
     parts: dict[str, Any] = {"model": dict(model_id), "spec": dict(spec), "versions": package_versions(),
                              "calib": {k: v for k, v in config.to_dict().items() if k in (*CALIBRATION_FIELDS, "method")}}
-    local = Path(str(pretrained)).expanduser()
+    local = Path(str(pretrained)).expanduser() / str(spec.get("subfolder") or "")
     if local.is_dir():  # tokenizer files are not in the weights fingerprint but change token ids
         tok_files = sorted(p for p in local.iterdir() if p.is_file() and ("token" in p.name or p.suffix == ".model"))
         parts["tokenizer"] = [(p.name, p.stat().st_size, _sha256_file(p)) for p in tok_files]

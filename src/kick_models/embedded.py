@@ -4,9 +4,11 @@ offline ``from_pretrained``."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -91,11 +93,35 @@ def embedded_model_path() -> Path:
     return target
 
 
+@contextlib.contextmanager
+def one_gguf_parse() -> Iterator[None]:
+    """transformers parses the GGUF file three times (tokenizer, config, weights), ~6 s each for SmolLM2's
+    49k-token vocabulary; within this block every parse of one file is the first one's (the reader is a
+    read-only view of the file)."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple, object] = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with one_gguf_parse():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The GGUF tensors are de-quantized to float32 on load; drop the GGUF "quantizer" so the
     # plain weights can be saved as an ordinary checkpoint.
     model.hf_quantizer = None

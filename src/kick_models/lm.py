@@ -354,6 +354,7 @@ class KickHFLM(HFLM):
             preflight.check_against_model(config, pretrained, hflm_args, calib_source)
         self._kick_pretrained = pretrained
         self._kick_model_id = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
+        self._kick_subfolder = str(hflm_args.get("subfolder") or "")  # where in the folder or repo the model lies
         self._kick_summary: dict[str, Any] = {"method": "none", "applied": False}
         self._kick_warnings: list[str] = []
         self._kick_calibration: dict[str, Any] | None = None
@@ -459,7 +460,8 @@ class KickHFLM(HFLM):
 
         config = self.kick_config
         root = cache.ensure_writable(self._kick_options.get("cache_dir")) if enabled else None
-        identity = cache.model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root) if enabled else {}
+        identity = cache.model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root,
+                                        self._kick_subfolder) if enabled else {}
         memo = ids = info = None
         if enabled and config.needs_calibration:
             memo = cache.calibration_memo_path(root, self._kick_model_id, identity, config, self._kick_calib_spec())
@@ -493,8 +495,9 @@ class KickHFLM(HFLM):
         raise AssertionError("unreachable: the second lookup has the real calibration tokens")
 
     def _kick_calib_spec(self) -> dict[str, Any]:
-        return {"embedded": self._kick_embedded, "max_length": self.max_length,
+        spec = {"embedded": self._kick_embedded, "max_length": self.max_length,
                 "resolved_calib": self.kick_config.resolved_calib(self._kick_embedded)}
+        return {**spec, "subfolder": self._kick_subfolder} if self._kick_subfolder else spec
 
     def _kick_calibrate(self):
         from kick_models.compression.calibration import calibration_ids
@@ -556,9 +559,13 @@ class KickHFLM(HFLM):
 
     def _kick_check_achieved(self, summary: dict[str, Any]) -> None:
         """Measure what compression did against what was asked; a gap is logged and recorded in the results."""
-        from kick_models.achieved import bits_warning, sparsity_warning
+        from kick_models.achieved import bits_warning, measured_levels, sparsity_warning
 
-        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, self.model)):
+        levels = measured_levels(self.kick_config, self.model)
+        summary.pop("achieved_bits", None)  # whatever a cache entry's record says
+        if levels is not None:  # what the weights hold, on a miss and on a hit alike
+            summary["achieved_bits"] = levels["bits"]
+        for warning in (sparsity_warning(self.kick_config, summary), bits_warning(self.kick_config, levels)):
             if warning:
                 log.warning("kick-hf: %s", warning)
                 self._kick_warnings.append(warning)
@@ -586,7 +593,7 @@ class KickHFLM(HFLM):
         except CacheError as err:
             log.warning("%s; measuring the dense reference without keeping it", err)
             return dense_reference(self.model, windows)
-        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root)
+        identity = model_identity(self._kick_model_id, getattr(self, "revision", None), self.model, root, self._kick_subfolder)
         key = reference_key(identity, windows)
         path = root / "fidelity" / f"{key}.safetensors"
         reference, problem = load_reference(path, key, windows, self.model.config.vocab_size)

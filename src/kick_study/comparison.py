@@ -52,6 +52,8 @@ class CellComparison:
     seeds: list[Any]
     score: float | None  # display units, mean over seeds
     score_sd: float | None = None  # seed-to-seed sd of the score (replicates, not evidence)
+    score_interval: Interval | None = None  # the score's own 95% interval, on its own items (seeds averaged)
+    score_n: int | None = None  # the items that interval stands on (defined in every seed)
     n: int | None = None  # items paired (defined in dense and every seed)
     dropped: tuple[int, int] = (0, 0)  # items left out: of dense's, of this cell's (most over its seeds)
     diff: Interval | None = None  # compressed − dense, display units, on seed-averaged items
@@ -92,7 +94,8 @@ class TaskComparison:
     scaled: bool
     higher_better: bool
     dense: float | None
-    dense_interval: Interval | None = None
+    dense_interval: Interval | None = None  # dense's own score interval, on its dense_n items with a value
+    dense_n: int | None = None
     n: int | None = None  # dense's items
     width: float | None = None
     chance: float = 0.0  # display units: mean 1/options for multiple choice, 0 otherwise
@@ -291,18 +294,35 @@ def compare_cell(cell: CellComparison, dense_items: dict, seed_items: list[dict]
     _answers(cell, keys, dense_items, seed_items)
 
 
-def _dense_interval(dense_items: dict, name: str, factor: float) -> Interval | None:
+def own_interval(seed_items: list[dict], name: str, factor: float) -> tuple[Interval | None, int]:
+    """A score's own 95% interval in display units, and the items it stands on (defined in every seed).
+
+    Each item is averaged over the seeds first (seeds are replicates). 0/1 metrics: Clopper–Pearson;
+    continuous: BCa / t (stratified by leaf task in groups); perplexities and bits per byte: the ratio
+    of sums −Σ loglik / Σ weight over documents, exponentiated (perplexity) or divided by ln 2.
+    """
     try:
-        _, values, _, _ = common_values(dense_items, [dense_items], name)
+        keys, _, values, _ = common_values(seed_items[0], seed_items, name)
     except NotANumber:
-        return None
-    if not values or isinstance(values[0], tuple):
-        return None
-    arr = np.asarray(values, dtype=np.float64)
+        return None, 0
+    if not keys:
+        return None, 0
+    if isinstance(values[0][0], tuple):
+        nll = -np.array([[v[0] for v in seed] for seed in values]).mean(axis=0)  # [n], seeds averaged
+        weights = np.array([v[1] for v in values[0]])  # [n] words or bytes
+        rate = paired.ratio_interval(nll, weights)  # nats per word / byte
+        if rate is None or name not in (*PERPLEXITIES, BITS_PER_BYTE):
+            return None, len(keys)
+        if name == BITS_PER_BYTE:
+            return rate.scaled(1.0 / math.log(2.0)), len(keys)
+        return Interval(*(math.exp(v) for v in (rate.estimate, rate.low, rate.high)), rate.method), len(keys)
+    arr = np.asarray(values, dtype=np.float64)  # [S, n]
+    mean = arr.mean(axis=0)  # [n]
     if paired.is_binary(arr):
-        return paired.clopper_pearson(float(arr.sum()), arr.size).scaled(factor)
-    found = paired.mean_interval(arr)
-    return None if found is None else found.scaled(factor)
+        return paired.clopper_pearson(float(mean.sum()), mean.size).scaled(factor), len(keys)
+    strata = [k[0] for k in keys]
+    found = (paired.stratified_mean_interval(mean, strata) if len(set(strata)) > 1 else paired.mean_interval(mean))
+    return (None if found is None else found.scaled(factor)), len(keys)
 
 
 def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.RESAMPLES,
@@ -316,7 +336,7 @@ def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.R
     dense_items = run_items(dense_run, view.task, metric_filter) if dense_run is not None else None
     if dense_items:
         out.n = len(dense_items)
-        out.dense_interval = _dense_interval(dense_items, name, factor)
+        out.dense_interval, out.dense_n = own_interval([dense_items], name, factor)
         out.chance = _chance(dense_items, name, factor) if view.higher_better else 0.0
     out.width = tol.width(view.dense, out.chance) if view.dense is not None else None
     cells: dict[tuple, list] = {}
@@ -330,13 +350,15 @@ def compare_view(view, runs: Sequence, tol: Tolerance, resamples: int = paired.R
         mean, sd = paired.seed_mean_sd(scores) if scores else (None, None)
         cell = CellComparison(setting, sparsity, [r.seed for r in cell_runs], mean, sd)
         out.cells.append(cell)
+        seed_items = [run_items(r, view.task, metric_filter) for r in cell_runs]
+        if all(items for items in seed_items):  # the score's own uncertainty, with or without a dense run
+            cell.score_interval, cell.score_n = own_interval(seed_items, name, factor)
         if dense_run is None:
             cell.reason = NO_DENSE
             continue
         if dense_items is None:
             cell.reason = "dense run: " + RERUN_SAMPLES
             continue
-        seed_items = [run_items(r, view.task, metric_filter) for r in cell_runs]
         if any(items is None for items in seed_items):
             cell.reason = RERUN_SAMPLES
             continue

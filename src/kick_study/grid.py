@@ -23,6 +23,7 @@ from kick_common.args import ArgsError, as_bool, as_number, format_kv, parse_kv
 from kick_common.env import hub_reachable
 from kick_models.compression.methods import SWEEP_DEFAULT_METHODS
 from kick_models.compression.registry import is_quantizer, param_owners
+from kick_study.cores import threads_per_job
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "include_path": None,
     "seeds": [],
     "launcher": "serial",
+    "jobs": 1,
     "address": None,
     "gpus_per_cell": None,
     "cpus_per_cell": None,
@@ -290,11 +292,14 @@ def external_cells(settings: Mapping[str, Any], extra: Mapping[str, Any], tasks:
 
 
 def sweep_threads(settings: Mapping[str, Any]) -> int:
-    """The torch thread count the grid's cells run with: Ray's CPUs per cell, else this process's."""
+    """The torch thread count the grid's cells run with: Ray's CPUs per cell, the cores shared out among
+    ``jobs`` cells at once, else this process's."""
     if settings.get("launcher") == "ray":
         return int(settings.get("cpus_per_cell") or 1)
     import torch
 
+    if int(settings.get("jobs") or 1) > 1:
+        return threads_per_job(int(settings["jobs"]), torch.get_num_threads())
     return torch.get_num_threads()
 
 
@@ -320,11 +325,12 @@ def _compression_keys() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- tasks
-def task_manager(include_path: str | None = None):
-    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given)."""
-    from kick_models.registration import task_manager as kick_task_manager
+def task_manager(include_path: str | None = None, tasks: Sequence[str] = ()):
+    """lm-eval's TaskManager that also sees kick's task YAMLs (and ``include_path`` if given); only those
+    when they hold every one of ``tasks``."""
+    from kick_study.runners import task_index
 
-    return kick_task_manager(as_list(include_path) or None)
+    return task_index(None, include_path, tuple(tasks))
 
 
 def check_tasks(tasks: Sequence[str], manager) -> None:

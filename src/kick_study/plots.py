@@ -1,5 +1,5 @@
-"""PNG plots: score against sparsity with paired 95% intervals, retention/flips per task, and held-out
-KL / top-1 agreement next to perplexity. Every figure names its n."""
+"""PNG plots: score against sparsity with each score's own 95% interval, retention/flips per task, and
+held-out KL / top-1 agreement next to perplexity. Every figure names its n."""
 
 from __future__ import annotations
 
@@ -60,26 +60,33 @@ def _lines(comp):
     return out
 
 
+def _n_text(ns: list[int]) -> str:
+    return f"n = {ns[0]} items" if min(ns) == max(ns) else f"n = {min(ns)}–{max(ns)} items"
+
+
 def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
-    """Score against sparsity, one line per setting; with a paired comparison every point carries its
-    95% interval (dense + the interval of the difference) and the title its n."""
+    """Score against sparsity, one line per setting; with per-item samples every point carries its own
+    95% interval (the differences from dense, and their paired intervals, are in the report's tables)
+    and the title its n."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     cells = {} if comp is None else {(c.setting, c.sparsity): c for c in comp.cells}
     band = view.band(tol, getattr(comp, "chance", 0.0))
     if view.dense is not None and band is not None:
-        ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g})")
+        own = getattr(comp, "dense_interval", None)
+        span = f" [{own.low:.3g}, {own.high:.3g}]" if own is not None else ""
+        ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g}{span})")
         ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label=f"within {tol.describe()}")
-    intervals = False
+    ns: list[int] = []
     columns = _by_setting([sp for c in view.curves for sp, _ in c.points], [c.setting for c in view.curves])
     for curve in view.curves:
         xs = [columns[curve.setting] if columns else s * 100 for s, _ in curve.points]
         ys = [v for _, v in curve.points]
         found = [cells.get((curve.setting, s)) for s, _ in curve.points]
-        if view.dense is not None and all(c is not None and c.diff is not None for c in found):
-            intervals = True
-            low = [max(0.0, y - (view.dense + c.diff.low)) for y, c in zip(ys, found)]
-            high = [max(0.0, (view.dense + c.diff.high) - y) for y, c in zip(ys, found)]
+        if all(c is not None and c.score_interval is not None for c in found):
+            ns += [c.score_n for c in found]
+            low = [max(0.0, y - c.score_interval.low) for y, c in zip(ys, found)]
+            high = [max(0.0, c.score_interval.high - y) for y, c in zip(ys, found)]
             ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
             continue
         pruning_line = not is_quantizer(curve.setting.method) and not curve.setting.is_external
@@ -88,8 +95,7 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
         ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
     if not view.higher_better:
         ax.set_yscale("log")
-    n = getattr(comp, "n", None)
-    note = (f"n = {n} items, 95% paired intervals" if intervals and n
+    note = (f"{_n_text(ns)}, 95% interval of each score" if ns
             else "no per-item samples: points without intervals" if view.higher_better else "point values")
     if columns:
         _columns(ax, columns)

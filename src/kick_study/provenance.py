@@ -60,8 +60,8 @@ def _measured(run: Run, source: Mapping[str, Any] | None) -> str:
         # a quantizer's zeros are rounding, not pruning: named for what they are
         name = "zero_fraction" if is_quantizer(run.setting.method) else "sparsity"
         parts[name] = f"{run.extra['achieved_sparsity']:.4f}"
-    if run.setting.wbits < 16:
-        parts["bits"] = run.setting.wbits
+    if isinstance(run.extra.get("achieved_bits"), int):  # measured by kick-hf; the declared wbits are in the origin
+        parts["bits_effective"] = run.extra["achieved_bits"]
     return _kv(parts)
 
 

@@ -13,7 +13,6 @@ and the next run of the same command retries it, as with the serial launcher.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -51,27 +50,13 @@ def require_ray():
 
 
 # --------------------------------------------------------------------------- worker side
-@functools.lru_cache(maxsize=8)
-def _task_manager(pretrained: str | None, include_path: str | None, tasks: tuple[str, ...]):
-    """A task index for these tasks, kept for the worker's next cell: kick's tasks only when that suffices."""
-    from kick_models.registration import task_manager
-    from kick_study.grid import as_list
-
-    metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
-    paths = as_list(include_path) or None
-    manager = task_manager(paths, include_defaults=False, metadata=metadata)
-    if not set(tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too (slower)
-        manager = task_manager(paths, metadata=metadata)
-    return manager
-
-
 def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
     """The in-process runner over this cell's task index."""
     from kick_common.args import parse_kv
-    from kick_study.runners import inprocess_runner
+    from kick_study.runners import inprocess_runner, task_index
 
     pretrained = parse_kv(cell.model_args).get("pretrained")
-    manager = _task_manager(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
+    manager = task_index(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
     return inprocess_runner(include_path, manager)
 
 

@@ -275,6 +275,7 @@ def parse_run(path: Path) -> Run:
         path=path,
         date=date,
         extra={"achieved_sparsity": _nested(kick, "result", "achieved_sparsity"),
+               "achieved_bits": _nested(kick, "result", "achieved_bits"),
                "fidelity": _nested(kick, "result", "fidelity") or kick.get("fidelity"),
                "numerics": kick.get("numerics"),
                "compression": comp, "source": kick.get("source"), "lm_eval_model": _nested(data, "config", "model"),

@@ -22,6 +22,7 @@ from typing import Any
 
 from kick_common.args import ArgsError, as_number, parse_kv
 from kick_common.env import EnvError, check_environment
+from kick_study.cores import machine_cores, threads_per_job
 from kick_study.grid import (
     DEFAULTS,
     GRID_KEYS,
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise_floor", choices=["true", "false"],
                    help="also run dense and the cheapest calibrating cell again under another thread count and batch "
                         "size (the second without the cache): the report shows what numerics alone change")
+    p.add_argument("--jobs", help="cells at once on this machine's CPU cores, each in its own process with its share of "
+                   "the cores (a whole number, or auto: one per core; default 1). Cells needing more threads than "
+                   "their share (noise-floor cells) run alone after")
     p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
     return p
 
@@ -86,7 +90,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config:
         settings.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
-                "prune_and_quantize", "seeds", "launcher", "noise_floor", *RAY_ONLY_KEYS):
+                "prune_and_quantize", "seeds", "launcher", "noise_floor", "jobs", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -106,7 +110,23 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     if settings["runner"] not in ("subprocess", "inprocess"):
         raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
     check_launcher_settings(settings)
+    settings["jobs"] = resolve_jobs(settings.get("jobs"))
+    if settings["jobs"] > 1 and settings["launcher"] == "ray":
+        raise SweepError(f"kick-sweep: jobs={settings['jobs']} shares this machine's cores among cells; with --launcher "
+                         "ray, Ray places the cells (use --cpus-per-cell); accepted: jobs=1 with ray")
     return settings
+
+
+def resolve_jobs(value: Any) -> int:
+    """``jobs``: a whole number >= 1, or ``auto`` (one cell per core)."""
+    if value is None:
+        return 1
+    if str(value).strip().lower() == "auto":
+        return machine_cores()
+    jobs = as_number(value)
+    if jobs is None or jobs < 1 or not float(jobs).is_integer():
+        raise SweepError(f"kick-sweep: invalid jobs={value!r}; accepted: a whole number >= 1, or auto (one cell per core)")
+    return int(jobs)
 
 
 def check_launcher_settings(settings: dict[str, Any]) -> None:
@@ -134,18 +154,29 @@ def check_launcher_settings(settings: dict[str, Any]) -> None:
         settings["address"] = str(settings["address"]).strip() or None
 
 
-def use_all_cores() -> int:
+def use_all_cores(jobs: int = 1) -> int:
     """torch threads for in-process cells: ``$OMP_NUM_THREADS`` when the user set it, else every core
-    this process may run on (one thread per cell is the test suite's constraint, not a user's)."""
+    this process may run on (one thread per cell is the test suite's constraint, not a user's); with
+    ``jobs`` cells at once, each gets its share of the cores (this process keeps them all for the
+    cells that run alone after)."""
     import torch
 
     given = os.environ.get("OMP_NUM_THREADS", "").strip()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(given) if given.isdigit() and int(given) > 0 else cores
-    torch.set_num_threads(threads)
-    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", threads,
+    cores = int(given) if given.isdigit() and int(given) > 0 else machine_cores()
+    torch.set_num_threads(cores)
+    if jobs > 1:
+        log.info("kick-sweep: up to %d in-process cells at once, %d torch thread(s) each", jobs,
+                 threads_per_job(jobs, cores))
+        return threads_per_job(jobs, cores)
+    log.info("kick-sweep: in-process cells use %d torch thread(s)%s", cores,
              "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
-    return threads
+    return cores
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def check_judge(tasks: Sequence[str]) -> None:
@@ -175,7 +206,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
 
             require_ray()  # before any task index, cell or compression
         if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
-            use_all_cores()  # before planning: the noise-floor cells are planned with other threads than these
+            use_all_cores(settings["jobs"])  # before planning: the noise-floor cells are planned with other threads
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)
@@ -185,7 +216,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
             return 0
         check_environment()
         load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.get("include_path"))
+        manager = task_manager(settings.get("include_path"), tasks)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
@@ -198,11 +229,22 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
         launcher = RayLauncher(address=settings.get("address"), gpus_per_cell=settings.get("gpus_per_cell"),
                                cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
                                runner=runner)
-    elif runner is None and settings["runner"] == "inprocess":
-        runner = inprocess_runner(settings.get("include_path"), manager)
-    elif runner is None:  # absolute, so a cell reads the same folder whatever its working directory
-        include = settings.get("include_path")
-        runner = subprocess_runner(str(Path(include).expanduser().resolve()) if include else None)
+    else:
+        include = settings.get("include_path")  # absolute, so a cell reads the same folder whatever its working directory
+        include = str(Path(include).expanduser().resolve()) if include else None
+        if runner is None and settings["jobs"] > 1:
+            from functools import partial
+
+            from kick_study.pool import pool_launcher
+
+            inprocess = settings["runner"] == "inprocess"
+            alone = inprocess_runner(include) if inprocess else subprocess_runner(include)
+            launcher = pool_launcher(settings["jobs"], threads_per_job(settings["jobs"], torch_threads()),
+                                     partial(inprocess_runner if inprocess else subprocess_runner, include), alone)
+        elif runner is None and settings["runner"] == "inprocess":
+            runner = inprocess_runner(include)
+        elif runner is None:
+            runner = subprocess_runner(include)
     out_dir = Path(settings["out"]).expanduser()
     try:
         outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)

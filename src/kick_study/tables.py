@@ -114,31 +114,41 @@ def _fmt_range(low: float, high: float, scaled: bool) -> str:
     return f"[{_fmt(low, scaled)}, {_fmt(high, scaled)}]"
 
 
+def _own_text(value: float | None, iv, n: int | None, scaled: bool, n_shown: int | None) -> str:
+    """A score with its own 95% interval; its n when it stands on other items than the table names."""
+    text = _fmt(value, scaled)
+    if value is None or iv is None:
+        return text
+    text += " " + _fmt_range(iv.low, iv.high, scaled)
+    return text + (f" (n = {n})" if n is not None and n != n_shown else "")
+
+
 def markdown_table(view: TaskView, comp=None) -> str:
     """Rows: dense then each method/pattern/bits; columns: every sparsity seen for this task.
 
-    With a paired comparison (``comp``, a :class:`~kick_study.comparison.TaskComparison`) a
-    compressed cell reads ``value [low, high] verdict`` (dense + the 95% interval of its paired
-    difference) and dense reads ``value [low, high]`` (its own 95% interval).
+    With a paired comparison (``comp``, a :class:`~kick_study.comparison.TaskComparison`) every
+    score reads ``value [low, high]``, its own 95% interval over its own items (the n of dense's
+    items unless the cell says otherwise), and a compressed cell adds its verdict. The difference
+    from dense and its paired interval, on which the verdict rests, are in :func:`paired_table`.
     """
     columns = sorted({0.0} | {s for c in view.curves for s, _ in c.points})
     header = "| setting | " + " | ".join(_pct(s) for s in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
     cells = _cell_index(comp)
-    dense_text = _fmt(view.dense, view.scaled)
-    if comp is not None and comp.dense_interval is not None and view.dense is not None:
-        dense_text += " " + _fmt_range(comp.dense_interval.low, comp.dense_interval.high, view.scaled)
+    n_shown = None if comp is None else comp.n
+    dense_text = (_fmt(view.dense, view.scaled) if comp is None
+                  else _own_text(view.dense, comp.dense_interval, comp.dense_n, view.scaled, n_shown))
     lines.append("| dense | " + " | ".join(dense_text if s == 0.0 else "—" for s in columns) + " |")
     for curve in view.curves:
         values = dict(curve.points)
         shown = []
         for s in columns:
-            text = _fmt(values.get(s), view.scaled)
             cell = cells.get((curve.setting, s))
-            if s in values and cell is not None and cell.decision is not None:
-                if cell.diff is not None and view.dense is not None:
-                    text += " " + _fmt_range(view.dense + cell.diff.low, view.dense + cell.diff.high, view.scaled)
-                text += f" {cell.shown}"
+            if s in values and cell is not None:
+                text = _own_text(values[s], cell.score_interval, cell.score_n, view.scaled, n_shown)
+                text += f" {cell.shown}" if cell.decision is not None else ""
+            else:
+                text = _fmt(values.get(s), view.scaled)
             shown.append(text)
         lines.append(f"| {curve.setting.label} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
@@ -207,13 +217,14 @@ def _cell_notes(c) -> list[str]:
 def paired_table(comp) -> tuple[str, list[str]]:
     """The per-cell paired statistics against dense, and the notes of cells with something to say."""
     worse = "loses at most" if comp.higher_better else "rises at most"
-    lines = ["| setting | sparsity | seeds | n | score (sd over seeds) | Δ vs dense [95% CI] | verdict | "
+    lines = ["| setting | sparsity | seeds | n | score [95% CI] (sd over seeds) | Δ vs dense [95% CI] | verdict | "
              f"{worse} (one-sided 97.5%) | items to decide | retention [95% CI] | accuracy on dense-wrong [95% CI] | "
              "flips right→wrong / wrong→right (per seed) | paired p | agreement (Cohen's κ) | choice KL |",
              "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes: list[str] = []
     for c in sorted(comp.cells, key=lambda c: (_order(c.setting), c.sparsity)):
-        score_text = _fmt(c.score, comp.scaled) + (f" ({_fmt(c.score_sd, comp.scaled)})" if c.score_sd is not None else "")
+        score_text = _own_text(c.score, c.score_interval, c.score_n, comp.scaled, c.n)
+        score_text += f" ({_fmt(c.score_sd, comp.scaled)})" if c.score_sd is not None else ""
         d = c.decision
         margin = "—" if d is None or d.margin is None else _fmt(d.margin, comp.scaled)
         agree = "—" if c.agreement is None else f"{c.agreement * 100:.0f}%" + (

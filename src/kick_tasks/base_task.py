@@ -8,6 +8,8 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
+from kick_tasks.budget import constructing_task
+
 
 class KickTask(ConfigurableTask):
     """A ``ConfigurableTask`` whose ``custom_dataset`` loader is kick's own."""
@@ -15,7 +17,8 @@ class KickTask(ConfigurableTask):
     def __init__(self, config: dict | None = None, **kwargs: Any) -> None:
         config = dict(config or {})
         config.pop("class", None)  # lm-eval's task factory hands the ``class:`` key on; TaskConfig refuses it
-        super().__init__(config=config, **kwargs)
+        with constructing_task():  # lm-eval renders a document as a format check here, before any model runs
+            super().__init__(config=config, **kwargs)
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not callable(self.config.custom_dataset):

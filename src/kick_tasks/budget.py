@@ -2,14 +2,17 @@
 must fit the model's context (MMLU shot dropping, TriviaQA evidence, summarization articles) find
 the tokenizer and context length here: the running model's own (the LM of the ``evaluate`` call
 on the stack), else the ``tokenizer`` / ``pretrained`` / ``max_length`` task metadata (lm-eval
-merges ``--model_args`` into it). With neither, prompts are not fitted and a warning says so; no
-other model's tokenizer is ever guessed. `chat_overhead` counts what a chat template adds."""
+merges ``--model_args`` into it). With neither, prompts are not fitted and a warning says so (not for
+lm-eval's format check while a task is built, before any model runs); no other model's tokenizer is
+ever guessed. `chat_overhead` counts what a chat template adds."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,21 @@ def _is_hf_tokenizer(tokenizer) -> bool:
     return isinstance(tokenizer, PreTrainedTokenizerBase)
 
 
+# lm-eval's Task.__init__ renders one document as a format check, before any model is running: a prompt
+# built then is thrown away, so its missing tokenizer is no reason to warn.
+_CONSTRUCTING: ContextVar[bool] = ContextVar("kick_task_constructing", default=False)
+
+
+@contextlib.contextmanager
+def constructing_task() -> Iterator[None]:
+    """Within a task's construction: prompts rendered here are lm-eval's format check, not the evaluated ones."""
+    token = _CONSTRUCTING.set(True)
+    try:
+        yield
+    finally:
+        _CONSTRUCTING.reset(token)
+
+
 @functools.lru_cache(maxsize=1)
 def _warn_unfitted() -> None:
     log.warning("kick: neither the evaluated model nor the task metadata (tokenizer=/pretrained=) "
@@ -98,7 +116,8 @@ def metadata_tokenizer(metadata: Mapping[str, Any] | None):
     name = _model_name(metadata or {})
     if name:
         return _load_tokenizer(name)
-    _warn_unfitted()
+    if not _CONSTRUCTING.get():
+        _warn_unfitted()
     return None
 
 

@@ -87,6 +87,9 @@ def test_a_hit_is_the_fresh_model_and_exports_the_same(tiny_llama_dir, tmp_path,
         assert torch.equal(a, b), name
     assert hit_result["fidelity"]["verified"]["kl"] == pytest.approx(fresh_result["fidelity"]["kl_windows"][0],
                                                                       rel=1e-6, abs=1e-9)
+    # what a hit reports as compressed is measured on its loaded weights, and matches the fresh accounting
+    for key in ("achieved_sparsity", "matrices", "achieved_bits"):
+        assert hit_result.get(key) == fresh_result.get(key), key
 
     from_hit = _export(tiny_llama_dir, config, tmp_path / "cache", tmp_path / "from_hit")
     made_fresh = _export(tiny_llama_dir, config, tmp_path / "unused", tmp_path / "fresh", "--no_cache")

@@ -427,3 +427,23 @@ def test_weights_replaced_with_their_mtime_kept_change_the_fingerprint(tmp_path)
     assert cache.folder_fingerprint(folder, memo) != first
     (memo / "file_digests.json").write_text("[1, 2]")  # a memo that is not a mapping is ignored
     assert cache.folder_fingerprint(folder, memo) == cache.folder_fingerprint(folder)
+
+
+def test_only_the_folders_own_files_are_fingerprinted_and_a_subfolder_is_its_own_model(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    first = cache.folder_fingerprint(folder)
+    for inner in ("kick-cache/compressed/ab12", "checkpoint-500"):  # a cache, a training checkpoint: not the model
+        (folder / inner).mkdir(parents=True)
+        (folder / inner / "weights.safetensors").write_bytes(b"other bytes")
+        (folder / inner / "config.json").write_text('{"other": 1}')
+    assert cache.folder_fingerprint(folder) == first
+    (folder / "model.safetensors").write_bytes(b"new weights")
+    assert cache.folder_fingerprint(folder) != first
+    inner = cache.model_identity(str(folder), subfolder="checkpoint-500")
+    assert inner == {"local_sha256": cache.folder_fingerprint(folder / "checkpoint-500"), "subfolder": "checkpoint-500"}
+    assert cache.model_identity(str(folder)) == {"local_sha256": cache.folder_fingerprint(folder)}
+    with pytest.raises(cache.CacheError, match="subfolder=NAME"):
+        cache.folder_fingerprint(folder / "kick-cache")

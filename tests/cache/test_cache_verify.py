@@ -235,3 +235,58 @@ def test_an_awq_hit_on_the_embedded_model_is_the_fresh_model(smol_path, tmp_path
     assert verified["kl"] == pytest.approx(fresh_result["fidelity"]["kl_windows"][0], rel=1e-6)
     ppl = fresh_result["fidelity"]["ppl_compressed"]
     assert hit_result["fidelity"]["ppl_compressed"] == ppl < 2 * fresh_result["fidelity"]["ppl_dense"]
+
+
+# --------------------------------------------------------------------------- a hit without fidelity is still measured
+def _rewrite_entry(entry: Path, edit) -> None:
+    """Change the entry's tensors and make its manifest agree (size, sha256, zeros) but keep its recorded summary."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: edit(k, v) for k, v in load_file(str(entry / cache.WEIGHTS_FILE)).items()}
+    save_file(tensors, str(entry / cache.WEIGHTS_FILE), metadata={"kick_key": entry.name})
+    manifest = json.loads((entry / cache.MANIFEST_FILE).read_text())
+    data = (entry / cache.WEIGHTS_FILE).read_bytes()
+    manifest.update(zeros=cache.zero_count(tensors))
+    manifest["files"][cache.WEIGHTS_FILE] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (entry / cache.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _zero_more(name: str, w: torch.Tensor) -> torch.Tensor:
+    """A pruned matrix at 80% zeros instead of 50%: kept nonzeros are the largest, as magnitude keeps them."""
+    if w.dim() < 2:
+        return w
+    out = w.clone()
+    out.view(-1)[w.abs().flatten().argsort()[: int(0.8 * w.numel())]] = 0
+    return out
+
+
+def test_a_hit_without_fidelity_measures_its_sparsity_on_the_loaded_weights(tiny_llama_dir, tmp_path, caplog):
+    args = {"method": "magnitude", "sparsity": 0.5, "fidelity": False}
+    first = _result(_lm(tiny_llama_dir, tmp_path, **args))
+    _rewrite_entry(Path(first["cache"]["path"]), _zero_more)  # the manifest's summary still says 50%
+    caplog.set_level(logging.WARNING)
+    hit = _lm(tiny_llama_dir, tmp_path, **args)
+    result = _result(hit)
+    assert result["cache"]["hit"] is True
+    compressed = result["matrices"]["by_kind"]["compressed linear"]
+    assert compressed["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert first["matrices"]["by_kind"]["compressed linear"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert result["matrices"]["compressed"] == first["matrices"]["compressed"]
+    weights = [m.weight for layer in hit.model.model.layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    assert compressed["zeros"] == sum(int((w == 0).sum()) for w in weights)
+    warnings = hit.get_model_info()["kick"]["warnings"]
+    measured = compressed["zeros"] / compressed["params"]
+    assert len(warnings) == 1 and f"achieved sparsity {measured:.4f} over the compressed matrices, target 0.5" in warnings[0]
+
+
+def test_a_hit_without_fidelity_measures_its_bit_width_on_the_loaded_weights(tiny_llama_dir, tmp_path):
+    args = {"method": "rtn", "wbits": 4, "group_size": 32, "fidelity": False}
+    first = _result(_lm(tiny_llama_dir, tmp_path, **args))
+    assert first["achieved_bits"] == 4
+    torch.manual_seed(0)
+    _rewrite_entry(Path(first["cache"]["path"]), lambda name, w: w + 1e-3 * torch.randn_like(w) if w.dim() > 1 else w)
+    hit = _lm(tiny_llama_dir, tmp_path, **args)
+    assert _result(hit)["cache"]["hit"] is True and _result(hit)["achieved_bits"] == 5  # 32 values in a group of 32
+    assert "distinct values in one group of 32, more than the 16" in hit.get_model_info()["kick"]["warnings"][0]

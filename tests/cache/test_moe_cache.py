@@ -47,6 +47,7 @@ def test_cache_round_trip_carries_expert_weights(tiny_mixtral_dir, tmp_path):
     for k, v in _experts(second.model).items():
         assert torch.equal(v, experts[k]), k
     assert second._kick_summary["achieved_sparsity"] == first._kick_summary["achieved_sparsity"]
+    assert second._kick_summary["matrices"] == first._kick_summary["matrices"]  # measured again, experts as compressed
 
 
 def test_export_loads_in_stock_hf_with_compressed_experts(tiny_mixtral_dir, tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from kick_common.env import EnvError, check_environment
 from kick_models import export
-from kick_models.achieved import bits_warning, most_levels, sparsity_warning
+from kick_models.achieved import bits_warning, measured_levels, most_levels, sparsity_warning
 from kick_models.config import ConfigError, build_config
 from kick_models.lm import KickHFLM, command_line_model_args, duplicate_keys
 
@@ -115,7 +115,9 @@ def test_real_compression_records_no_warning(tiny_model_dir):
     for args in ({"method": "magnitude", "sparsity": 0.5}, {"method": "rtn", "wbits": 4, "group_size": 32}):
         lm = kick_hf(tiny_model_dir, no_cache=True, fidelity=False, **args)
         assert "warnings" not in lm.get_model_info()["kick"], args
-        assert bits_warning(lm.kick_config, lm.model) is None
+        levels = measured_levels(lm.kick_config, lm.model)
+        assert bits_warning(lm.kick_config, levels) is None
+        assert lm.get_model_info()["kick"]["result"].get("achieved_bits") == (None if levels is None else 4)
 
 
 # --------------------------------------------------------------------------- items 3, 4: conflicting and repeated args

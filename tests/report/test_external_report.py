@@ -124,7 +124,7 @@ def contract_dir(tmp_path, results_writer):
            kick={**base, "compression": build_config({}).to_dict(), "result": {"fidelity": _fid(0.0)}})
     _write(results_writer, root / "gptq", {"method": "gptq", "wbits": 4}, CKPT,
            kick={**base, "compression": build_config({"method": "gptq", "wbits": 4}).to_dict(),
-                 "result": {"fidelity": _fid(0.30), "achieved_sparsity": 0.01}})
+                 "result": {"fidelity": _fid(0.30), "achieved_sparsity": 0.01, "achieved_bits": 4}})
     for name, lib, kl in (("gptq-w4", "llm-compressor", 0.48), ("gptq-w4", "gptqmodel", 0.37)):
         src = _source("checkpoint", name, lib, "1.0", 4, bits_effective=3.9, distinct_per_group_max=16, zero_fraction=0.06,
                       note="symmetric int4 stores real zeros: not sparsity")
@@ -156,7 +156,7 @@ def test_provenance_rows_name_source_measured_bits_and_kl(contract_dir):
     assert list(rows)[0] == "dense" and rows["dense"].kl == "0 (the reference)"
     kick = rows["gptq w4"]
     assert kick.origin.startswith("kick gptq (wbits=4, group_size=128") and kick.kl == "0.3000"
-    assert kick.measured == "zero_fraction=0.0100, bits=4"  # rounding zeros, not pruning
+    assert kick.measured == "zero_fraction=0.0100, bits_effective=4"  # rounding zeros, not pruning; bits measured
     llmc = rows["gptq-w4 · llm-compressor 1.0"]
     assert llmc.origin == "pre-compressed checkpoint: llm-compressor 1.0"
     assert llmc.artefact == "compressed-tensors · /ckpt/gptq-w4"

@@ -178,11 +178,12 @@ def test_report_shows_intervals_verdicts_paired_columns_and_reasons(paired_dir):
     runs = load_runs(paired_dir)
     wanda = _cell(_compare(paired_dir, "kick_freebaseqa"), "wanda")
     table = report[report.index("### Task: kick_freebaseqa"):]
-    low, high = 62.5 + wanda.diff.low, 62.5 + wanda.diff.high
-    assert _row(table, "wanda")[-1] == f"43.8 [{low:.1f}, {high:.1f}] too few items"
+    own = wanda.score_interval  # the score's own interval, over the 8 items averaged over both seeds
+    assert own == paired.clopper_pearson(3.5, 8).scaled(100)
+    assert _row(table, "wanda")[-1] == f"43.8 [{own.low:.1f}, {own.high:.1f}] too few items"
     assert _row(table, "magnitude")[-1] == "50.0"  # no samples: the point value only
     paired_row = _row(table, "wanda", "50%")
-    assert paired_row[:3] == ["2", "8", "43.8 (8.8)"]
+    assert paired_row[:3] == ["2", "8", f"43.8 [{own.low:.1f}, {own.high:.1f}] (8.8)"]
     assert paired_row[4] == "too few items" and paired_row[9] == "2.0 ± 0.0 / 0.5 ± 0.7"
     assert paired_row[10] == f"{wanda.p_value:.3g}" and paired_row[11].startswith("69% (κ ")
     assert "magnitude 50%: no per-item samples" in table and "sparsegpt 50%: paired on the 7 items" in table
@@ -214,12 +215,15 @@ def test_score_plot_has_error_bars_and_n(paired_dir, monkeypatch):
     comp = comparison.compare_view(view, runs, Tolerance())
     plots.plot_view(view, paired_dir / "p", Tolerance(), comp)
     ax = captured["fig"].axes[0]
-    assert "n = 8 items" in ax.get_title()
-    assert len(ax.containers) == 2  # wanda and sparsegpt (common items) have error bars; magnitude has none
+    assert "n = 8 items, 95% interval of each score" in ax.get_title()
+    assert len(ax.containers) == 2  # wanda and sparsegpt (own samples) have error bars; magnitude has none
     wanda = _cell(comp, "wanda")
     (segments,) = [c for c in ax.collections if hasattr(c, "get_segments")][:1]
-    (seg,) = segments.get_segments()
-    assert seg[0][1] == pytest.approx(62.5 + wanda.diff.low) and seg[1][1] == pytest.approx(62.5 + wanda.diff.high)
+    (seg,) = segments.get_segments()  # the score's own interval, not dense + the paired difference's
+    assert seg[0][1] == pytest.approx(wanda.score_interval.low) and seg[1][1] == pytest.approx(wanda.score_interval.high)
+    assert seg[0][1] != pytest.approx(62.5 + wanda.diff.low)
+    dense_line = ax.get_lines()[0].get_label()
+    assert dense_line == f"dense (62.5 [{comp.dense_interval.low:.3g}, {comp.dense_interval.high:.3g}])"
 
 
 def test_report_without_dense_says_why(paired_dir):

@@ -118,7 +118,7 @@ def test_cell_with_missing_results_file_is_rerun(tmp_path, results_writer):
 
 
 # --------------------------------------------------------------------------- CLI and bad input
-def kick_only_task_manager(include_path=None):
+def kick_only_task_manager(include_path=None, tasks=()):
     """Index only kick's tasks: the full lm-eval index takes ~15 s on a busy CPU."""
     from kick_models.registration import task_manager
 
@@ -233,7 +233,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path, results_writer):
 
 
 def test_ray_missing_is_a_clear_error_before_anything_runs(tmp_path, capsys, results_writer, monkeypatch):
-    def no_task_index(include_path=None):
+    def no_task_index(include_path=None, tasks=()):
         raise AssertionError("the task index was built before the launcher was checked")
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError, as when it is not installed

@@ -244,3 +244,82 @@ def test_dense_at_chance_is_said(tmp_path, results_writer):
     _write_group(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, dense)
     report = kick_report.build_report(tmp_path, plots=False).read_text()
     assert "dense is at chance: nothing to lose, no margin" in report
+
+
+# --------------------------------------------------------------------------- each score carries its own interval
+def _score_table(report: str, kind: str = "Task", task: str = "kick_freebaseqa") -> str:
+    part = report[report.index(f"### {kind}"):]
+    part = part[part.index(task):]
+    return part[: part.index("\n\n", part.index("| setting |"))]
+
+
+def test_a_cells_score_carries_its_own_clopper_pearson_interval_and_the_delta_stays_in_its_column(tmp_path,
+                                                                                                  results_writer):
+    from scipy.stats import binomtest
+
+    dense = [1.0] * 12 + [0.0] * 40  # 12 of 52, the demo's dense score
+    comp = [0.0] * 10 + [1.0] * 4 + [0.0] * 38  # 10 lost, 2 gained: 4 of 52
+    _binary(tmp_path, results_writer, dense, [("wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, comp)])
+    cell = _compare(tmp_path, "kick_freebaseqa").cells[0]
+    exact = binomtest(4, 52).proportion_ci(confidence_level=0.95, method="exact")
+    assert cell.score_n == 52 and cell.score_interval.method == "Clopper–Pearson"
+    assert (cell.score_interval.low, cell.score_interval.high) == pytest.approx((100 * exact.low, 100 * exact.high))
+    assert cell.score_interval.low >= 0 > 100 * 12 / 52 + cell.diff.low  # dense + Δ's interval leaves [0, 100]
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
+    scores = _score_table(report)
+    assert _row(scores, "wanda")[-1] == f"7.7 [{100 * exact.low:.1f}, {100 * exact.high:.1f}] worse"
+    dense_ci = binomtest(12, 52).proportion_ci(method="exact")
+    assert _row(scores, "dense")[0] == f"23.1 [{100 * dense_ci.low:.1f}, {100 * dense_ci.high:.1f}]"
+    assert f"{23.1 + cell.diff.low:.1f}" not in scores  # dense + the paired interval is no interval of the score
+    row = _row(_task(report), "wanda", "50%")
+    assert row[2] == f"7.7 [{100 * exact.low:.1f}, {100 * exact.high:.1f}]"
+    assert row[3] == f"{cell.diff.estimate:+.1f} [{cell.diff.low:+.1f}, {cell.diff.high:+.1f}]"
+
+
+def test_seeds_are_averaged_before_a_scores_own_interval(tmp_path, results_writer):
+    dense = [1.0] * 10 + [0.0] * 10
+    comp = [1.0] * 6 + [0.0] * 14
+    _binary(tmp_path, results_writer, dense,
+            [(f"wanda{s}", {"method": "wanda", "sparsity": 0.5, "seed": s}, comp) for s in range(3)]
+            + [("sparsegpt", {"method": "sparsegpt", "sparsity": 0.5, "seed": 0}, comp)])
+    cells = _compare(tmp_path, "kick_freebaseqa").cells
+    three, one = (next(c for c in cells if c.setting.method == m) for m in ("wanda", "sparsegpt"))
+    assert three.score_interval == one.score_interval and three.score_n == one.score_n == 20
+
+
+def test_a_judge_score_on_fewer_items_gets_its_own_t_interval_and_says_its_n(tmp_path, results_writer):
+    from scipy import stats
+
+    dense = [7.0, 8.0, 6.0, 9.0, 7.0, 5.0, 8.0, 7.0, 6.0, 8.0, 7.0, 9.0]
+    comp = [6.0, 8.0, 5.0, 9.0, None, 5.0, 7.0, 7.0, 6.0, 7.0, 7.0, 8.0]  # one reply the judge could not parse
+    _write(tmp_path, results_writer, "dense", {"method": "none"}, "kick_mtbench",
+           [_qa(i, v, "judge_score") for i, v in enumerate(dense)], 7.25)
+    _write(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, "kick_mtbench",
+           [_qa(i, v, "judge_score") for i, v in enumerate(comp)], 6.91)
+    cell = _compare(tmp_path, "kick_mtbench").cells[0]
+    own = [v for v in comp if v is not None]
+    low, high = stats.t.interval(0.95, len(own) - 1, loc=sum(own) / len(own), scale=stats.sem(own))
+    assert cell.score_n == 11 and cell.score_interval.method == "t (10 df)"
+    assert (cell.score_interval.low, cell.score_interval.high) == pytest.approx((low, high))
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
+    assert _row(_score_table(report, task="kick_mtbench"), "wanda")[-1].startswith(f"6.91 [{low:.2f}, {high:.2f}] (n = 11) ")
+
+
+def test_perplexity_scores_carry_their_own_interval_over_documents(tmp_path, results_writer):
+    words = [100 + 7 * i for i in range(12)]
+    dense = [-3.0 * w + (i % 5) for i, w in enumerate(words)]
+    comp = [ll - 0.5 * w * (1 + (i % 3)) for i, (ll, w) in enumerate(zip(dense, words))]
+    ppl = [math.exp(-sum(x) / sum(words)) for x in (dense, comp)]
+    _write(tmp_path, results_writer, "dense", {"method": "none"}, "kick_ppl_heldout",
+           [_ppl(i, ll, w) for i, (ll, w) in enumerate(zip(dense, words))], ppl[0], "loglikelihood_rolling")
+    _write(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, "kick_ppl_heldout",
+           [_ppl(i, ll, w) for i, (ll, w) in enumerate(zip(comp, words))], ppl[1], "loglikelihood_rolling")
+    result = _compare(tmp_path, "kick_ppl_heldout")
+    for own, value in ((result.dense_interval, ppl[0]), (result.cells[0].score_interval, ppl[1])):
+        assert own.estimate == pytest.approx(value) and own.low < value < own.high
+    rate = paired.ratio_interval([-x for x in comp], words)  # nats per word, the delta-method t below 30 documents
+    assert result.cells[0].score_interval.low == pytest.approx(math.exp(rate.low))
+    report = kick_report.build_report(tmp_path, plots=False).read_text()
+    own = result.cells[0].score_interval
+    assert _row(_score_table(report, "Perplexity", "kick_ppl_heldout"), "wanda")[-1].startswith(
+        f"{ppl[1]:.2f} [{own.low:.2f}, {own.high:.2f}] ")

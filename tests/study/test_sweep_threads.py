@@ -32,7 +32,7 @@ def test_threads_are_set_before_the_grid_is_planned(monkeypatch, tmp_path):
     from kick_study import sweep
 
     calls = []
-    monkeypatch.setattr(sweep, "use_all_cores", lambda: calls.append("threads") or 2)
+    monkeypatch.setattr(sweep, "use_all_cores", lambda jobs=1: calls.append("threads") or 2)
     real_plan = sweep.plan_cells
     monkeypatch.setattr(sweep, "plan_cells", lambda *a, **k: calls.append("plan") or real_plan(*a, **k))
     code = sweep.main(["--models", "embedded", "--methods", "magnitude", "--sparsities", "0.5", "--tasks",

@@ -172,17 +172,25 @@ def summarize(rows: dict[str, dict]) -> dict:
             "count": sum(r["matrices"] for r in rows.values()), "by_kind": by_kind}
 
 
-def block_sparsity(model: nn.Module) -> float | None:
-    """Zero fraction over every matrix of the decoder blocks, counted as ``compress_model``'s
-    accounting counts it (routers and matrices left dense included); None without decoder blocks."""
+def loaded_accounting(model: nn.Module, changed: set[int]) -> dict | None:
+    """``compress_model``'s accounting (``achieved_sparsity`` and ``matrices``) measured on ``model`` as it
+    is now, a matrix counting as compressed when its parameter is one of ``changed`` (the ``id`` of each
+    tensor a cache entry replaced: a method changes exactly what it compresses); None without decoder blocks."""
     try:
         blocks = find_decoder_blocks(model)
     except ValueError:
         return None
+    names = {id(m): name for name, m in model.named_modules()}
     rows: dict[str, dict] = {}
+    done: set[str] = set()
     for block in blocks:
-        tally(rows, block_layout(block), "", set())
-    return summarize(rows)["sparsity"]
+        layout, prefix = block_layout(block), names[id(block)]
+        mine = {f"{prefix}.{n}" for n, m in layout.matrices.items() if id(getattr(m.module, m.param)) in changed}
+        tally(rows, layout, prefix, mine)
+        done |= mine
+    acc = summarize(rows)
+    acc["compressed"] = len(done)
+    return {"achieved_sparsity": acc.pop("sparsity"), "matrices": acc}
 
 
 _KNOWN_BLOCK_PATHS = (
