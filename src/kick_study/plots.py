@@ -156,15 +156,16 @@ def plot_fidelity(model: str, rows, ppl_view: TaskView | None, out_dir: Path) ->
     for r in sorted(measured, key=lambda r: r.sparsity):
         lines.setdefault(r.setting, []).append(r)
     curves = ppl_view.curves if ppl_view is not None else []
-    columns = _by_setting([r.sparsity for r in measured] + [sp for c in curves for sp, _ in c.points],
-                          list(lines) + [c.setting for c in curves])
-    for setting, cells in lines.items():
+    order = list(dict.fromkeys([c.setting for c in curves] + list(lines)))  # the perplexity view's order first
+    colour = {setting: f"C{i % 10}" for i, setting in enumerate(order)}  # one colour per setting in all three panels
+    columns = _by_setting([r.sparsity for r in measured] + [sp for c in curves for sp, _ in c.points], order)
+    for setting, cells in sorted(lines.items(), key=lambda kv: order.index(kv[0])):
         xs = [columns[setting] if columns else r.sparsity * 100 for r in cells]
         for ax, get, scale in ((axes[0], lambda r: r.kl, 1.0), (axes[1], lambda r: r.top1, 100.0)):
             ys = [get(r).estimate * scale for r in cells]
             low = [(get(r).estimate - get(r).low) * scale for r in cells]
             high = [(get(r).high - get(r).estimate) * scale for r in cells]
-            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=setting.label)
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, color=colour[setting], label=setting.label)
     first = measured[0]
     axes[0].set_title(f"KL(dense ‖ compressed), nats/token\n(n = {first.tokens} tokens in {first.windows} windows, "
                       f"top-{first.top_k} + rest)", fontsize=9)
@@ -174,7 +175,7 @@ def plot_fidelity(model: str, rows, ppl_view: TaskView | None, out_dir: Path) ->
             axes[2].axhline(ppl_view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({ppl_view.dense:.3g})")
         for curve in curves:
             xs = [columns[curve.setting] if columns else sp * 100 for sp, _ in curve.points]
-            axes[2].plot(xs, [v for _, v in curve.points], marker="o", label=curve.setting.label)
+            axes[2].plot(xs, [v for _, v in curve.points], marker="o", color=colour[curve.setting], label=curve.setting.label)
         axes[2].set_yscale("log")
         axes[2].set_title(f"{ppl_view.task} {ppl_view.metric_name}\n(point values)", fontsize=9)
     else:

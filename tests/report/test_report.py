@@ -163,6 +163,32 @@ def test_a_grid_of_quantizers_gets_one_column_per_setting(tmp_path, monkeypatch)
     assert figures[1].axes[0].get_xlabel() == "sparsity (%)"  # a pruned point: the axis stays sparsity
 
 
+def test_the_fidelity_figure_gives_each_setting_one_colour_and_column_in_all_panels(tmp_path, monkeypatch):
+    """The fidelity rows and the perplexity curves come in different orders: colours and columns follow the setting."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from kick_study import plots
+
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
+    w8, w4 = Setting("awq", wbits=8), Setting("awq", wbits=4)
+    interval = SimpleNamespace(estimate=0.1, low=0.05, high=0.15)
+    rows = [SimpleNamespace(setting=s, sparsity=0.0, kl=interval, top1=interval, tokens=2048, windows=8, top_k=256)
+            for s in (w4, w8)]
+    ppl = tables.TaskView("m", "kick_ppl_heldout", "word_perplexity", False, False, 91.0,
+                          [tables.Curve(w8, [(0.0, 92.0)]), tables.Curve(w4, [(0.0, 130.0)])])
+    plots.plot_fidelity("m", rows, ppl, tmp_path)
+    kl_ax, _, ppl_ax = figures[0].axes
+    kl = {c.get_label(): (to_hex(c.lines[0].get_color()), list(c.lines[0].get_xdata())) for c in kl_ax.containers}
+    pp = {ln.get_label(): (to_hex(ln.get_color()), list(ln.get_xdata())) for ln in ppl_ax.get_lines()
+          if not ln.get_label().startswith("dense")}
+    assert kl == pp and kl["awq w8"][1] == [0] and kl["awq w4"][1] == [1]
+
+
 def test_tolerance_is_configurable_from_the_command_line(grid_dir, capsys):
     assert kick_report.main([str(grid_dir), "--abs_tol", "15", "--rel_tol", "0", "--no_plots"]) == 0
     report = (grid_dir / "report.md").read_text()
