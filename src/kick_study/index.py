@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kick_common.atomic import write_json
-from kick_study.grid import Cell, SweepError
+from kick_study.grid import Cell
 from kick_study.launchers import CellRun, Launcher, launch_order, serial_launcher
 from kick_study.runners import Runner
+from kick_study.settings import SweepError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,6 @@ from typing import Any
 from kick_study.grid import Cell
 from kick_study.runners import Runner
 
-LAUNCHERS = ("serial", "ray")
-
 
 @dataclass
 class CellRun:

@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent('''
     from kick_models.registration import task_manager
     from kick_study import sweep
 
-    sweep.task_manager = lambda include_path=None: task_manager(include_defaults=False)
+    sweep.task_manager = lambda include_path=None, tasks=(): task_manager(include_defaults=False)
     CALLS, SLEEP = Path(sys.argv[1]), float(sys.argv[2])
 
     def sleepy(cell, cell_dir):
@@ -250,10 +250,12 @@ def max_concurrency(entries) -> int:
 def test_four_cells_run_two_at_a_time_with_the_serial_runners_scores(tmp_path, monkeypatch, no_local_ray):
     from kick_models.registration import task_manager
     from kick_study import runners
+    from kick_study.settings import SweepSettings
 
     monkeypatch.setenv("KICK_CACHE_DIR", str(tmp_path / "cache"))
-    settings = {**grid.DEFAULTS, "models": ["embedded"], "methods": ["magnitude"], "sparsities": [0.3, 0.5],
-                "patterns": ["unstructured", "2:4"], "tasks": [grid.PPL_TASK], "limit": 2, "wikitext": "false"}
+    settings = SweepSettings.from_mapping({"models": ["embedded"], "methods": ["magnitude"], "sparsities": [0.3, 0.5],
+                                           "patterns": ["unstructured", "2:4"], "tasks": [grid.PPL_TASK], "limit": 2,
+                                           "wikitext": "false"})
     cells = grid.plan_cells(settings, [grid.PPL_TASK])
     assert len(cells) == 4
 

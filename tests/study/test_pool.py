@@ -10,7 +10,7 @@ import pytest
 from kick_study.grid import Cell
 from kick_study.index import run_sweep
 from kick_study.pool import pool_launcher, split_by_threads
-from kick_study.sweep import SweepError, resolve_jobs
+from kick_study.settings import SweepError, SweepSettings, resolve_jobs
 
 
 def cell(method="none", sparsity=0.0, threads=None, model="m", floor=None):
@@ -58,7 +58,7 @@ def test_floor_cells_are_planned_with_more_threads_than_a_job(monkeypatch):
     try:
         settings = {"models": ["embedded"], "methods": ["wanda"], "sparsities": [0.5], "patterns": ["unstructured"],
                     "bits": [16], "noise_floor": True, "jobs": 2, "batch_size": 1}
-        cells = plan_cells(settings, ["kick_ppl_heldout"])
+        cells = plan_cells(SweepSettings.from_mapping(settings), ["kick_ppl_heldout"])
     finally:
         torch.set_num_threads(before)
     floors = [c for c in cells if c.floor]
