@@ -29,6 +29,7 @@ LOADERS = {
     "hqq": ("hqq", "hqq", "pip install 'kick[hqq]'"),
     "quanto": ("optimum-quanto", "optimum.quanto", "pip install 'kick[quanto]'"),
 }
+EXPORT_RECORD = "kick_compression.json"  # what kick-compress (kick_models.export) writes beside its exports
 MEASURE_BLOCK = 0  # measured figures read the first decoder block: enough to see the grid, seconds not minutes
 
 
@@ -124,9 +125,7 @@ _GGUF_BITS = {"Q4_0": 4, "Q4_1": 4, "Q5_0": 5, "Q5_1": 5, "Q8_0": 8, "Q2_K": 2, 
 
 def kick_export_record(folder: Path | None) -> Mapping[str, Any] | None:
     """The record ``kick-compress`` leaves beside its exports (what kick did, with which settings), or None."""
-    from kick_models.export import COMPRESSION_FILE
-
-    path = folder / COMPRESSION_FILE if folder is not None else None
+    path = folder / EXPORT_RECORD if folder is not None else None
     if path is None or not path.is_file():
         return None
     try:
