@@ -93,6 +93,8 @@ def test_cells_run_side_by_side_single_threaded_then_the_floor_alone(tmp_path):
     assert alone["pid"] == os.getpid() and alone["threads"] == 2
     assert alone["started"] >= max(r["ended"] for r in pooled)
     assert index["cells"][dense.cell_id]["worker"]["pid"] == rec[dense.cell_id]["pid"]
+    for entry in index["cells"].values():  # the cells sleep: their CPU time, measured where they ran, is below their wall
+        assert 0 <= entry["cpu_seconds"] < entry["seconds"]
 
 
 def test_one_compressed_model_runs_one_cell_after_the_other(tmp_path):
