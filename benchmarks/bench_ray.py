@@ -22,11 +22,13 @@ from pathlib import Path
 
 def grid_cells(args):
     from kick_study import grid
+    from kick_study.settings import SweepSettings
 
-    settings = {**grid.DEFAULTS, "models": ["embedded"], "methods": ["magnitude", "wanda"], "sparsities": [0.5],
-                "patterns": ["unstructured", "2:4"], "tasks": args.tasks.split(","), "limit": args.limit,
-                "wikitext": "false", "model_args": {"nsamples": args.nsamples, "seqlen": args.seqlen}}
-    cells = grid.plan_cells(settings, settings["tasks"])
+    settings = SweepSettings.from_mapping({
+        "models": ["embedded"], "methods": ["magnitude", "wanda"], "sparsities": [0.5],
+        "patterns": ["unstructured", "2:4"], "tasks": args.tasks.split(","), "limit": args.limit,
+        "wikitext": "false", "model_args": {"nsamples": args.nsamples, "seqlen": args.seqlen}})
+    cells = grid.plan_cells(settings, settings.tasks)
     cells = [c for c in cells if not (c.method == "wanda" and c.pattern != "unstructured")]
     assert len(cells) == 4, [c.cell_id for c in cells]
     return cells

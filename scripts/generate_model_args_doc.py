@@ -3,9 +3,8 @@
     python scripts/generate_model_args_doc.py          # rewrite
     python scripts/generate_model_args_doc.py --check  # exit 1 if the page is stale (used by the tests)
 
-The compression settings come from ``kick_models.config.KICK_PARAMS`` and a method's rows from its registry
-entry. kick-hf's other arguments (``kick_models.lm.KICK_KEYS``) get their meaning from ``OWN_ARGS`` below, and
-the run stops when one of them has no row there (or a row names an argument the code does not accept).
+The compression settings come from ``kick_models.config.KICK_PARAMS``, kick-hf's other arguments from
+``kick_models.options.KICK_OPTIONS`` and a method's rows from its registry entry: every row is a ``Param``.
 """
 
 from __future__ import annotations
@@ -17,34 +16,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "model_args.md"
 
-# kick-hf's arguments that are not compression settings (kick_models.lm.KICK_KEYS): name -> (values, default, meaning)
-OWN_ARGS: dict[str, tuple[str, str, str]] = {
-    "cache_dir": ("path", "`$KICK_CACHE_DIR` or `~/.cache/kick`", "compressed-model cache folder"),
-    "no_cache": ("true or false", "`false`", "compress afresh and store nothing"),
-    "cache_lock_timeout": ("seconds ≥ 0, or `-1`", "`$KICK_CACHE_LOCK_TIMEOUT`, else `-1` (no limit)",
-                           "how long to wait for another process compressing the same model and settings"),
-    "keep_grids": ("true or false", "`false`", "keep GPTQ scales/zeros on the model for a packed export (no cache)"),
-    "fidelity": ("true or false", "`true`", "measure KL(dense ‖ compressed) and top-1 agreement on held-out text"),
-    "floor": ("dense (with method=none) \\| recompressed", "unset",
-              "marks a noise-floor re-run (kick-sweep's `noise_floor` sets it); the report keeps such runs apart"),
-    "parent": ("a dense model's folder or Hub id, or `embedded`", "unset",
-               "judge `pretrained` (a pre-compressed checkpoint, evaluated as it is) against this dense parent: KL, "
-               "and results recorded under the parent's name (docs/external-models.md)"),
-    "continuous_batching": ("auto \\| true \\| false", "`auto` (on for CUDA devices)",
-                            "answer generation requests by continuous batching instead of lm-eval's padded batches "
-                            "(greedy, same answers; see gpu.md)"),
-}
-# compression settings whose accepted values have their own readers (Param.accepted() says only "a string"),
-# or whose default depends on the method
+# compression settings whose accepted values have their own readers (Param.accepted() says only "a string")
 VALUES = {
     "method": "`none`, a built-in method (below) or an installed plug-in's name",
     "pattern": "`unstructured` or `N:M` (`2:4`, `4:8`, …); `sparsity` may be omitted or must equal 1 − N/M",
     "calib": "`bundled`, `c4`, `wikitext2`, or a `.txt`/`.jsonl` path",
     "group_size": "a positive integer, or `-1`",
 }
+# defaults that depend on the method or the environment (a Param's default is then None or the simplest case)
 DEFAULTS = {
     "wbits": "`4` for a quantizer (`8` for bnb8, torchao, quanto), else `16`",
     "calib": "the method's (`c4` for pruning, `wikitext2` for GPTQ); `bundled` on the embedded model",
+    "cache_dir": "`$KICK_CACHE_DIR` or `~/.cache/kick`",
+    "cache_lock_timeout": "`$KICK_CACHE_LOCK_TIMEOUT`, else `-1` (no limit)",
+    "floor": "unset",
+    "parent": "unset",
+    "continuous_batching": "`auto` (on for CUDA devices)",
 }
 
 
@@ -54,10 +41,10 @@ def _kick_params():
     return KICK_PARAMS
 
 
-def _kick_keys() -> tuple[str, ...]:
-    from kick_models.lm import KICK_KEYS
+def _kick_options():
+    from kick_models.options import KICK_OPTIONS
 
-    return KICK_KEYS
+    return KICK_OPTIONS
 
 
 def _methods():
@@ -77,11 +64,16 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _param_rows(params) -> list[str]:
+    rows = []
+    for p in params:
+        values = VALUES.get(p.name, p.accepted())
+        default = DEFAULTS.get(p.name, f"`{_shown(p.default)}`")
+        rows.append(f"| `{p.name}` | {_cell(values)} | {_cell(default)} | {_cell(p.help)} |")
+    return rows
+
+
 def render() -> str:
-    keys = _kick_keys()
-    missing, extra = sorted(set(keys) - set(OWN_ARGS)), sorted(set(OWN_ARGS) - set(keys))
-    if missing or extra:
-        raise SystemExit(f"OWN_ARGS is out of step with kick_models.lm.KICK_KEYS: undocumented {missing}, not accepted {extra}")
     lines = [
         "# Model arguments of `kick-hf`",
         "",
@@ -100,14 +92,9 @@ def render() -> str:
         "| argument | values | default | meaning |",
         "|---|---|---|---|",
     ]
-    for p in _kick_params():
-        values = VALUES.get(p.name, p.accepted())
-        default = DEFAULTS.get(p.name, f"`{_shown(p.default)}`")
-        lines.append(f"| `{p.name}` | {_cell(values)} | {_cell(default)} | {_cell(p.help)} |")
+    lines += _param_rows(_kick_params())
     lines += ["", "## Cache, fidelity and bookkeeping", "", "| argument | values | default | meaning |", "|---|---|---|---|"]
-    for name in keys:
-        values, default, meaning = OWN_ARGS[name]
-        lines.append(f"| `{name}` | {values} | {default} | {meaning} |")
+    lines += _param_rows(_kick_options())
     lines += ["", "## Methods", "",
               "Each method is one registry entry (`kick_models.compression.methods`); plug-ins register the same way",
               "([plugins.md](plugins.md)) and their arguments are checked alike.", "",

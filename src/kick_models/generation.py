@@ -22,9 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kick_common.args import ArgsError, as_bool
 from kick_common.stops import FIRST_LINE, first_line_done
-from kick_models.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +39,6 @@ PAGE_SIZE = 256
 # Tokens decoded from the end of a running request to look for a stop sequence (lm-eval's criterion also
 # decodes only a tail); the final text is always decoded in full and cut by lm-eval's own function.
 STOP_TAIL_EXTRA_TOKENS = 4
-
-
-def parse_mode(value: Any) -> str:
-    """``continuous_batching`` model_arg: ``auto`` (on for CUDA, off on CPU), ``true`` or ``false``."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        return "true" if as_bool(value, key="continuous_batching") else "false"
-    except ArgsError:
-        raise ConfigError(f"kick-hf: invalid model_arg continuous_batching={value!r}; accepted: auto | true | false") from None
 
 
 def wanted(mode: str, device: Any) -> bool:

@@ -14,17 +14,12 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from kick_common.args import ArgsError, accepted_bools, as_bool, as_number
 from kick_common.stops import FIRST_LINE
 from kick_models.config import CALIB_NAMES, CompressionConfig, ConfigError, build_config, compression_keys
+from kick_models.ignored import ignored_args
+from kick_models.options import FLOOR_ACCEPTED, KICK_KEYS, read_options
 
 log = logging.getLogger(__name__)
-
-# Arguments kick-hf itself understands besides the compression settings.
-KICK_KEYS = ("cache_dir", "no_cache", "keep_grids", "fidelity", "cache_lock_timeout", "floor", "parent", "continuous_batching")
-# ``floor``: marks a run that re-does another under other numerics to measure the noise floor
-# (kick-sweep's noise_floor option sets it); the results record it and kick-report keeps such runs apart
-FLOOR_ROLES = ("dense", "recompressed")
 
 # Keyword arguments commonly forwarded by HFLM to ``from_pretrained``; anything else that is
 # neither an HFLM argument nor a kick argument is a typo and is refused before loading.
@@ -72,23 +67,9 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[CompressionConfig, dict[st
                 f"kick-hf: invalid model_arg calib={config.calib!r}: no such non-empty file; "
                 f"accepted: {' | '.join(CALIB_NAMES)} or a path to a .txt/.jsonl file"
             )
-    kick = {k: kwargs[k] for k in KICK_KEYS if k in kwargs}
-    for key in ("no_cache", "keep_grids", "fidelity"):
-        if key in kick:
-            try:
-                kick[key] = as_bool(kick[key], key=key)
-            except ArgsError:
-                raise ConfigError(f"kick-hf: invalid model_arg {key}={kick[key]!r}; accepted: {accepted_bools()}") from None
-    if "cache_lock_timeout" in kick:
-        kick["cache_lock_timeout"] = _lock_timeout(kick["cache_lock_timeout"])
-    if "parent" in kick:
-        kick["parent"] = str(kick["parent"]).strip()
-    if "floor" in kick:
-        kick["floor"] = _floor_role(kick["floor"], config)
-    if "continuous_batching" in kick:
-        from kick_models.generation import parse_mode
-
-        kick["continuous_batching"] = parse_mode(kick["continuous_batching"])
+    kick = read_options({k: kwargs[k] for k in KICK_KEYS if k in kwargs})
+    if "floor" in kick and (kick["floor"] == "dense") != config.is_noop:  # dense re-runs dense, recompressed a method
+        raise ConfigError(f"kick-hf: invalid model_arg floor={kwargs['floor']!r}; accepted: {FLOOR_ACCEPTED}")
     if kick.get("keep_grids") and (not config.quantizes or config.method_spec.kind == "load-time"):
         raise ConfigError(f"kick-hf: invalid model_arg keep_grids=true with method={config.method}: it keeps GPTQ "
                           "grids, but this config does not quantize; accepted: false, or true with a quantizer "
@@ -118,59 +99,12 @@ def check_environment_early() -> dict[str, Any]:
     return values
 
 
-def _lock_timeout(value: Any) -> float:
-    """``cache_lock_timeout``: seconds to wait for another process compressing the same model and config."""
-    seconds = as_number(value)
-    if seconds is None or not (seconds >= 0 or seconds == -1):
-        raise ConfigError(f"kick-hf: invalid model_arg cache_lock_timeout={value!r}; "
-                          "accepted: seconds >= 0, or -1 to wait forever")
-    return seconds
-
-
-def _floor_role(value: Any, config: CompressionConfig) -> str:
-    """``floor``: dense (a re-run of dense, method=none) or recompressed (a compression method run again)."""
-    role = str(value).strip().lower()
-    if role not in FLOOR_ROLES or (role == "dense") != config.is_noop:
-        raise ConfigError(f"kick-hf: invalid model_arg floor={value!r}; accepted: dense (with method=none) | "
-                          "recompressed (with a compression method)")
-    return role
-
-
 def numerics(batch_size: Any, device: Any, dtype: Any, floor: str | None) -> dict[str, Any]:
     """What can change a run's floats besides its settings: two runs that differ here may differ in their results."""
     import torch
 
     return {"torch_threads": torch.get_num_threads(), "batch_size": batch_size, "device": str(device),
             "dtype": str(dtype), "torch": torch.__version__, "floor": floor}
-
-
-# why a compression arg can be given and still change nothing, by the fields relevant_config drops
-_IGNORED_REASONS = (
-    (("calib", "nsamples", "seqlen", "seed", "propagate"), "needs no calibration data"),
-    (("group_size", "sym", "act_order"), "quantizes nothing (wbits=16)"),
-    (("damp", "blocksize"), "uses neither SparseGPT nor GPTQ"),
-    (("owl_m", "owl_lambda"), "uses sparsity_profile=uniform"),
-)
-
-
-def ignored_args(config: CompressionConfig, given: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Compression args the user gave that this config does not use (magnitude with ``calib=``, ...),
-    each with its value and the reason, so the results file does not record them as if used."""
-    from kick_models.cache import relevant_config
-
-    used = relevant_config(config)
-    described = f"method={config.method}" + (f" wbits={config.wbits}" if config.wbits < 16 else "")
-    reasons = _IGNORED_REASONS
-    if config.method_spec is not None and config.method_spec.kind == "load-time":
-        # another library quantizes: only the fields the method declares it uses reach it
-        reasons = ((tuple(k for keys, _ in _IGNORED_REASONS for k in keys), f"is {config.method_spec.load_time.library}'s "
-                    "quantizer, which does not take it"),)
-    out = {}
-    for keys, reason in reasons:
-        for key in keys:
-            if key in given and given[key] is not None and key not in used:
-                out[key] = {"value": given[key], "reason": f"{described} {reason}"}
-    return out
 
 
 @contextlib.contextmanager
@@ -355,7 +289,15 @@ class KickHFLM(HFLM):
 
             # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
             hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        self._kick_external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        if "label" in kick:
+            if external is None:  # no weights have loaded yet: a plan is what takes a parent's reference
+                raise ConfigError(f"kick-hf: invalid model_arg label={kick['label']!r} with method={config.method}: it "
+                                  "names a model kick did not compress, and kick's own methods are named by their "
+                                  "settings; accepted: label= with parent=, a load-time method (bnb8, bnb4, torchao, "
+                                  "hqq, quanto) or a checkpoint that declares its compression")
+            external.source["label"] = kick["label"]
+        self._kick_external = external
         return hflm_args
 
     def _kick_external_plan(self, config: CompressionConfig, pretrained: Any, parent: str | None,

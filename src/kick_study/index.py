@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kick_common.atomic import write_json
-from kick_study.grid import Cell, SweepError
+from kick_study.grid import Cell
 from kick_study.launchers import CellRun, Launcher, launch_order, serial_launcher
 from kick_study.runners import Runner
+from kick_study.settings import SweepError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def _entry(run: CellRun, out_dir: Path) -> dict[str, Any]:
         entry.update(status="failed", error=run.error or "the launcher reported no results file")
     if run.started is not None and run.ended is not None:
         entry["seconds"] = round(run.ended - run.started, 2)
+    if run.cpu_seconds is not None:
+        entry["cpu_seconds"] = run.cpu_seconds
     if run.worker:
         entry["worker"] = dict(run.worker)
     return entry

@@ -49,7 +49,7 @@ def parse_links(items: Sequence[str] | None) -> list[ParentLink]:
 def read_mapping(path: str | Path) -> list[ParentLink]:
     """``--parents FILE``: YAML ``RUN: DENSE`` pairs, or a list of ``{run, parent, label}``; relative paths
     are read from the file's folder."""
-    from kick_study.grid import SweepError, _parse_config_text
+    from kick_study.settings import SweepError, _parse_config_text
 
     file = Path(path).expanduser()
     if not file.is_file():

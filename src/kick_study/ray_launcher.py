@@ -23,9 +23,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kick_common.atomic import write_bytes
-from kick_study.grid import Cell, SweepError
+from kick_study.grid import Cell
 from kick_study.launchers import CellRun, compression_groups, error_text
 from kick_study.runners import Runner
+from kick_study.settings import SweepError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ def require_ray():
 
 
 # --------------------------------------------------------------------------- worker side
-def _cell_runner(cell: Cell, include_path: str | None) -> Runner:
+def _cell_runner(cell: Cell, include_path: tuple[str, ...] | None) -> Runner:
     """The in-process runner over this cell's task index."""
     from kick_common.args import parse_kv
-    from kick_study.runners import inprocess_runner, task_index
+    from kick_study.grid import task_index
+    from kick_study.runners import inprocess_runner
 
     pretrained = parse_kv(cell.model_args).get("pretrained")
     manager = task_index(pretrained if isinstance(pretrained, str) else None, include_path, tuple(cell.tasks))
@@ -64,7 +66,8 @@ def _collect(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run_cell(cell: Cell, threads: int, include_path: str | None = None, runner: Runner | None = None) -> dict[str, Any]:
+def run_cell(cell: Cell, threads: int, include_path: tuple[str, ...] | None = None,
+             runner: Runner | None = None) -> dict[str, Any]:
     """Ray task body: run one cell in a scratch folder and return its files, timing and outcome."""
     started = time.time()
     for name in THREAD_ENV:
@@ -138,7 +141,7 @@ class RayLauncher:
     """
 
     def __init__(self, address: str | None = None, gpus_per_cell: float | None = None, cpus_per_cell: int = 1,
-                 include_path: str | None = None, runner: Runner | None = None,
+                 include_path: tuple[str, ...] | None = None, runner: Runner | None = None,
                  init_kwargs: Mapping[str, Any] | None = None):
         self.address, self.gpus_per_cell, self.cpus_per_cell = address, gpus_per_cell, int(cpus_per_cell)
         self.include_path, self.runner = include_path, runner

@@ -5,17 +5,16 @@ results file (the report pairs them with dense) and return the cell's results fi
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from kick_common.args import parse_kv
-from kick_study.grid import Cell, as_list
+from kick_study.grid import Cell, task_index
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +79,7 @@ def subprocess_runner(include_path: str | None = None, timeout_s: float | None =
     return run
 
 
-@functools.lru_cache(maxsize=8)
-def task_index(pretrained: str | None, include_path: str | None, tasks: tuple[str, ...]):
-    """A TaskManager for these tasks, kept for this process's next cell: kick's tasks only when that suffices
-    (3 s instead of 15 s to index all of lm-eval's), carrying ``pretrained`` as task metadata as the ``lm_eval``
-    CLI does (tasks that fit prompts to the model's context read the tokenizer from it)."""
-    from kick_models.registration import task_manager
-
-    metadata = {"pretrained": pretrained} if isinstance(pretrained, str) else None
-    paths = as_list(include_path) or None
-    manager = task_manager(paths, include_defaults=False, metadata=metadata)
-    if not set(tasks) <= set(manager.all_tasks):  # lm-eval's own tasks: index them too
-        manager = task_manager(paths, metadata=metadata)
-    return manager
-
-
-def inprocess_runner(include_path: str | None = None, manager=None) -> Runner:
+def inprocess_runner(include_path: Sequence[str] | None = None, manager=None) -> Runner:
     """Run each cell with ``lm_eval.simple_evaluate`` in this process (no start-up cost per cell), over
     ``manager`` or else the :func:`task_index` of the cell's model and tasks."""
 

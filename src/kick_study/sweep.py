@@ -17,29 +17,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kick_common.args import ArgsError, as_number, parse_kv
+from kick_common.args import ArgsError, parse_kv
 from kick_common.env import EnvError, check_environment
 from kick_study.cores import machine_cores, threads_per_job
-from kick_study.grid import (
-    DEFAULTS,
-    GRID_KEYS,
-    RAY_ONLY_KEYS,
-    SweepError,
-    as_list,
-    check_every_method_has_cells,
-    check_settings,
-    check_tasks,
-    grid_tasks,
-    load_config_file,
-    plan_cells,
-    task_manager,
-)
+from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, task_manager
 from kick_study.index import load_index, run_sweep
-from kick_study.launchers import LAUNCHERS
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
+from kick_study.settings import GRID_KEYS, LAUNCHERS, RAY_ONLY_KEYS, SweepError, SweepSettings, load_config_file
 
 log = logging.getLogger(__name__)
 
@@ -85,73 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+def resolve_settings(args: argparse.Namespace) -> SweepSettings:
+    """The sweep's settings: the defaults, then the config file, then the flags given; checked once, here."""
+    raw: dict[str, Any] = {}
     if args.config:
-        settings.update(load_config_file(args.config))
+        raw.update(load_config_file(args.config))
     for key in (*GRID_KEYS, "limit", "batch_size", "device", "cache_dir", "wikitext", "runner", "include_path", "out",
                 "prune_and_quantize", "seeds", "launcher", "noise_floor", "jobs", *RAY_ONLY_KEYS):
         value = getattr(args, key, None)
         if value is not None:
-            settings[key] = value
+            raw[key] = value
     if args.model_args:
         try:
             extra = parse_kv(args.model_args, what="kick-sweep: --model_args")
         except ArgsError as err:
             raise SweepError(str(err)) from None
-        settings["model_args"] = {**(settings.get("model_args") or {}), **extra}
-    if isinstance(settings.get("limit"), float) and settings["limit"].is_integer() and settings["limit"] >= 1:
-        settings["limit"] = int(settings["limit"])
-    check_settings(settings)
-    if not settings.get("out"):
-        raise SweepError("kick-sweep: no results folder; pass --out DIR or set 'out:' in the config")
-    if not as_list(settings["tasks"]):
-        raise SweepError("kick-sweep: no tasks given; use --tasks name[,name] or 'tasks:' in the config")
-    if settings["runner"] not in ("subprocess", "inprocess"):
-        raise SweepError(f"kick-sweep: runner={settings['runner']!r}; accepted: subprocess | inprocess")
-    check_launcher_settings(settings)
-    settings["jobs"] = resolve_jobs(settings.get("jobs"))
-    if settings["jobs"] > 1 and settings["launcher"] == "ray":
-        raise SweepError(f"kick-sweep: jobs={settings['jobs']} shares this machine's cores among cells; with --launcher "
-                         "ray, Ray places the cells (use --cpus-per-cell); accepted: jobs=1 with ray")
-    return settings
-
-
-def resolve_jobs(value: Any) -> int:
-    """``jobs``: a whole number >= 1, or ``auto`` (one cell per core)."""
-    if value is None:
-        return 1
-    if str(value).strip().lower() == "auto":
-        return machine_cores()
-    jobs = as_number(value)
-    if jobs is None or jobs < 1 or not float(jobs).is_integer():
-        raise SweepError(f"kick-sweep: invalid jobs={value!r}; accepted: a whole number >= 1, or auto (one cell per core)")
-    return int(jobs)
-
-
-def check_launcher_settings(settings: dict[str, Any]) -> None:
-    """Validate launcher, address and per-cell resources in place (CPUs are whole: they are thread counts)."""
-    launcher = str(settings.get("launcher") or "serial").strip().lower()
-    if launcher not in LAUNCHERS:
-        raise SweepError(f"kick-sweep: launcher={settings['launcher']!r}; accepted: {' | '.join(LAUNCHERS)}")
-    settings["launcher"] = launcher
-    if launcher != "ray":
-        given = [k for k in RAY_ONLY_KEYS if settings.get(k) is not None]
-        if given:
-            raise SweepError(f"kick-sweep: {', '.join(given)} only apply with --launcher ray (launcher={launcher!r})")
-        return
-    if settings.get("gpus_per_cell") is not None:
-        gpus = as_number(settings["gpus_per_cell"])
-        if gpus is None or gpus < 0:
-            raise SweepError(f"kick-sweep: gpus_per_cell={settings['gpus_per_cell']!r}; accepted: a number >= 0 "
-                             "(a fraction such as 0.5 lets cells share a GPU)")
-        settings["gpus_per_cell"] = gpus
-    cpus = 1.0 if settings.get("cpus_per_cell") is None else as_number(settings["cpus_per_cell"])
-    if cpus is None or cpus < 1 or not cpus.is_integer():
-        raise SweepError(f"kick-sweep: cpus_per_cell={settings['cpus_per_cell']!r}; accepted: a whole number >= 1")
-    settings["cpus_per_cell"] = int(cpus)
-    if settings.get("address") is not None:
-        settings["address"] = str(settings["address"]).strip() or None
+        raw["model_args"] = {**(raw.get("model_args") or {}), **extra}
+    return SweepSettings.from_mapping(raw, complete=True)
 
 
 def use_all_cores(jobs: int = 1) -> int:
@@ -201,12 +139,12 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     args = build_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
-        if settings["launcher"] == "ray":
+        if settings.launcher == "ray":
             from kick_study.ray_launcher import require_ray
 
             require_ray()  # before any task index, cell or compression
-        if runner is None and settings["runner"] == "inprocess" and settings["launcher"] != "ray":
-            use_all_cores(settings["jobs"])  # before planning: the noise-floor cells are planned with other threads
+        if runner is None and settings.runner == "inprocess" and settings.launcher != "ray":
+            use_all_cores(settings.jobs)  # before planning: the noise-floor cells are planned with other threads
         tasks = grid_tasks(settings)
         cells = plan_cells(settings, tasks)
         check_every_method_has_cells(settings, cells)
@@ -215,39 +153,35 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
                 sys.stdout.write(f"{cell.cell_id}\t{cell.model_args}\n")
             return 0
         check_environment()
-        load_index(Path(settings["out"]).expanduser())  # a resumed index that cannot be read stops us now
-        manager = task_manager(settings.get("include_path"), tasks)
+        load_index(Path(settings.out).expanduser())  # a resumed index that cannot be read stops us now
+        manager = task_manager(settings.include_path, tasks)
         check_tasks(tasks, manager)
         check_judge(tasks)
     except (SweepError, EnvError) as err:
         sys.stderr.write(f"{err}\n")
         return 2
     launcher = None
-    if settings["launcher"] == "ray":
+    if settings.launcher == "ray":
         from kick_study.ray_launcher import RayLauncher
 
-        launcher = RayLauncher(address=settings.get("address"), gpus_per_cell=settings.get("gpus_per_cell"),
-                               cpus_per_cell=settings["cpus_per_cell"], include_path=settings.get("include_path"),
+        launcher = RayLauncher(address=settings.address, gpus_per_cell=settings.gpus_per_cell,
+                               cpus_per_cell=settings.cpus_per_cell, include_path=settings.include_path or None,
                                runner=runner)
-    else:
-        include = settings.get("include_path")  # absolute, so a cell reads the same folder whatever its working directory
-        include = str(Path(include).expanduser().resolve()) if include else None
-        if runner is None and settings["jobs"] > 1:
-            from functools import partial
-
+    else:  # absolute, so a cell reads the same folders whatever its working directory
+        include = tuple(str(Path(p).expanduser().resolve()) for p in settings.include_path) or None
+        # a subprocess cell's lm_eval takes one folder (several are refused with the subprocess runner)
+        make_runner = partial(inprocess_runner, include) if settings.runner == "inprocess" else \
+            partial(subprocess_runner, include[0] if include else None)
+        if runner is None and settings.jobs > 1:
             from kick_study.pool import pool_launcher
 
-            inprocess = settings["runner"] == "inprocess"
-            alone = inprocess_runner(include) if inprocess else subprocess_runner(include)
-            launcher = pool_launcher(settings["jobs"], threads_per_job(settings["jobs"], torch_threads()),
-                                     partial(inprocess_runner if inprocess else subprocess_runner, include), alone)
-        elif runner is None and settings["runner"] == "inprocess":
-            runner = inprocess_runner(include)
+            launcher = pool_launcher(settings.jobs, threads_per_job(settings.jobs, torch_threads()), make_runner,
+                                     make_runner())
         elif runner is None:
-            runner = subprocess_runner(include)
-    out_dir = Path(settings["out"]).expanduser()
+            runner = make_runner()
+    out_dir = Path(settings.out).expanduser()
     try:
-        outcome = run_sweep(cells, out_dir, runner, settings=settings, launcher=launcher)
+        outcome = run_sweep(cells, out_dir, runner, settings=settings.record(), launcher=launcher)
     except (SweepError, OSError) as err:  # unreadable index.json, unwritable --out, a second sweep on it
         sys.stderr.write(f"{err}\n")
         return 2

@@ -8,7 +8,7 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
-from kick_tasks.budget import constructing_task
+from kick_tasks.construction import constructing_task
 
 
 class KickTask(ConfigurableTask):

@@ -8,12 +8,12 @@ ever guessed. `chat_overhead` counts what a chat template adds."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any
+
+from kick_tasks.construction import is_constructing
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +56,6 @@ def _is_hf_tokenizer(tokenizer) -> bool:
     from transformers import PreTrainedTokenizerBase
 
     return isinstance(tokenizer, PreTrainedTokenizerBase)
-
-
-# lm-eval's Task.__init__ renders one document as a format check, before any model is running: a prompt
-# built then is thrown away, so its missing tokenizer is no reason to warn.
-_CONSTRUCTING: ContextVar[bool] = ContextVar("kick_task_constructing", default=False)
-
-
-@contextlib.contextmanager
-def constructing_task() -> Iterator[None]:
-    """Within a task's construction: prompts rendered here are lm-eval's format check, not the evaluated ones."""
-    token = _CONSTRUCTING.set(True)
-    try:
-        yield
-    finally:
-        _CONSTRUCTING.reset(token)
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,7 +101,7 @@ def metadata_tokenizer(metadata: Mapping[str, Any] | None):
     name = _model_name(metadata or {})
     if name:
         return _load_tokenizer(name)
-    if not _CONSTRUCTING.get():
+    if not is_constructing():
         _warn_unfitted()
     return None
 

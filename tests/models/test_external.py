@@ -139,6 +139,12 @@ def test_checkpoint_without_parent_says_it_cannot_be_paired(ct_dir, caplog):
     assert "no parent= was given" in caplog.text
 
 
+def test_label_names_the_row_in_the_results_file(ct_dir):
+    """kick-sweep passes an external entry's label: the results file carries it, not only the sweep's index."""
+    info = kick_info(pretrained=str(ct_dir), label="llmc-w4")
+    assert info["source"]["label"] == "llmc-w4" and info["source"]["library"] == "compressed-tensors"
+
+
 # ------------------------------------------------------------------ refusals, all before any weight loads
 @pytest.fixture
 def other_vocab_dir(tmp_path):
@@ -157,6 +163,9 @@ def other_vocab_dir(tmp_path):
     ({"method": "bnb8", "wbits": 4}, "wbits=4; accepted: 8 with method=bnb8"),
     ({"method": "bnb4", "quant_type": "int4"}, "quant_type='int4'; accepted: nf4 | fp4"),
     ({"method": "hqq", "group_size": -1}, "group_size=-1; accepted: a positive group size"),
+    ({"method": "magnitude", "sparsity": 0.5, "label": "mine"}, "label='mine' with method=magnitude: it names a model "
+     "kick did not compress"),
+    ({"label": " "}, "label=' '; accepted: a short non-empty name"),
 ])
 def test_bad_input_is_refused_before_loading(tiny_config_dir, no_weight_loading, args, expected):
     args = {k: (str(tiny_config_dir) if v == "{tiny}" else v) for k, v in args.items()}
@@ -300,6 +309,42 @@ def test_declared_settings_are_read_from_each_quantization_config(qc, expected):
     library, version, fmt, declared = declared_from_config(qc)
     assert (library, version, fmt) == expected[:3]
     assert {k: declared[k] for k in expected[3]} == expected[3]
+
+
+def test_a_kick_export_judged_with_parent_is_credited_to_kick(tiny_model_dir, tmp_path):
+    """kick-compress's export carries kick_compression.json: the row says kick made it, not "unquantized"."""
+    from kick_models.export import main as kick_compress
+
+    out = tmp_path / "wanda-export"
+    assert kick_compress(["--model", str(tiny_model_dir), "--out", str(out), "--method", "magnitude",
+                          "--sparsity", "0.5", "--no_cache"]) == 0
+    info = kick_info(pretrained=str(out), parent=str(tiny_model_dir), cache_dir=str(tmp_path / "cache"))
+    source = info["source"]
+    assert source["library"] == "kick" and source["label"] == "kick magnitude 0.5 (hf-dense)"
+    assert source["declared"]["sparsity"] == 0.5 and source["declared"]["source_model"] == str(tiny_model_dir)
+    assert info["model"] == str(tiny_model_dir) and info["result"]["fidelity"]["kl_mean"] > 0
+
+
+def test_a_kick_gptq_export_names_kick_as_maker_and_gptqmodel_as_packer(tiny_config_dir, tmp_path):
+    """The packed GPTQ export's meta.quantizer says gptqmodel (its packer wrote the bits); the record says kick."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from kick_models.external.checkpoint import checkpoint_source
+
+    folder = shutil.copytree(tiny_config_dir, tmp_path / "gptq")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": GPTQ_CONFIG}))
+    (folder / "kick_compression.json").write_text(json.dumps({
+        "format": "gptq-packed", "source_model": "org/dense", "kick_model_args": "pretrained=org/dense,method=gptq,wbits=4",
+        "summary": {"method": "gptq", "source": {"kind": "kick", "label": "gptq W4", "library": "kick", "version": "0.3",
+                                                 "declared": {"bits": 4, "group_size": 128, "symmetric": True}}}}))
+    source = checkpoint_source(str(folder), folder, AutoConfig.from_pretrained(folder), None)
+    assert source["library"] == "kick" and source["version"] == "0.3" and source["label"] == "kick gptq W4 (gptq-packed)"
+    assert source["declared"]["packing"]["by"] == "gptqmodel 7.6.0" and source["declared"]["bits"] == 4
+    (folder / "kick_compression.json").unlink()
+    assert checkpoint_source(str(folder), folder, AutoConfig.from_pretrained(folder), None)["library"] == "gptqmodel"
 
 
 def test_gptq_checkpoint_without_its_loader_is_refused(tiny_config_dir, tmp_path, no_weight_loading, monkeypatch):

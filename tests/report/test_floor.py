@@ -10,12 +10,13 @@ import pytest
 from kick_study import floor, grid, sweep
 from kick_study import index as sweep_index
 from kick_study.runs import load_runs
+from kick_study.settings import DEFAULTS, SweepSettings
 
 
 def _settings(**over):
-    base = {**grid.DEFAULTS, "models": ["org/tiny"], "methods": ["sparsegpt", "magnitude", "wanda"],
+    base = {**DEFAULTS, "models": ["org/tiny"], "methods": ["sparsegpt", "magnitude", "wanda"],
             "sparsities": [0.3, 0.5], "tasks": ["t"], "wikitext": "false", "noise_floor": True}
-    return {**base, **over}
+    return SweepSettings.from_mapping({**base, **over})
 
 
 def test_floor_cells_redo_dense_and_the_cheapest_calibrating_cell_under_other_numerics():
@@ -40,7 +41,7 @@ def test_floor_numerics_and_bad_values():
     assert floor.other_threads(2) == 1 and floor.other_threads(1) == 2
     assert floor.other_batch_size(1) == 2 and floor.other_batch_size("8") == 1 and floor.other_batch_size("auto") == 1
     with pytest.raises(grid.SweepError, match="invalid noise_floor='maybe'; accepted: true | false"):
-        grid.check_settings(_settings(noise_floor="maybe"))
+        _settings(noise_floor="maybe")
 
 
 @pytest.mark.parametrize("args, bad", [({"method": "wanda", "sparsity": 0.5, "floor": "dense"}, "floor='dense'"),

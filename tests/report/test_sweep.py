@@ -11,14 +11,15 @@ import pytest
 from kick_study import grid, runners, sweep
 from kick_study import index as sweep_index
 from kick_study.runs import load_runs
+from kick_study.settings import DEFAULTS, SweepSettings
 
 
 def settings(**over):
-    base = {**grid.DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
+    base = {**DEFAULTS, "models": ["org/tiny"], "methods": ["magnitude", "wanda"], "sparsities": [0.2, 0.5],
             "patterns": ["unstructured", "2:4"], "bits": [16], "tasks": ["kick_freebaseqa"], "limit": 5,
             "wikitext": "false", "out": "unused"}
     base.update(over)
-    return base
+    return SweepSettings.from_mapping(base)
 
 
 class FakeRunner:
@@ -61,8 +62,27 @@ def test_embedded_model_and_extra_model_args():
     cells = grid.plan_cells(settings(models=["embedded"], methods=["wanda"], patterns=["unstructured"],
                                       sparsities=[0.5], model_args={"nsamples": 8, "seqlen": 64}, cache_dir="/c"),
                              ["t"])
-    assert cells[0].model_args == "method=none,nsamples=8,seqlen=64,cache_dir=/c"
+    assert cells[0].model_args == "method=none,cache_dir=/c"  # dense reads no calibration data
     assert cells[1].model_args == "method=wanda,sparsity=0.5,nsamples=8,seqlen=64,cache_dir=/c"
+
+
+def test_no_cell_of_the_main_job_is_handed_a_model_arg_its_compression_ignores():
+    """The sweep's model_args are for every cell, and kick-hf warns about each one a cell's method does not use:
+    the README's main job (examples/demo.yaml) must not make its dense cells warn about nsamples and seqlen."""
+    from kick_common.args import parse_kv
+    from kick_models.config import build_config, compression_keys
+    from kick_models.ignored import ignored_args
+    from kick_study.settings import load_config_file
+
+    demo = load_config_file(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+    cells = grid.plan_cells(SweepSettings.from_mapping({**demo, "wikitext": "false"}), ["t"])
+    assert {c.method for c in cells} == {"none", "wanda"} and any(c.floor == "dense" for c in cells)
+    for cell in cells:
+        args = parse_kv(cell.model_args)
+        config = build_config({k: v for k, v in args.items() if k in compression_keys()})
+        assert ignored_args(config, args) == {}, cell.model_args
+    wanda = next(c for c in cells if c.method == "wanda" and c.floor is None)
+    assert "nsamples=16" in wanda.model_args and "seqlen=256" in wanda.model_args
 
 
 def test_perplexity_contrast_is_always_included():
@@ -196,6 +216,32 @@ def test_serial_launcher_records_start_end_and_worker(tmp_path, results_writer):
     assert first["ended"] <= second["started"]  # one after another
 
 
+class BusyRunner(FakeRunner):
+    """A FakeRunner whose dense cell spends CPU in this process and whose other cell spends it in a child."""
+
+    def __call__(self, cell, cell_dir):
+        import subprocess
+        import time
+
+        if cell.method == "none":
+            end = time.process_time() + 0.3
+            while time.process_time() < end:
+                pass
+        else:
+            subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                            "while time.process_time() < end: pass"], check=True)
+        return super().__call__(cell, cell_dir)
+
+
+def test_serial_launcher_records_each_cells_cpu_time_in_process_or_in_a_child(tmp_path, results_writer):
+    cells = grid.plan_cells(settings(methods=["wanda"], patterns=["unstructured"], sparsities=[0.5]), ["t"])
+    sweep_index.run_sweep(cells, tmp_path, BusyRunner(results_writer), progress=False)
+    entries = list(json.loads((tmp_path / sweep_index.INDEX_FILE).read_text())["cells"].values())
+    assert [e["method"] for e in entries] == ["none", "wanda"]
+    for entry in entries:  # 0.3 s burnt by each; the rest is Python start-up and the fake results file
+        assert 0.3 <= entry["cpu_seconds"] < 0.3 + 5.0
+
+
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path, results_writer):
     from filelock import FileLock
 
@@ -257,7 +303,7 @@ def test_launcher_settings_from_a_config_file(tmp_path, capsys):
                                         "gpus_per_cell: 0.5\naddress: auto\n")
     args = sweep.build_parser().parse_args(["--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path)])
     resolved = sweep.resolve_settings(args)
-    assert (resolved["launcher"], resolved["cpus_per_cell"], resolved["gpus_per_cell"], resolved["address"]) == \
+    assert (resolved.launcher, resolved.cpus_per_cell, resolved.gpus_per_cell, resolved.address) == \
         ("ray", 2, 0.5, "auto")
 
 
@@ -370,7 +416,7 @@ def test_grid_treats_every_registered_quantizer_like_gptq_and_passes_method_args
 def test_grid_refuses_an_unknown_method_listing_the_registered_ones():
     with pytest.raises(grid.SweepError) as err:
         grid.plan_cells(settings(methods=["obs"]), ["t"])
-    assert "method='obs'" in str(err.value) and "dsnot" in str(err.value) and "awq" in str(err.value)
+    assert "methods value 'obs'" in str(err.value) and "dsnot" in str(err.value) and "awq" in str(err.value)
 
 
 def test_grid_refuses_method_args_of_a_method_not_in_the_grid():

@@ -8,15 +8,16 @@ import pytest
 import yaml
 
 from kick_study import grid, sweep
+from kick_study.settings import DEFAULTS, SweepSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "table2.yaml"
 
 
 def settings(**over):
-    base = {**grid.DEFAULTS, "models": ["embedded", "org/tiny"], "methods": [], "tasks": ["t"], "wikitext": "false",
+    base = {**DEFAULTS, "models": ["embedded", "org/tiny"], "methods": [], "tasks": ["t"], "wikitext": "false",
             "out": "unused"}
     base.update(over)
-    return base
+    return SweepSettings.from_mapping(base)
 
 
 @pytest.fixture
@@ -33,13 +34,12 @@ def test_external_entries_become_parent_cells_without_kick_method_settings(ckpt,
                 {"path": str(tmp_path / "llmc-w4"), "parent": "org/tiny", "model_args": {"dtype": "float32"}},
                 {"path": "someorg/gptq-w4", "label": "hub-gptq", "parent": "org/tiny"}]
     s = settings(external=external, methods=["wanda"], sparsities=[0.5], model_args={"nsamples": 8, "fidelity": True})
-    grid.check_settings(s)
     cells = grid.plan_cells(s, ["t"])
     ext = [c for c in cells if c.method == grid.EXTERNAL_METHOD]
     assert [c.model_args for c in ext] == [
-        f"pretrained={ckpt},parent=embedded,fidelity=true,gguf_file=m.Q4_0.gguf",
-        f"pretrained={tmp_path / 'llmc-w4'},parent=org/tiny,fidelity=true,dtype=float32",
-        "pretrained=someorg/gptq-w4,parent=org/tiny,fidelity=true",
+        f"pretrained={ckpt},parent=embedded,label=gguf-q4_0,fidelity=true,gguf_file=m.Q4_0.gguf",
+        f"pretrained={tmp_path / 'llmc-w4'},parent=org/tiny,label=llmc-w4,fidelity=true,dtype=float32",
+        "pretrained=someorg/gptq-w4,parent=org/tiny,label=hub-gptq,fidelity=true",
     ]
     assert [c.label for c in ext] == ["gguf-q4_0", "llmc-w4", "hub-gptq"]
     assert len({c.cell_id for c in cells}) == len(cells) == 2 * 2 + 3  # dense + wanda per model, then the checkpoints
@@ -52,19 +52,21 @@ def test_external_entries_become_parent_cells_without_kick_method_settings(ckpt,
     ({"path": "CKPT", "parent": "org/absent"}, "invalid external[0].parent='org/absent'; accepted: one of models"),
     ({"path": "CKPT", "parent": "embedded", "bits": 4}, "invalid external[0].bits=4; accepted: keys path, label"),
     ({"parent": "embedded"}, "invalid external[0].path=None"),
+    ({"path": "CKPT", "parent": "embedded", "label": "w4,g64"}, "invalid external[0].label='w4,g64'; accepted: a short "
+     "label without commas"),
     ("just-a-path", "invalid external[0]"),
 ])
 def test_bad_external_entries_are_refused_naming_the_key(ckpt, entry, message):
     if isinstance(entry, dict) and entry.get("path") == "CKPT":
         entry = {**entry, "path": str(ckpt)}
     with pytest.raises(grid.SweepError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
-        grid.check_settings(settings(external=[entry]))
+        settings(external=[entry])
 
 
 def test_two_external_entries_may_not_share_a_label(ckpt):
     entry = {"path": str(ckpt / "m.Q4_0.gguf"), "label": "q4", "parent": "embedded"}
     with pytest.raises(grid.SweepError, match=r"external\[1\]\.label='q4'"):
-        grid.check_settings(settings(external=[entry, entry]))
+        settings(external=[entry, entry])
 
 
 def test_a_missing_checkpoint_stops_the_sweep_before_any_cell(tmp_path, capsys, results_writer):
@@ -81,7 +83,6 @@ def test_a_missing_checkpoint_stops_the_sweep_before_any_cell(tmp_path, capsys, 
 def test_method_entries_are_one_cell_each_and_never_crossed_with_bits():
     s = settings(models=["embedded"], methods=["gptq", {"awq": {"wbits": 4}}, {"rtn": {"wbits": 8, "group_size": 64}}],
                  bits=[8, 3])
-    grid.check_settings(s)
     specs = [(c.method, c.wbits, c.model_args) for c in grid.plan_cells(s, ["t"])]
     assert specs == [("none", 16, "method=none"), ("gptq", 8, "method=gptq,wbits=8"), ("gptq", 3, "method=gptq,wbits=3"),
                      ("awq", 4, "method=awq,wbits=4"), ("rtn", 8, "method=rtn,wbits=8,group_size=64")]
@@ -96,25 +97,26 @@ def test_method_entries_are_one_cell_each_and_never_crossed_with_bits():
 def test_bad_method_entries_are_refused_before_any_cell(entry, message):
     with pytest.raises(grid.SweepError, match=message):
         s = settings(models=["embedded"], methods=[entry])
-        grid.check_settings(s)
         grid.plan_cells(s, ["t"])
 
 
 def test_the_table2_example_plans_its_cells(tmp_path, monkeypatch):
     """examples/table2.yaml: dense, kick GPTQ W8, AWQ W8 / W4, LLM.int8 and a GGUF Q4_0 written beforehand."""
-    data = grid.load_config_file(EXAMPLE)
+    from kick_study.settings import load_config_file
+
+    data = load_config_file(EXAMPLE)
     (tmp_path / "table2_checkpoints").mkdir()
     (tmp_path / data["external"][0]["path"]).write_bytes(b"GGUF")
     monkeypatch.chdir(tmp_path)
-    s = {**grid.DEFAULTS, **data, "wikitext": "false"}
+    s = SweepSettings.from_mapping({**data, "wikitext": "false"})
     from kick_models.config import method_choices
 
     assert "bnb8" in method_choices()
     if not _bitsandbytes():  # an optional extra: refused by name before any cell, then planned without it
         with pytest.raises(grid.SweepError, match="'bnb8': it needs bitsandbytes, which is not installed"):
             grid.plan_cells(s, grid.grid_tasks(s))
-        s["methods"] = [m for m in s["methods"] if "bnb8" not in m]
-    grid.check_settings(s)
+        data["methods"] = [m for m in data["methods"] if "bnb8" not in m]
+        s = SweepSettings.from_mapping({**data, "wikitext": "false"})
     cells = grid.plan_cells(s, grid.grid_tasks(s))
     specs = [(c.method, c.wbits, c.label) for c in cells]
     assert specs[:4] == [("none", 16, None), ("gptq", 8, None), ("awq", 8, None), ("awq", 4, None)]
@@ -133,7 +135,6 @@ def _bitsandbytes() -> bool:
 
 def test_a_plainly_named_load_time_quantizer_is_one_cell_never_crossed():
     s = settings(models=["embedded"], methods=["wanda", "bnb8"], sparsities=[0.3, 0.5], bits=[8, 4])
-    grid.check_settings(s)
     if not _bitsandbytes():
         with pytest.raises(grid.SweepError, match="needs bitsandbytes"):
             grid.plan_cells(s, ["t"])

@@ -10,7 +10,7 @@ import pytest
 from kick_study.grid import Cell
 from kick_study.index import run_sweep
 from kick_study.pool import pool_launcher, split_by_threads
-from kick_study.sweep import SweepError, resolve_jobs
+from kick_study.settings import SweepError, SweepSettings, resolve_jobs
 
 
 def cell(method="none", sparsity=0.0, threads=None, model="m", floor=None):
@@ -58,7 +58,7 @@ def test_floor_cells_are_planned_with_more_threads_than_a_job(monkeypatch):
     try:
         settings = {"models": ["embedded"], "methods": ["wanda"], "sparsities": [0.5], "patterns": ["unstructured"],
                     "bits": [16], "noise_floor": True, "jobs": 2, "batch_size": 1}
-        cells = plan_cells(settings, ["kick_ppl_heldout"])
+        cells = plan_cells(SweepSettings.from_mapping(settings), ["kick_ppl_heldout"])
     finally:
         torch.set_num_threads(before)
     floors = [c for c in cells if c.floor]
@@ -93,6 +93,8 @@ def test_cells_run_side_by_side_single_threaded_then_the_floor_alone(tmp_path):
     assert alone["pid"] == os.getpid() and alone["threads"] == 2
     assert alone["started"] >= max(r["ended"] for r in pooled)
     assert index["cells"][dense.cell_id]["worker"]["pid"] == rec[dense.cell_id]["pid"]
+    for entry in index["cells"].values():  # the cells sleep: their CPU time, measured where they ran, is below their wall
+        assert 0 <= entry["cpu_seconds"] < entry["seconds"]
 
 
 def test_one_compressed_model_runs_one_cell_after_the_other(tmp_path):

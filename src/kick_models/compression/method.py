@@ -30,7 +30,12 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One method-specific ``model_arg``: its type, default and accepted values."""
+    """One ``model_arg`` (a method's own, or kick-hf's): its type, default and accepted values.
+
+    ``read`` replaces the type's coercion for values a type and a range cannot describe (a path kept as
+    written, seconds or -1): it returns the value or raises ValueError; ``accepts`` then says in words what
+    is accepted (it overrides the text made from the type, choices and range).
+    """
 
     name: str
     type: type  # int | float | bool | str
@@ -41,9 +46,13 @@ class Param:
     high: float | None = None
     low_open: bool = False  # True: ``low`` itself is refused
     high_open: bool = False
+    accepts: str = ""
+    read: Callable[[Any], Any] | None = None
 
     def accepted(self) -> str:
-        """What the value may be, for error messages and the README table."""
+        """What the value may be, for error messages and the generated model-args page."""
+        if self.accepts:
+            return self.accepts
         if self.type is bool:
             return "true or false"
         if self.choices:
@@ -63,6 +72,11 @@ class Param:
 
     def convert(self, value: Any) -> Any:
         """The typed value, or ValueError whose message is :meth:`accepted`."""
+        if self.read is not None:
+            try:
+                return self.read(value)
+            except ValueError:
+                raise ValueError(self.accepted()) from None
         out = _coerce(self.type, value, self.accepted())
         if self.choices and out not in self.choices:
             raise ValueError(self.accepted())
@@ -75,6 +89,8 @@ class Param:
 
 
 def _coerce(kind: type, value: Any, accepted: str) -> Any:
+    """``value`` as ``kind`` read as kick_common.args reads booleans and numbers (this module imports nothing of
+    kick, so the plug-in contract stands alone), else ValueError."""
     if kind is bool:
         if isinstance(value, bool):
             return value
