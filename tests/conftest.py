@@ -20,6 +20,22 @@ _SESSION_CACHE = tempfile.mkdtemp(prefix="kick-test-cache-")
 os.environ["KICK_CACHE_DIR"] = os.path.join(_SESSION_CACHE, "kick")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_CACHE, "datasets")
 os.environ.pop("KICK_JUDGE_CACHE_DIR", None)
+# ...except the converted embedded model, which every cache's models/ folder links to: converting it costs
+# ~30 s of CPU, and the parallel workers (pytest-xdist) inherit this variable from the process that starts
+# them, so one run converts once (kick converts under a file lock, so the workers never see half a folder).
+_SHARED_MODELS_VAR = "TESTS_KICK_SHARED_MODELS"  # not KICK_*: kick warns about unknown KICK_ variables
+_OWNS_SHARED_MODELS = not os.path.isdir(os.environ.get(_SHARED_MODELS_VAR, ""))
+if _OWNS_SHARED_MODELS:
+    os.environ[_SHARED_MODELS_VAR] = tempfile.mkdtemp(prefix="kick-test-models-")
+
+
+def link_shared_models(kick_cache_dir) -> None:
+    """Make ``kick_cache_dir/models`` the run's one shared folder of converted models."""
+    os.makedirs(kick_cache_dir, exist_ok=True)
+    os.symlink(os.environ[_SHARED_MODELS_VAR], os.path.join(kick_cache_dir, "models"), target_is_directory=True)
+
+
+link_shared_models(os.environ["KICK_CACHE_DIR"])
 
 import shutil  # noqa: E402
 
@@ -36,7 +52,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)  # removes the link, not the shared folder
+    if _OWNS_SHARED_MODELS:
+        shutil.rmtree(os.environ[_SHARED_MODELS_VAR], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -71,6 +89,16 @@ def subprocess_env():
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     return env
+
+
+@pytest.fixture
+def fresh_kick_cache(tmp_path, monkeypatch):
+    """An empty kick cache for one test (``KICK_CACHE_DIR``, inherited by subprocesses and Ray workers), sharing
+    only the converted embedded model with the session's: compressions and references start afresh."""
+    folder = tmp_path / "kick-cache"
+    link_shared_models(folder)
+    monkeypatch.setenv("KICK_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

@@ -22,10 +22,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from kick_common.args import format_value
 from kick_common.atomic import staged_dir
+from kick_models.external.checkpoint import EXPORT_RECORD
 
 log = logging.getLogger(__name__)
 
-COMPRESSION_FILE = "kick_compression.json"
+COMPRESSION_FILE = EXPORT_RECORD  # kick_models.external.checkpoint reads it back (parent= credits kick)
 _ARG_FLAGS = ("method", "sparsity", "pattern", "wbits", "group_size", "sym", "act_order", "damp", "blocksize",
               "calib", "nsamples", "seqlen", "seed", "sparsity_profile", "owl_m", "owl_lambda", "propagate",
               "true_sequential", "skip_experts", "revision", "dtype", "cache_dir", "no_cache")

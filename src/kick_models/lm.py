@@ -289,7 +289,15 @@ class KickHFLM(HFLM):
 
             # HFLM's own default is "cuda", which fails on CPU-only machines when built directly
             hflm_args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        self._kick_external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        external = self._kick_external_plan(config, pretrained, kick.get("parent"), hflm_args)
+        if "label" in kick:
+            if external is None:  # no weights have loaded yet: a plan is what takes a parent's reference
+                raise ConfigError(f"kick-hf: invalid model_arg label={kick['label']!r} with method={config.method}: it "
+                                  "names a model kick did not compress, and kick's own methods are named by their "
+                                  "settings; accepted: label= with parent=, a load-time method (bnb8, bnb4, torchao, "
+                                  "hqq, quanto) or a checkpoint that declares its compression")
+            external.source["label"] = kick["label"]
+        self._kick_external = external
         return hflm_args
 
     def _kick_external_plan(self, config: CompressionConfig, pretrained: Any, parent: str | None,

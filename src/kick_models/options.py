@@ -32,6 +32,13 @@ def _lock_seconds(value: Any) -> float:
     return seconds
 
 
+def _label(value: Any) -> str:
+    """A row name; lm-eval may hand ``8`` over as a number, and an empty name names nothing."""
+    if value is None or isinstance(value, bool) or not str(value).strip():
+        raise ValueError(value)
+    return str(value).strip()
+
+
 def _batching_mode(value: Any) -> str:
     """``auto`` (on for CUDA, off on CPU), ``true`` or ``false``; lm-eval hands ``true`` over as a bool."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -56,6 +63,9 @@ KICK_OPTIONS = (
           accepts="a dense model's folder or Hub id, or embedded", read=_stripped),
     Param("continuous_batching", str, "auto", "answer generation requests by continuous batching instead of lm-eval's "
           "padded batches (greedy, same answers; see gpu.md)", accepts="auto | true | false", read=_batching_mode),
+    Param("label", str, None, "the report's row name for a model kick did not compress (with `parent=`, a load-time "
+          "method or a compressed checkpoint; default: what its format declares); kick-sweep passes each `external` "
+          "entry's label", accepts="a short non-empty name, e.g. label=gguf-q4_0", read=_label),
 )
 KICK_KEYS = tuple(p.name for p in KICK_OPTIONS)
 _OPTIONS = {p.name: p for p in KICK_OPTIONS}

@@ -222,7 +222,9 @@ def external_cells(settings: SweepSettings, extra: Mapping[str, Any], tasks: Seq
     cells = []
     for entry in settings.external:
         pretrained = str(Path(entry.path).expanduser().resolve()) if is_local(entry.path) else entry.path
-        args = {"pretrained": pretrained, "parent": _parent_value(entry.parent), **shared, **dict(entry.model_args)}
+        # the label travels in the results file too, so the row keeps its name away from the sweep's index
+        args = {"pretrained": pretrained, "parent": _parent_value(entry.parent), "label": entry.label, **shared,
+                **dict(entry.model_args)}
         if entry.gguf_file:
             args["gguf_file"] = entry.gguf_file
         cells.append(Cell(model=entry.parent, method=EXTERNAL_METHOD, sparsity=0.0, pattern="unstructured",

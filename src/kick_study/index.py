@@ -81,6 +81,8 @@ def _entry(run: CellRun, out_dir: Path) -> dict[str, Any]:
         entry.update(status="failed", error=run.error or "the launcher reported no results file")
     if run.started is not None and run.ended is not None:
         entry["seconds"] = round(run.ended - run.started, 2)
+    if run.cpu_seconds is not None:
+        entry["cpu_seconds"] = run.cpu_seconds
     if run.worker:
         entry["worker"] = dict(run.worker)
     return entry

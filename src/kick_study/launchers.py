@@ -30,6 +30,7 @@ class CellRun:
     started: float | None = None  # epoch seconds, measured where the cell ran
     ended: float | None = None
     worker: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float | None = None  # user + system CPU of the process and its children while the cell ran
 
 
 Launcher = Callable[[Sequence[Cell], Path], Iterator[CellRun]]
@@ -58,6 +59,13 @@ def compression_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
+def cpu_time() -> float:
+    """CPU seconds (user + system) used so far by this process and its waited-for children: a cell's share
+    is the difference, whether it ran here (``inprocess``) or in a ``python -m lm_eval`` child."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def serial_launcher(runner: Runner) -> Launcher:
     """Run the cells one after another in this process through ``runner``, each writing its own folder."""
 
@@ -68,6 +76,7 @@ def serial_launcher(runner: Runner) -> Launcher:
                 cell_dir = out_dir / "cells" / cell.cell_id
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 run = CellRun(cell, started=time.time(), worker=worker)
+                cpu = cpu_time()
                 try:
                     run.results_file = Path(runner(cell, cell_dir))
                 except (KeyboardInterrupt, SystemExit):
@@ -75,6 +84,7 @@ def serial_launcher(runner: Runner) -> Launcher:
                 except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
                     run.error = error_text(err)
                 run.ended = time.time()
+                run.cpu_seconds = round(cpu_time() - cpu, 2)
                 yield run
 
     return launch

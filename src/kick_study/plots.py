@@ -35,6 +35,23 @@ def _save(fig, plt, out_dir: Path, name: str) -> Path:
     return path
 
 
+def _by_setting(sparsities: list[float], settings: list) -> dict | None:
+    """setting → its x position when nothing in the figure is pruned (a grid of quantizers, as in the paper's
+    Table 2): every point sits at 0% sparsity, so each setting gets a column of its own instead of one stack.
+    None when some point is pruned: the x axis is then sparsity."""
+    if any(s > 0 for s in sparsities):
+        return None
+    order = list(dict.fromkeys(settings))
+    return {setting: i for i, setting in enumerate(order)}
+
+
+def _columns(ax, columns: dict) -> None:
+    """One labelled tick per setting, for a figure whose points are all at 0% sparsity."""
+    ax.set_xticks(range(len(columns)), [s.label for s in columns], rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_xlabel("setting (nothing pruned: every point at 0% sparsity)")
+
+
 def _lines(comp):
     """setting → its cells sorted by sparsity."""
     out: dict = {}
@@ -61,8 +78,9 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
         ax.axhline(view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({view.dense:.3g}{span})")
         ax.axhspan(band[0], band[1], color="grey", alpha=0.2, label=f"within {tol.describe()}")
     ns: list[int] = []
+    columns = _by_setting([sp for c in view.curves for sp, _ in c.points], [c.setting for c in view.curves])
     for curve in view.curves:
-        xs = [s * 100 for s, _ in curve.points]
+        xs = [columns[curve.setting] if columns else s * 100 for s, _ in curve.points]
         ys = [v for _, v in curve.points]
         found = [cells.get((curve.setting, s)) for s, _ in curve.points]
         if all(c is not None and c.score_interval is not None for c in found):
@@ -72,14 +90,17 @@ def plot_view(view: TaskView, out_dir: Path, tol: Tolerance, comp=None) -> Path:
             ax.errorbar(xs, ys, yerr=[low, high], marker="o", linewidth=1.5, capsize=3, label=curve.setting.label)
             continue
         pruning_line = not is_quantizer(curve.setting.method) and not curve.setting.is_external
-        if view.dense is not None and curve.setting.pattern == "unstructured" and pruning_line:
+        if view.dense is not None and curve.setting.pattern == "unstructured" and pruning_line and not columns:
             xs, ys = [0.0, *xs], [view.dense, *ys]  # every pruning line starts at the dense model
         ax.plot(xs, ys, marker="o", linewidth=1.5, label=curve.setting.label)
     if not view.higher_better:
         ax.set_yscale("log")
     note = (f"{_n_text(ns)}, 95% interval of each score" if ns
             else "no per-item samples: points without intervals" if view.higher_better else "point values")
-    ax.set_xlabel("sparsity (%)")
+    if columns:
+        _columns(ax, columns)
+    else:
+        ax.set_xlabel("sparsity (%)")
     ax.set_ylabel(view.metric_name)
     ax.set_title(f"{view.task} — {Path(view.model).name or view.model}\n({note})", fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -97,8 +118,9 @@ def plot_retention(view: TaskView, comp, out_dir: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=110)
+    columns = _by_setting([c.sparsity for cells in lines.values() for c in cells], list(lines))
     for setting, cells in lines.items():
-        xs = [c.sparsity * 100 for c in cells]
+        xs = [columns[setting] if columns else c.sparsity * 100 for c in cells]
         ys = [c.retention.estimate * 100 for c in cells]
         low = [(c.retention.estimate - c.retention.low) * 100 for c in cells]
         high = [(c.retention.high - c.retention.estimate) * 100 for c in cells]
@@ -108,13 +130,15 @@ def plot_retention(view: TaskView, comp, out_dir: Path) -> Path | None:
                    label=f"{setting.label} wrong→right")
     dense_right = next(iter(lines.values()))[0].flips.dense_right
     left.set_title(f"retention of dense-correct items (n = {dense_right} of {comp.n})", fontsize=10)
-    left.set_xlabel("sparsity (%)")
     left.set_ylabel("still correct (%)")
     left.set_ylim(-5, 105)
     right.set_title(f"answer flips vs dense (n = {comp.n} items, mean over seeds)", fontsize=10)
-    right.set_xlabel("sparsity (%)")
     right.set_ylabel("items")
     for ax in (left, right):
+        if columns:
+            _columns(ax, columns)
+        else:
+            ax.set_xlabel("sparsity (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{view.task} — {Path(view.model).name or view.model}", fontsize=11)
@@ -131,13 +155,17 @@ def plot_fidelity(model: str, rows, ppl_view: TaskView | None, out_dir: Path) ->
     lines: dict = {}
     for r in sorted(measured, key=lambda r: r.sparsity):
         lines.setdefault(r.setting, []).append(r)
-    for setting, cells in lines.items():
-        xs = [r.sparsity * 100 for r in cells]
+    curves = ppl_view.curves if ppl_view is not None else []
+    order = list(dict.fromkeys([c.setting for c in curves] + list(lines)))  # the perplexity view's order first
+    colour = {setting: f"C{i % 10}" for i, setting in enumerate(order)}  # one colour per setting in all three panels
+    columns = _by_setting([r.sparsity for r in measured] + [sp for c in curves for sp, _ in c.points], order)
+    for setting, cells in sorted(lines.items(), key=lambda kv: order.index(kv[0])):
+        xs = [columns[setting] if columns else r.sparsity * 100 for r in cells]
         for ax, get, scale in ((axes[0], lambda r: r.kl, 1.0), (axes[1], lambda r: r.top1, 100.0)):
             ys = [get(r).estimate * scale for r in cells]
             low = [(get(r).estimate - get(r).low) * scale for r in cells]
             high = [(get(r).high - get(r).estimate) * scale for r in cells]
-            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=setting.label)
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, color=colour[setting], label=setting.label)
     first = measured[0]
     axes[0].set_title(f"KL(dense ‖ compressed), nats/token\n(n = {first.tokens} tokens in {first.windows} windows, "
                       f"top-{first.top_k} + rest)", fontsize=9)
@@ -145,14 +173,18 @@ def plot_fidelity(model: str, rows, ppl_view: TaskView | None, out_dir: Path) ->
     if ppl_view is not None:
         if ppl_view.dense is not None:
             axes[2].axhline(ppl_view.dense, color="black", linestyle="--", linewidth=1.2, label=f"dense ({ppl_view.dense:.3g})")
-        for curve in ppl_view.curves:
-            axes[2].plot([s * 100 for s, _ in curve.points], [v for _, v in curve.points], marker="o", label=curve.setting.label)
+        for curve in curves:
+            xs = [columns[curve.setting] if columns else sp * 100 for sp, _ in curve.points]
+            axes[2].plot(xs, [v for _, v in curve.points], marker="o", color=colour[curve.setting], label=curve.setting.label)
         axes[2].set_yscale("log")
         axes[2].set_title(f"{ppl_view.task} {ppl_view.metric_name}\n(point values)", fontsize=9)
     else:
         axes[2].set_axis_off()
     for ax in axes[: 3 if ppl_view is not None else 2]:
-        ax.set_xlabel("sparsity (%)")
+        if columns:
+            _columns(ax, columns)
+        else:
+            ax.set_xlabel("sparsity (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"distribution-level fidelity to dense — {Path(model).name or model}", fontsize=11)

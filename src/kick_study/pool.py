@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kick_study.grid import Cell
-from kick_study.launchers import CellRun, Launcher, compression_groups, error_text
+from kick_study.launchers import CellRun, Launcher, compression_groups, cpu_time, error_text
 from kick_study.runners import THREAD_ENV, Runner
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,16 @@ def _init_worker(make_runner: Callable[[], Runner], threads: int, log_level: int
     _WORKER["runner"] = make_runner()
 
 
-def _run_in_worker(cell: Cell, cell_dir: str) -> tuple[str | None, str | None, float, float, dict[str, Any]]:
-    started = time.time()
+def _run_in_worker(cell: Cell, cell_dir: str) -> tuple[str | None, str | None, float, float, dict[str, Any], float]:
+    """(results file, error, started, ended, worker, CPU seconds): a worker runs one cell at a time, so its own
+    CPU clock's difference is the cell's."""
+    started, cpu = time.time(), cpu_time()
     worker = {"host": socket.gethostname(), "pid": os.getpid()}
     try:
-        return str(_WORKER["runner"](cell, Path(cell_dir))), None, started, time.time(), worker
+        results, error = str(_WORKER["runner"](cell, Path(cell_dir))), None
     except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
-        return None, error_text(err), started, time.time(), worker
+        results, error = None, error_text(err)
+    return results, error, started, time.time(), worker, round(cpu_time() - cpu, 2)
 
 
 # --------------------------------------------------------------------------- sweep side
@@ -82,6 +85,7 @@ def pool_launcher(jobs: int, threads: int, make_runner: Callable[[], Runner], ru
         worker = {"host": socket.gethostname(), "pid": os.getpid()}
         for cell in alone:
             run = CellRun(cell, started=time.time(), worker=worker)
+            cpu = cpu_time()
             try:
                 run.results_file = Path(runner(cell, _cell_dir(out_dir, cell)))
             except (KeyboardInterrupt, SystemExit):
@@ -89,6 +93,7 @@ def pool_launcher(jobs: int, threads: int, make_runner: Callable[[], Runner], ru
             except Exception as err:  # noqa: BLE001
                 run.error = error_text(err)
             run.ended = time.time()
+            run.cpu_seconds = round(cpu_time() - cpu, 2)
             yield run
 
     return launch
@@ -128,14 +133,14 @@ def _pooled(groups: list[list[Cell]], out_dir: Path, jobs: int, make_runner: Cal
             for future in done:
                 cell, i = running.pop(future)
                 try:
-                    results_file, error, started, ended, worker = future.result()
+                    results_file, error, started, ended, worker, cpu = future.result()
                 except Exception as err:  # noqa: BLE001 — a worker that died (out of memory, killed) fails its cell
-                    results_file, error, started, ended, worker = None, f"the worker process failed: {error_text(err)}", \
-                        None, time.time(), {}
+                    results_file, error, started, ended, worker, cpu = None, f"the worker process failed: " \
+                        f"{error_text(err)}", None, time.time(), {}, None
                 if queues[i]:
                     submit(i)  # the group's next cell loads what this one compressed
                 yield CellRun(cell, results_file=Path(results_file) if results_file else None, error=error,
-                              started=started, ended=ended, worker=worker)
+                              started=started, ended=ended, worker=worker, cpu_seconds=cpu)
             yield from broken
             broken.clear()
         yield from broken

@@ -369,8 +369,9 @@ def checked_external(settings: Mapping[str, Any]) -> list[ExternalEntry]:
             raise _external_error(i, "parent", parent, f"one of models ({', '.join(models) or 'none given'}): the parent "
                                   "must be in the sweep so its dense cell runs")
         label = entry.get("label") or (gguf_file or Path(path.rstrip("/")).name)
-        if not isinstance(label, str) or label in labels:
-            raise _external_error(i, "label", label, "a short label used by no other external entry")
+        if not isinstance(label, str) or label in labels or "," in label or not label.strip():
+            raise _external_error(i, "label", label, "a short label without commas (it is passed in kick-hf's "
+                                  "model_args) used by no other external entry")
         labels.add(label)
         if not isinstance(entry.get("model_args") or {}, Mapping):
             raise _external_error(i, "model_args", entry["model_args"], "a mapping of extra kick-hf model_args")

@@ -48,13 +48,35 @@ LOAD_TIME_CASES = {
 }
 
 
+# quanto unpacks 4-bit weights on the CPU with a C++ extension it compiles on first use (1-2 minutes on a fresh
+# install): the quick suite runs quanto's 8-bit path, the full suite both
+SLOW_CASES = {"quanto4"}
+
+
+class _Runs(dict):
+    """Model info per load-time case, made on first use: a quick run skips the slow cases' models."""
+
+    def __init__(self, model_dir):
+        super().__init__()
+        self.model_dir = model_dir
+
+    def __missing__(self, case):
+        self[case] = kick_info(pretrained=str(self.model_dir), **LOAD_TIME_CASES[case][0])
+        return self[case]
+
+
+def _case(*names):
+    marks = [pytest.mark.slow] if SLOW_CASES.intersection(names) else []
+    return pytest.param(*names, marks=marks, id="-".join(names))
+
+
 @pytest.fixture(scope="module")
 def load_time_runs(tiny_model_dir):
-    """kick-hf's model info for every load-time case (one model each; the dense reference is cached after the first)."""
-    return {case: kick_info(pretrained=str(tiny_model_dir), **args) for case, (args, _, _) in LOAD_TIME_CASES.items()}
+    """kick-hf's model info for each load-time case (one model each; the dense reference is cached after the first)."""
+    return _Runs(tiny_model_dir)
 
 
-@pytest.mark.parametrize("case", list(LOAD_TIME_CASES))
+@pytest.mark.parametrize("case", [_case(c) for c in LOAD_TIME_CASES])
 def test_load_time_quantizer_records_library_version_and_kl(load_time_runs, tiny_model_dir, case):
     args, library, bits = LOAD_TIME_CASES[case]
     info = load_time_runs[case]
@@ -69,8 +91,8 @@ def test_load_time_quantizer_records_library_version_and_kl(load_time_runs, tiny
     assert info["result"]["cache"]["enabled"] is False
 
 
-@pytest.mark.parametrize("eight,four", [("bnb8", "bnb4"), ("torchao8", "torchao4"), ("hqq8", "hqq4"),
-                                        ("quanto8", "quanto4")])
+@pytest.mark.parametrize("eight,four", [_case("bnb8", "bnb4"), _case("torchao8", "torchao4"), _case("hqq8", "hqq4"),
+                                        _case("quanto8", "quanto4")])
 def test_eight_bit_moves_the_model_less_than_four_bit(load_time_runs, eight, four):
     kl = {case: load_time_runs[case]["result"]["fidelity"]["kl_mean"] for case in (eight, four)}
     assert kl[eight] < kl[four]
@@ -117,6 +139,12 @@ def test_checkpoint_without_parent_says_it_cannot_be_paired(ct_dir, caplog):
     assert "no parent= was given" in caplog.text
 
 
+def test_label_names_the_row_in_the_results_file(ct_dir):
+    """kick-sweep passes an external entry's label: the results file carries it, not only the sweep's index."""
+    info = kick_info(pretrained=str(ct_dir), label="llmc-w4")
+    assert info["source"]["label"] == "llmc-w4" and info["source"]["library"] == "compressed-tensors"
+
+
 # ------------------------------------------------------------------ refusals, all before any weight loads
 @pytest.fixture
 def other_vocab_dir(tmp_path):
@@ -135,6 +163,9 @@ def other_vocab_dir(tmp_path):
     ({"method": "bnb8", "wbits": 4}, "wbits=4; accepted: 8 with method=bnb8"),
     ({"method": "bnb4", "quant_type": "int4"}, "quant_type='int4'; accepted: nf4 | fp4"),
     ({"method": "hqq", "group_size": -1}, "group_size=-1; accepted: a positive group size"),
+    ({"method": "magnitude", "sparsity": 0.5, "label": "mine"}, "label='mine' with method=magnitude: it names a model "
+     "kick did not compress"),
+    ({"label": " "}, "label=' '; accepted: a short non-empty name"),
 ])
 def test_bad_input_is_refused_before_loading(tiny_config_dir, no_weight_loading, args, expected):
     args = {k: (str(tiny_config_dir) if v == "{tiny}" else v) for k, v in args.items()}
@@ -278,6 +309,42 @@ def test_declared_settings_are_read_from_each_quantization_config(qc, expected):
     library, version, fmt, declared = declared_from_config(qc)
     assert (library, version, fmt) == expected[:3]
     assert {k: declared[k] for k in expected[3]} == expected[3]
+
+
+def test_a_kick_export_judged_with_parent_is_credited_to_kick(tiny_model_dir, tmp_path):
+    """kick-compress's export carries kick_compression.json: the row says kick made it, not "unquantized"."""
+    from kick_models.export import main as kick_compress
+
+    out = tmp_path / "wanda-export"
+    assert kick_compress(["--model", str(tiny_model_dir), "--out", str(out), "--method", "magnitude",
+                          "--sparsity", "0.5", "--no_cache"]) == 0
+    info = kick_info(pretrained=str(out), parent=str(tiny_model_dir), cache_dir=str(tmp_path / "cache"))
+    source = info["source"]
+    assert source["library"] == "kick" and source["label"] == "kick magnitude 0.5 (hf-dense)"
+    assert source["declared"]["sparsity"] == 0.5 and source["declared"]["source_model"] == str(tiny_model_dir)
+    assert info["model"] == str(tiny_model_dir) and info["result"]["fidelity"]["kl_mean"] > 0
+
+
+def test_a_kick_gptq_export_names_kick_as_maker_and_gptqmodel_as_packer(tiny_config_dir, tmp_path):
+    """The packed GPTQ export's meta.quantizer says gptqmodel (its packer wrote the bits); the record says kick."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from kick_models.external.checkpoint import checkpoint_source
+
+    folder = shutil.copytree(tiny_config_dir, tmp_path / "gptq")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": GPTQ_CONFIG}))
+    (folder / "kick_compression.json").write_text(json.dumps({
+        "format": "gptq-packed", "source_model": "org/dense", "kick_model_args": "pretrained=org/dense,method=gptq,wbits=4",
+        "summary": {"method": "gptq", "source": {"kind": "kick", "label": "gptq W4", "library": "kick", "version": "0.3",
+                                                 "declared": {"bits": 4, "group_size": 128, "symmetric": True}}}}))
+    source = checkpoint_source(str(folder), folder, AutoConfig.from_pretrained(folder), None)
+    assert source["library"] == "kick" and source["version"] == "0.3" and source["label"] == "kick gptq W4 (gptq-packed)"
+    assert source["declared"]["packing"]["by"] == "gptqmodel 7.6.0" and source["declared"]["bits"] == 4
+    (folder / "kick_compression.json").unlink()
+    assert checkpoint_source(str(folder), folder, AutoConfig.from_pretrained(folder), None)["library"] == "gptqmodel"
 
 
 def test_gptq_checkpoint_without_its_loader_is_refused(tiny_config_dir, tmp_path, no_weight_loading, monkeypatch):

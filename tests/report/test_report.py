@@ -140,6 +140,55 @@ def test_plot_draws_dense_line_band_and_one_line_per_setting(grid_dir, monkeypat
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((39.0, 41.0))
 
 
+def test_a_grid_of_quantizers_gets_one_column_per_setting(tmp_path, monkeypatch):
+    """Table 2: nothing is pruned, so every point is at 0% sparsity; each setting gets its own x position."""
+    import matplotlib.pyplot as plt
+
+    from kick_study import plots
+
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
+    settings = [Setting("gptq", wbits=8), Setting("awq", wbits=4), Setting("checkpoint", source="gguf-q4_0 · gguf 0.19.0")]
+    view = tables.TaskView("embedded", "kick_icrqa_mini_open", "contains_paper", True, True, 25.0,
+                           [tables.Curve(s, [(0.0, v)]) for s, v in zip(settings, (25.0, 20.0, 15.0))])
+    plots.plot_view(view, tmp_path, tables.Tolerance())
+    ax = figures[0].axes[0]
+    drawn = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines() if not line.get_label().startswith("dense")}
+    assert drawn == {"gptq w8": [0], "awq w4": [1], "gguf-q4_0 · gguf 0.19.0": [2]}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gptq w8", "awq w4", "gguf-q4_0 · gguf 0.19.0"]
+    pruned = tables.TaskView("m", "t", "acc", True, True, 25.0, [tables.Curve(Setting("wanda"), [(0.5, 20.0)]),
+                                                                 tables.Curve(settings[0], [(0.0, 24.0)])])
+    plots.plot_view(pruned, tmp_path, tables.Tolerance())
+    assert figures[1].axes[0].get_xlabel() == "sparsity (%)"  # a pruned point: the axis stays sparsity
+
+
+def test_the_fidelity_figure_gives_each_setting_one_colour_and_column_in_all_panels(tmp_path, monkeypatch):
+    """The fidelity rows and the perplexity curves come in different orders: colours and columns follow the setting."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from kick_study import plots
+
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), real_close(fig)))
+    w8, w4 = Setting("awq", wbits=8), Setting("awq", wbits=4)
+    interval = SimpleNamespace(estimate=0.1, low=0.05, high=0.15)
+    rows = [SimpleNamespace(setting=s, sparsity=0.0, kl=interval, top1=interval, tokens=2048, windows=8, top_k=256)
+            for s in (w4, w8)]
+    ppl = tables.TaskView("m", "kick_ppl_heldout", "word_perplexity", False, False, 91.0,
+                          [tables.Curve(w8, [(0.0, 92.0)]), tables.Curve(w4, [(0.0, 130.0)])])
+    plots.plot_fidelity("m", rows, ppl, tmp_path)
+    kl_ax, _, ppl_ax = figures[0].axes
+    kl = {c.get_label(): (to_hex(c.lines[0].get_color()), list(c.lines[0].get_xdata())) for c in kl_ax.containers}
+    pp = {ln.get_label(): (to_hex(ln.get_color()), list(ln.get_xdata())) for ln in ppl_ax.get_lines()
+          if not ln.get_label().startswith("dense")}
+    assert kl == pp and kl["awq w8"][1] == [0] and kl["awq w4"][1] == [1]
+
+
 def test_tolerance_is_configurable_from_the_command_line(grid_dir, capsys):
     assert kick_report.main([str(grid_dir), "--abs_tol", "15", "--rel_tol", "0", "--no_plots"]) == 0
     report = (grid_dir / "report.md").read_text()

@@ -216,6 +216,32 @@ def test_serial_launcher_records_start_end_and_worker(tmp_path, results_writer):
     assert first["ended"] <= second["started"]  # one after another
 
 
+class BusyRunner(FakeRunner):
+    """A FakeRunner whose dense cell spends CPU in this process and whose other cell spends it in a child."""
+
+    def __call__(self, cell, cell_dir):
+        import subprocess
+        import time
+
+        if cell.method == "none":
+            end = time.process_time() + 0.3
+            while time.process_time() < end:
+                pass
+        else:
+            subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                            "while time.process_time() < end: pass"], check=True)
+        return super().__call__(cell, cell_dir)
+
+
+def test_serial_launcher_records_each_cells_cpu_time_in_process_or_in_a_child(tmp_path, results_writer):
+    cells = grid.plan_cells(settings(methods=["wanda"], patterns=["unstructured"], sparsities=[0.5]), ["t"])
+    sweep_index.run_sweep(cells, tmp_path, BusyRunner(results_writer), progress=False)
+    entries = list(json.loads((tmp_path / sweep_index.INDEX_FILE).read_text())["cells"].values())
+    assert [e["method"] for e in entries] == ["none", "wanda"]
+    for entry in entries:  # 0.3 s burnt by each; the rest is Python start-up and the fake results file
+        assert 0.3 <= entry["cpu_seconds"] < 0.3 + 5.0
+
+
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path, results_writer):
     from filelock import FileLock
 

@@ -37,9 +37,9 @@ def test_external_entries_become_parent_cells_without_kick_method_settings(ckpt,
     cells = grid.plan_cells(s, ["t"])
     ext = [c for c in cells if c.method == grid.EXTERNAL_METHOD]
     assert [c.model_args for c in ext] == [
-        f"pretrained={ckpt},parent=embedded,fidelity=true,gguf_file=m.Q4_0.gguf",
-        f"pretrained={tmp_path / 'llmc-w4'},parent=org/tiny,fidelity=true,dtype=float32",
-        "pretrained=someorg/gptq-w4,parent=org/tiny,fidelity=true",
+        f"pretrained={ckpt},parent=embedded,label=gguf-q4_0,fidelity=true,gguf_file=m.Q4_0.gguf",
+        f"pretrained={tmp_path / 'llmc-w4'},parent=org/tiny,label=llmc-w4,fidelity=true,dtype=float32",
+        "pretrained=someorg/gptq-w4,parent=org/tiny,label=hub-gptq,fidelity=true",
     ]
     assert [c.label for c in ext] == ["gguf-q4_0", "llmc-w4", "hub-gptq"]
     assert len({c.cell_id for c in cells}) == len(cells) == 2 * 2 + 3  # dense + wanda per model, then the checkpoints
@@ -52,6 +52,8 @@ def test_external_entries_become_parent_cells_without_kick_method_settings(ckpt,
     ({"path": "CKPT", "parent": "org/absent"}, "invalid external[0].parent='org/absent'; accepted: one of models"),
     ({"path": "CKPT", "parent": "embedded", "bits": 4}, "invalid external[0].bits=4; accepted: keys path, label"),
     ({"parent": "embedded"}, "invalid external[0].path=None"),
+    ({"path": "CKPT", "parent": "embedded", "label": "w4,g64"}, "invalid external[0].label='w4,g64'; accepted: a short "
+     "label without commas"),
     ("just-a-path", "invalid external[0]"),
 ])
 def test_bad_external_entries_are_refused_naming_the_key(ckpt, entry, message):

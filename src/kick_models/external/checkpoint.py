@@ -3,6 +3,7 @@ what their stored weights measure, and the checks that pair one with a dense par
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from importlib import metadata
@@ -28,6 +29,7 @@ LOADERS = {
     "hqq": ("hqq", "hqq", "pip install 'kick[hqq]'"),
     "quanto": ("optimum-quanto", "optimum.quanto", "pip install 'kick[quanto]'"),
 }
+EXPORT_RECORD = "kick_compression.json"  # what kick-compress (kick_models.export) writes beside its exports
 MEASURE_BLOCK = 0  # measured figures read the first decoder block: enough to see the grid, seconds not minutes
 
 
@@ -121,6 +123,38 @@ _GGUF_BITS = {"Q4_0": 4, "Q4_1": 4, "Q5_0": 5, "Q5_1": 5, "Q8_0": 8, "Q2_K": 2, 
               "Q6_K": 6, "F16": 16, "BF16": 16, "F32": 32}
 
 
+def kick_export_record(folder: Path | None) -> Mapping[str, Any] | None:
+    """The record ``kick-compress`` leaves beside its exports (what kick did, with which settings), or None."""
+    path = folder / EXPORT_RECORD if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("kick-hf: unreadable %s (%s); the checkpoint is described by its own config only", path, err)
+        return None
+    return record if isinstance(record, Mapping) else None
+
+
+def _kick_export_source(pretrained: str, record: Mapping[str, Any], qc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A kick-compress export: kick made it, whatever packer wrote the file. The GPTQ export names gptqmodel as its
+    ``meta.quantizer`` (gptqmodel's packer wrote the bits, and gptqmodel refuses the file otherwise), which alone
+    would credit kick's GPTQ to gptqmodel."""
+    summary = record.get("summary") if isinstance(record.get("summary"), Mapping) else {}
+    made = summary.get("source") if isinstance(summary.get("source"), Mapping) else {}
+    fmt = str(record.get("format") or "export")
+    declared = dict(made.get("declared") or {})
+    if qc is not None:
+        library, version, packing, settings = declared_from_config(qc)
+        declared["packing"] = {"format": packing, "by": " ".join(str(p) for p in (library, version) if p), **settings}
+        for key in ("bits", "group_size", "symmetric"):
+            declared.setdefault(key, settings.get(key))
+    declared.update(kick_model_args=record.get("kick_model_args"), source_model=record.get("source_model"))
+    what = made.get("label") or summary.get("method") or "export"
+    return {"kind": "checkpoint", "label": f"kick {what} ({fmt})", "library": "kick", "version": made.get("version"),
+            "format": f"kick:{fmt}", "checkpoint": pretrained, "declared": declared, "measured": None}
+
+
 def checkpoint_source(pretrained: str, folder: Path | None, model_config, gguf_file: str | None) -> dict[str, Any] | None:
     """``config.kick["source"]`` for a pre-compressed checkpoint, or None when it declares no compression."""
     if gguf_file:
@@ -130,6 +164,9 @@ def checkpoint_source(pretrained: str, folder: Path | None, model_config, gguf_f
         return {"kind": "checkpoint", "label": label, "library": "gguf", "version": _version("gguf"), "format": fmt,
                 "checkpoint": f"{pretrained}/{gguf_file}", "declared": declared, "measured": None}
     qc = quantization_config(model_config) if model_config is not None else None
+    record = kick_export_record(folder)
+    if record is not None:
+        return _kick_export_source(pretrained, record, qc)
     if qc is None:
         return None
     library, version, fmt, declared = declared_from_config(qc)
