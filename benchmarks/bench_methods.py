@@ -3,7 +3,9 @@ against kick's GPTQ and llm-compressor's AWQ and RTN (QuantizationModifier, min-
 RIA and DSnoT against Wanda and SparseGPT at 50% unstructured and 2:4.
 
 Every run is its own process (peak RSS per run), single-threaded, fed the same calibration token
-ids (a .pt file the peer reads) and scored on the same bundled held-out text. llm-compressor pins
+ids (a .pt file the peer reads) and scored on the same bundled held-out text; each records the
+wall and CPU seconds (user + sys) of its compression and the load average meanwhile (on a shared
+machine compare CPU seconds), kick's runs the share spent in block forwards. llm-compressor pins
 its own transformers, so it runs from its own virtualenv; without ``--llmcompressor-python`` only
 kick's side runs. Example:
 
@@ -19,9 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kick_testlib: test helpers, not in the wheel
-from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
+from peer import calibration_and_heldout, load_text, ratio, run_worker, worker_source  # beside this script
 
 # (side, label, kick model_args or the peer's scheme)
 # llm-compressor refuses group_size=128 on SmolLM2 (576 input columns are not a multiple of 128; kick's
@@ -40,7 +40,7 @@ PRUNE = [
 ]
 
 WORKER = r'''
-import json, resource, sys, time, torch
+import json, os, resource, sys, torch
 torch.set_num_threads(1)
 side, spec, model_path, ids_path, held_path, eval_seqlen = sys.argv[1:7]
 spec, eval_seqlen = json.loads(spec), int(eval_seqlen)
@@ -48,14 +48,15 @@ ids, held = torch.load(ids_path), torch.load(held_path)
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
-start = time.perf_counter()
+if side in ("dense", "kick"):  # kick's side also reports the time inside block forwards, the dense run the floor
+    sys.path.insert(0, os.environ["KICK_BENCHMARKS_DIR"])
+    from peer import compress_with_phases, two_forward_floor
 if side == "dense":
-    pass
+    timing = {"wall_s": 0.0, "cpu_s": 0.0, "load": list(os.getloadavg()[:1]) * 2, "floor": two_forward_floor(model, ids)}
 elif side == "kick":
-    from kick_models.compression import compress_model
     from kick_models.config import build_config
     config = build_config({**spec, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
-    compress_model(model, config, ids if config.needs_calibration else None)
+    timing = compress_with_phases(model, config, ids if config.needs_calibration else None)
 else:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from datasets import Dataset
@@ -72,27 +73,21 @@ else:
     else:
         recipe = QuantizationModifier(config_groups=groups, ignore=["lm_head"])
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-    oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
-            max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
-seconds = time.perf_counter() - start
+    with Span() as span:  # oneshot's whole call: its data preparation and its calibration loop
+        oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
+                max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
+    timing = span.record()
 linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
 zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
 model.eval()
 ppl = perplexity(model, held, eval_seqlen)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
-print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
+print("RESULT " + json.dumps({**timing, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
 '''
 
 
-def _worker_source(body: str) -> str:
-    """kick's own perplexity function (torch-only, so the peer's virtualenv needs no kick) + ``body``."""
-    from kick_testlib import perplexity as module
-
-    return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
-
-
 def _run(python: str, side: str, spec: dict, paths, eval_seqlen: int, workdir) -> dict:
-    return run_worker(python, _worker_source(WORKER), [side, json.dumps(spec), *paths, eval_seqlen], workdir)
+    return run_worker(python, worker_source(WORKER), [side, json.dumps(spec), *paths, eval_seqlen], workdir)
 
 
 def main(argv=None) -> int:
@@ -127,10 +122,15 @@ def main(argv=None) -> int:
 
 def _table(results: list[dict], info: dict) -> None:
     """Ratios are against kick's reference in the same row family: GPTQ for quantizers (and the
-    peer for the same label), Wanda for the pruners at the same sparsity."""
+    peer for the same label), Wanda for the pruners at the same sparsity; "fwd" is the share of
+    kick's CPU time spent inside decoder-block forwards (statistics hooks included)."""
     print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
-    print(f"{'run':<24} {'side':<15} {'zeros':>6} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} {'ppl/ref':>8} "
-          f"{'t/ref':>7} {'ref':<22}")
+    dense = next((r for r in results if r["side"] == "dense" and "error" not in r), None)
+    if dense:
+        floor = dense["floor"]
+        print(f"two-forward floor: {floor['cpu_s']:.1f} CPU s, {floor['wall_s']:.1f} wall s (load {load_text(floor)})")
+    print(f"{'run':<24} {'side':<15} {'zeros':>6} {'CPU s':>7} {'wall s':>7} {'load':>9} {'ppl':>9} {'RSS MiB':>8} "
+          f"{'fwd':>5} {'ppl/ref':>8} {'CPU/ref':>7} {'wall/ref':>8} {'ref':<22}")
     ok = {(r["side"], r["label"]): r for r in results if "error" not in r}
     for r in results:
         if "error" in r:
@@ -140,11 +140,13 @@ def _table(results: list[dict], info: dict) -> None:
         ref_side = "llm-compressor" if r["side"] == "kick" and ("kick", r["label"]) in ok and (
             "llm-compressor", r["label"]) in ok else "kick"
         ref = ok.get((ref_side, r["label"] if ref_side == "llm-compressor" else ref_label))
-        ratio = f"{r['ppl'] / ref['ppl']:.3f}" if ref and ref is not r else ""
-        t_ratio = f"{r['seconds'] / ref['seconds']:.2f}" if ref and ref is not r and ref["seconds"] > 0 else ""
-        shown = f"{ref_side}:{r['label'] if ref_side == 'llm-compressor' else ref_label}" if ratio else ""
-        print(f"{r['label']:<24} {r['side']:<15} {r['sparsity']:>6.3f} {r['seconds']:>8.1f} {r['ppl']:>9.2f} "
-              f"{r['rss_mib']:>8.0f} {ratio:>8} {t_ratio:>7} {shown:<22}")
+        ref = ref if ref is not r else None
+        ppl_ratio = f"{r['ppl'] / ref['ppl']:.3f}" if ref else ""
+        shown = f"{ref_side}:{r['label'] if ref_side == 'llm-compressor' else ref_label}" if ref else ""
+        share = f"{r['forward_cpu_s'] / r['cpu_s']:.2f}" if r.get("forward_cpu_s") else ""
+        print(f"{r['label']:<24} {r['side']:<15} {r['sparsity']:>6.3f} {r['cpu_s']:>7.1f} {r['wall_s']:>7.1f} "
+              f"{load_text(r):>9} {r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {share:>5} {ppl_ratio:>8} "
+              f"{ratio(r, ref, 'cpu_s'):>7} {ratio(r, ref, 'wall_s'):>8} {shown:<22}")
     sys.stdout.flush()
 
 

@@ -3,6 +3,9 @@ oneshot WandaPruningModifier / SparseGPTModifier on the embedded SmolLM2-135M.
 
 Every run is its own process (so peak RSS is per run), single-threaded, fed the same calibration
 token ids (saved to a .pt file the peer reads) and scored on the same bundled held-out text.
+Each run records the wall and CPU seconds (user + sys) of its compression and the load average
+meanwhile; on a shared machine compare CPU seconds. kick's rows add the CPU share spent inside
+decoder-block forwards, and the dense row the two-forward floor.
 llm-compressor pins an older transformers, so it runs from its own virtualenv; without
 ``--llmcompressor-python`` only kick's side runs. Example:
 
@@ -18,15 +21,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kick_testlib: test helpers, not in the wheel
-from peer import calibration_and_heldout, run_worker  # benchmarks/peer.py, beside this script
+from peer import calibration_and_heldout, load_text, ratio, run_worker, worker_source  # beside this script
 
 SETTINGS = [("wanda", "0.5"), ("wanda", "2:4"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4")]
 
 # Shared by both sides (the peer side has no kick installed): argv = side method setting model ids.pt held.pt eval_seqlen
 WORKER = r'''
-import json, math, resource, sys, time, torch
+import json, os, resource, sys, torch
 torch.set_num_threads(1)
 side, method, setting, model_path, ids_path, held_path, eval_seqlen = sys.argv[1:8]
 eval_seqlen = int(eval_seqlen)
@@ -34,15 +35,16 @@ ids, held = torch.load(ids_path), torch.load(held_path)
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
-start = time.perf_counter()
+if side == "kick":  # kick's side also reports the time inside block forwards, and the dense run the floor
+    sys.path.insert(0, os.environ["KICK_BENCHMARKS_DIR"])
+    from peer import compress_with_phases, two_forward_floor
 if method == "dense":
-    pass
+    timing = {"wall_s": 0.0, "cpu_s": 0.0, "load": list(os.getloadavg()[:1]) * 2, "floor": two_forward_floor(model, ids)}
 elif side == "kick":
-    from kick_models.compression import compress_model
     from kick_models.config import build_config
     key = "pattern" if ":" in setting else "sparsity"
     config = build_config({"method": method, key: setting, "nsamples": ids.shape[0], "seqlen": ids.shape[1]})
-    compress_model(model, config, ids)
+    timing = compress_with_phases(model, config, ids)
 else:
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -52,28 +54,21 @@ else:
     extra = {} if method == "wanda" else {"block_size": 128, "dampening_frac": 0.01}
     recipe = cls(sparsity=0.5, mask_structure=structure, targets=["Linear"], ignore=["lm_head"], **extra)
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-    oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
-            max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
-seconds = time.perf_counter() - start
+    with Span() as span:  # oneshot's whole call: its data preparation and its calibration loop
+        oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=ids.shape[0],
+                max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
+    timing = span.record()
 linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
 zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
 model.eval()
 ppl = perplexity(model, held, eval_seqlen)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
-print("RESULT " + json.dumps({"seconds": seconds, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
+print("RESULT " + json.dumps({**timing, "ppl": ppl, "sparsity": zeros, "rss_mib": rss}), flush=True)
 '''
-
-def _worker_source(body: str) -> str:
-    """The peer's script: kick's own perplexity function (torch-only, so it runs in the peer's
-    virtualenv without kick installed) followed by ``body``; both sides measure alike."""
-    from kick_testlib import perplexity as module
-
-    return Path(module.__file__).read_text(encoding="utf-8") + "\n" + body
-
 
 
 def _run(python: str, side: str, method: str, setting: str, model_path, ids_path, held_path, eval_seqlen, workdir) -> dict:
-    return run_worker(python, _worker_source(WORKER), [side, method, setting, model_path, ids_path, held_path, eval_seqlen],
+    return run_worker(python, worker_source(WORKER), [side, method, setting, model_path, ids_path, held_path, eval_seqlen],
                       workdir)
 
 
@@ -109,22 +104,27 @@ def main(argv=None) -> int:
     return 0
 
 
-# "+dense" is peak RSS above the dense run's (load + perplexity only): the compression's own memory.
+# "+dense" is peak RSS above the dense run's (load + perplexity only): the compression's own memory;
+# "fwd" is the share of kick's CPU time spent inside decoder-block forwards (statistics hooks included).
 def _table(results: list[dict], info: dict) -> None:
     print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
-    print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'seconds':>8} {'ppl':>9} {'RSS MiB':>8} "
-          f"{'+dense':>7} {'t ratio':>8} {'RSS ratio':>9}")
-    dense = next((r["rss_mib"] for r in results if r["side"] == "dense" and "error" not in r), 0.0)
+    dense = next((r for r in results if r["side"] == "dense" and "error" not in r), None)
+    if dense:
+        floor = dense["floor"]
+        print(f"two-forward floor: {floor['cpu_s']:.1f} CPU s, {floor['wall_s']:.1f} wall s (load {load_text(floor)})")
+    print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'CPU s':>7} {'wall s':>7} {'load':>9} {'ppl':>9} "
+          f"{'RSS MiB':>8} {'+dense':>7} {'fwd':>5} {'CPU ratio':>9} {'wall ratio':>10} {'RSS ratio':>9}")
     peers = {(r["method"], r["setting"]): r for r in results if r["side"] == "llm-compressor" and "error" not in r}
     for r in results:
         if "error" in r:
             print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} ERROR {r['error']}")
             continue
         peer = peers.get((r["method"], r["setting"])) if r["side"] == "kick" else None
-        t_ratio = f"{r['seconds'] / peer['seconds']:.2f}" if peer else ""
-        m_ratio = f"{r['rss_mib'] / peer['rss_mib']:.2f}" if peer else ""
-        print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} {r['sparsity']:>8.4f} {r['seconds']:>8.1f} "
-              f"{r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {r['rss_mib'] - dense:>7.0f} {t_ratio:>8} {m_ratio:>9}")
+        share = f"{r['forward_cpu_s'] / r['cpu_s']:.2f}" if r.get("forward_cpu_s") else ""
+        extra = r["rss_mib"] - dense["rss_mib"] if dense else 0.0
+        print(f"{r['method']:<10} {r['setting']:<8} {r['side']:<15} {r['sparsity']:>8.4f} {r['cpu_s']:>7.1f} "
+              f"{r['wall_s']:>7.1f} {load_text(r):>9} {r['ppl']:>9.2f} {r['rss_mib']:>8.0f} {extra:>7.0f} {share:>5} "
+              f"{ratio(r, peer, 'cpu_s'):>9} {ratio(r, peer, 'wall_s'):>10} {ratio(r, peer, 'rss_mib'):>9}")
     sys.stdout.flush()
 
 
