@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -124,6 +126,21 @@ def land(payload: Mapping[str, Any], cell: Cell, out_dir: Path) -> CellRun:
     return run
 
 
+@contextlib.contextmanager
+def ctrl_c_between_waits() -> Iterator[list]:
+    """Ctrl-C while Ray waits: Ray's wait checks for signals itself and can swallow the KeyboardInterrupt, so
+    in the main thread a SIGINT only sets a flag here, which the driver loop checks between short waits."""
+    interrupted: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def lost_worker_reason(err: BaseException) -> str:
     """One line on why a cell's worker never returned (killed, out of memory, node lost, cancelled)."""
     text = str(err).strip().splitlines()
@@ -207,17 +224,8 @@ class RayLauncher:
             submit(g)
         log.info("kick-sweep: %d cells submitted to Ray in %d groups", len(cells), len(queues))
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                cell, g = pending.pop(ready[0])
-                try:
-                    run = land(ray.get(ready[0]), cell, out_dir)
-                except ray.exceptions.RayTaskError as err:  # the task body itself raised (it catches cell errors)
-                    run = CellRun(cell, error=error_text(getattr(err, "cause", None) or err), ended=time.time())
-                except ray.exceptions.RayError as err:  # worker crashed, OOM-killed, node died, cancelled
-                    run = CellRun(cell, error=lost_worker_reason(err), ended=time.time())
-                submit(g)  # the group's next cell now finds the compressed model in the cache
-                yield run
+            with ctrl_c_between_waits() as interrupted:
+                yield from self._collect_runs(ray, pending, submit, out_dir, interrupted)
         finally:
             if pending:
                 log.warning("kick-sweep: cancelling %d unfinished cell(s); they stay pending for the next run",
@@ -226,3 +234,21 @@ class RayLauncher:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
 
+    @staticmethod
+    def _collect_runs(ray, pending: dict, submit, out_dir: Path, interrupted: list) -> Iterator[CellRun]:
+        """Each cell's run as it lands, its group's next cell submitted; a Ctrl-C seen between waits stops here."""
+        while pending:
+            if interrupted:
+                raise KeyboardInterrupt
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not ready:
+                continue
+            cell, g = pending.pop(ready[0])
+            try:
+                run = land(ray.get(ready[0]), cell, out_dir)
+            except ray.exceptions.RayTaskError as err:  # the task body itself raised (it catches cell errors)
+                run = CellRun(cell, error=error_text(getattr(err, "cause", None) or err), ended=time.time())
+            except ray.exceptions.RayError as err:  # worker crashed, OOM-killed, node died, cancelled
+                run = CellRun(cell, error=lost_worker_reason(err), ended=time.time())
+            submit(g)  # the group's next cell now finds the compressed model in the cache
+            yield run
