@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peer import calibration_and_heldout, load_text, ratio, run_worker, worker_source  # beside this script
+from peer import calibration_and_heldout, load_text, print_floor_header, ratio, run_worker, worker_source  # beside this script
 
 # (side, label, kick model_args or the peer's scheme)
 # llm-compressor refuses group_size=128 on SmolLM2 (576 input columns are not a multiple of 128; kick's
@@ -124,11 +124,7 @@ def _table(results: list[dict], info: dict) -> None:
     """Ratios are against kick's reference in the same row family: GPTQ for quantizers (and the
     peer for the same label), Wanda for the pruners at the same sparsity; "fwd" is the share of
     kick's CPU time spent inside decoder-block forwards (statistics hooks included)."""
-    print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
-    dense = next((r for r in results if r["side"] == "dense" and "error" not in r), None)
-    if dense:
-        floor = dense["floor"]
-        print(f"two-forward floor: {floor['cpu_s']:.1f} CPU s, {floor['wall_s']:.1f} wall s (load {load_text(floor)})")
+    print_floor_header(results, info)
     print(f"{'run':<24} {'side':<15} {'zeros':>6} {'CPU s':>7} {'wall s':>7} {'load':>9} {'ppl':>9} {'RSS MiB':>8} "
           f"{'fwd':>5} {'ppl/ref':>8} {'CPU/ref':>7} {'wall/ref':>8} {'ref':<22}")
     ok = {(r["side"], r["label"]): r for r in results if "error" not in r}

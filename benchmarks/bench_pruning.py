@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peer import calibration_and_heldout, load_text, ratio, run_worker, worker_source  # beside this script
+from peer import calibration_and_heldout, load_text, print_floor_header, ratio, run_worker, worker_source  # beside this script
 
 SETTINGS = [("wanda", "0.5"), ("wanda", "2:4"), ("sparsegpt", "0.5"), ("sparsegpt", "2:4")]
 
@@ -107,11 +107,7 @@ def main(argv=None) -> int:
 # "+dense" is peak RSS above the dense run's (load + perplexity only): the compression's own memory;
 # "fwd" is the share of kick's CPU time spent inside decoder-block forwards (statistics hooks included).
 def _table(results: list[dict], info: dict) -> None:
-    print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
-    dense = next((r for r in results if r["side"] == "dense" and "error" not in r), None)
-    if dense:
-        floor = dense["floor"]
-        print(f"two-forward floor: {floor['cpu_s']:.1f} CPU s, {floor['wall_s']:.1f} wall s (load {load_text(floor)})")
+    dense = print_floor_header(results, info)
     print(f"{'method':<10} {'setting':<8} {'side':<15} {'sparsity':>8} {'CPU s':>7} {'wall s':>7} {'load':>9} {'ppl':>9} "
           f"{'RSS MiB':>8} {'+dense':>7} {'fwd':>5} {'CPU ratio':>9} {'wall ratio':>10} {'RSS ratio':>9}")
     peers = {(r["method"], r["setting"]): r for r in results if r["side"] == "llm-compressor" and "error" not in r}

@@ -93,3 +93,13 @@ def load_text(row: dict) -> str:
     """The 1-minute load average at the start and the end of the measured span."""
     start, end = row["load"]
     return f"{start:.1f}-{end:.1f}"
+
+
+def print_floor_header(results: list[dict], info: dict) -> dict | None:
+    """The table's first lines: the calibration used and, from the dense run, the two-forward floor; the dense row."""
+    print(f"\nSmolLM2-135M fp32, {info['nsamples']} x {info['seqlen']} bundled calibration tokens, one thread")
+    dense = next((r for r in results if r["side"] == "dense" and "error" not in r), None)
+    if dense:
+        floor = dense["floor"]
+        print(f"two-forward floor: {floor['cpu_s']:.1f} CPU s, {floor['wall_s']:.1f} wall s (load {load_text(floor)})")
+    return dense

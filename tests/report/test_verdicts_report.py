@@ -131,13 +131,20 @@ def test_perplexity_is_paired_by_document_with_a_ratio_interval_and_a_verdict(tm
     assert _row(section, "wanda", "50%")[4] == "matches" and "(× 1.0" in _row(section, "wanda", "50%")[3]
 
 
-def test_one_unparsed_judge_item_keeps_the_paired_columns_and_says_it_was_dropped(tmp_path, results_writer):
-    dense = [7.0, 8.0, 6.0, 9.0, 7.0, 5.0, 8.0, 7.0, 6.0, 8.0, 7.0, 9.0]
-    comp = [6.0, 8.0, 5.0, 9.0, None, 5.0, 7.0, 7.0, 6.0, 7.0, 7.0, 8.0]  # one reply the judge could not parse
+JUDGE_DENSE = [7.0, 8.0, 6.0, 9.0, 7.0, 5.0, 8.0, 7.0, 6.0, 8.0, 7.0, 9.0]
+JUDGE_COMP = [6.0, 8.0, 5.0, 9.0, None, 5.0, 7.0, 7.0, 6.0, 7.0, 7.0, 8.0]  # one reply the judge could not parse
+
+
+def _write_judged_pair(tmp_path, results_writer, comp_score: float) -> None:
+    """Dense and Wanda 50% judged on 12 MT-Bench items, one of Wanda's replies unparsed."""
     _write(tmp_path, results_writer, "dense", {"method": "none"}, "kick_mtbench",
-           [_qa(i, v, "judge_score") for i, v in enumerate(dense)], 7.25)
+           [_qa(i, v, "judge_score") for i, v in enumerate(JUDGE_DENSE)], 7.25)
     _write(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, "kick_mtbench",
-           [_qa(i, v, "judge_score") for i, v in enumerate(comp)], 6.8)
+           [_qa(i, v, "judge_score") for i, v in enumerate(JUDGE_COMP)], comp_score)
+
+
+def test_one_unparsed_judge_item_keeps_the_paired_columns_and_says_it_was_dropped(tmp_path, results_writer):
+    _write_judged_pair(tmp_path, results_writer, 6.8)
     cell = _compare(tmp_path, "kick_mtbench").cells[0]
     assert cell.n == 11 and cell.dropped == (1, 1) and cell.diff is not None and cell.diff.method == "t (10 df)"
     report = kick_report.build_report(tmp_path, plots=False, tol=Tolerance(abs_points=1.0)).read_text()
@@ -290,12 +297,8 @@ def test_seeds_are_averaged_before_a_scores_own_interval(tmp_path, results_write
 def test_a_judge_score_on_fewer_items_gets_its_own_t_interval_and_says_its_n(tmp_path, results_writer):
     from scipy import stats
 
-    dense = [7.0, 8.0, 6.0, 9.0, 7.0, 5.0, 8.0, 7.0, 6.0, 8.0, 7.0, 9.0]
-    comp = [6.0, 8.0, 5.0, 9.0, None, 5.0, 7.0, 7.0, 6.0, 7.0, 7.0, 8.0]  # one reply the judge could not parse
-    _write(tmp_path, results_writer, "dense", {"method": "none"}, "kick_mtbench",
-           [_qa(i, v, "judge_score") for i, v in enumerate(dense)], 7.25)
-    _write(tmp_path, results_writer, "wanda", {"method": "wanda", "sparsity": 0.5, "seed": 0}, "kick_mtbench",
-           [_qa(i, v, "judge_score") for i, v in enumerate(comp)], 6.91)
+    _write_judged_pair(tmp_path, results_writer, 6.91)
+    comp = JUDGE_COMP
     cell = _compare(tmp_path, "kick_mtbench").cells[0]
     own = [v for v in comp if v is not None]
     low, high = stats.t.interval(0.95, len(own) - 1, loc=sum(own) / len(own), scale=stats.sem(own))
