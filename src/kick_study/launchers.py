@@ -66,25 +66,30 @@ def cpu_time() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def run_here(runner: Runner, cell: Cell, out_dir: Path) -> CellRun:
+    """One cell through ``runner`` in this process, into its own folder: its results file or error, when it ran,
+    where and its CPU seconds (this process runs one cell at a time, so its CPU clock's difference is the cell's)."""
+    cell_dir = out_dir / "cells" / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    run = CellRun(cell, started=time.time(), worker={"host": socket.gethostname(), "pid": os.getpid()})
+    cpu = cpu_time()
+    try:
+        run.results_file = Path(runner(cell, cell_dir))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
+        run.error = error_text(err)
+    run.ended = time.time()
+    run.cpu_seconds = round(cpu_time() - cpu, 2)
+    return run
+
+
 def serial_launcher(runner: Runner) -> Launcher:
     """Run the cells one after another in this process through ``runner``, each writing its own folder."""
 
     def launch(cells: Sequence[Cell], out_dir: Path) -> Iterator[CellRun]:
-        worker = {"host": socket.gethostname(), "pid": os.getpid()}
         for group in compression_groups(cells):
             for cell in group:
-                cell_dir = out_dir / "cells" / cell.cell_id
-                cell_dir.mkdir(parents=True, exist_ok=True)
-                run = CellRun(cell, started=time.time(), worker=worker)
-                cpu = cpu_time()
-                try:
-                    run.results_file = Path(runner(cell, cell_dir))
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
-                    run.error = error_text(err)
-                run.ended = time.time()
-                run.cpu_seconds = round(cpu_time() - cpu, 2)
-                yield run
+                yield run_here(runner, cell, out_dir)
 
     return launch

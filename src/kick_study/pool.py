@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kick_study.grid import Cell
-from kick_study.launchers import CellRun, Launcher, compression_groups, cpu_time, error_text
+from kick_study.launchers import CellRun, Launcher, compression_groups, error_text, run_here, serial_launcher
 from kick_study.runners import THREAD_ENV, Runner
 
 log = logging.getLogger(__name__)
@@ -48,16 +47,8 @@ def _init_worker(make_runner: Callable[[], Runner], threads: int, log_level: int
     _WORKER["runner"] = make_runner()
 
 
-def _run_in_worker(cell: Cell, cell_dir: str) -> tuple[str | None, str | None, float, float, dict[str, Any], float]:
-    """(results file, error, started, ended, worker, CPU seconds): a worker runs one cell at a time, so its own
-    CPU clock's difference is the cell's."""
-    started, cpu = time.time(), cpu_time()
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        results, error = str(_WORKER["runner"](cell, Path(cell_dir))), None
-    except Exception as err:  # noqa: BLE001 — any cell failure is recorded, the sweep goes on
-        results, error = None, error_text(err)
-    return results, error, started, time.time(), worker, round(cpu_time() - cpu, 2)
+def _run_in_worker(cell: Cell, out_dir: str) -> CellRun:
+    return run_here(_WORKER["runner"], cell, Path(out_dir))
 
 
 # --------------------------------------------------------------------------- sweep side
@@ -82,27 +73,9 @@ def pool_launcher(jobs: int, threads: int, make_runner: Callable[[], Runner], ru
         pooled, alone = split_by_threads(compression_groups(cells), threads)
         if pooled:
             yield from _pooled(pooled, out_dir, jobs, make_runner, threads)
-        worker = {"host": socket.gethostname(), "pid": os.getpid()}
-        for cell in alone:
-            run = CellRun(cell, started=time.time(), worker=worker)
-            cpu = cpu_time()
-            try:
-                run.results_file = Path(runner(cell, _cell_dir(out_dir, cell)))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # noqa: BLE001
-                run.error = error_text(err)
-            run.ended = time.time()
-            run.cpu_seconds = round(cpu_time() - cpu, 2)
-            yield run
+        yield from serial_launcher(runner)(alone, out_dir)
 
     return launch
-
-
-def _cell_dir(out_dir: Path, cell: Cell) -> Path:
-    cell_dir = out_dir / "cells" / cell.cell_id
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    return cell_dir
 
 
 def _pooled(groups: list[list[Cell]], out_dir: Path, jobs: int, make_runner: Callable[[], Runner],
@@ -119,7 +92,7 @@ def _pooled(groups: list[list[Cell]], out_dir: Path, jobs: int, make_runner: Cal
     def submit(i: int) -> None:
         cell = queues[i].popleft()
         try:
-            running[pool.submit(_run_in_worker, cell, str(_cell_dir(out_dir, cell)))] = (cell, i)
+            running[pool.submit(_run_in_worker, cell, str(out_dir))] = (cell, i)
         except BrokenProcessPool as err:  # a worker died: this cell and its group's rest fail, the sweep goes on
             for lost in (cell, *queues[i]):
                 broken.append(CellRun(lost, error=f"the worker process failed: {error_text(err)}", ended=time.time()))
@@ -133,14 +106,12 @@ def _pooled(groups: list[list[Cell]], out_dir: Path, jobs: int, make_runner: Cal
             for future in done:
                 cell, i = running.pop(future)
                 try:
-                    results_file, error, started, ended, worker, cpu = future.result()
+                    run = future.result()
                 except Exception as err:  # noqa: BLE001 — a worker that died (out of memory, killed) fails its cell
-                    results_file, error, started, ended, worker, cpu = None, f"the worker process failed: " \
-                        f"{error_text(err)}", None, time.time(), {}, None
+                    run = CellRun(cell, error=f"the worker process failed: {error_text(err)}", ended=time.time())
                 if queues[i]:
                     submit(i)  # the group's next cell loads what this one compressed
-                yield CellRun(cell, results_file=Path(results_file) if results_file else None, error=error,
-                              started=started, ended=ended, worker=worker, cpu_seconds=cpu)
+                yield run
             yield from broken
             broken.clear()
         yield from broken

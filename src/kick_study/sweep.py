@@ -24,7 +24,7 @@ from typing import Any
 from kick_common.args import ArgsError, parse_kv
 from kick_common.env import EnvError, check_environment
 from kick_study.cores import machine_cores, threads_per_job
-from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, task_manager
+from kick_study.grid import check_every_method_has_cells, check_tasks, grid_tasks, plan_cells, sweep_threads, task_manager
 from kick_study.index import load_index, run_sweep
 from kick_study.runners import Runner, inprocess_runner, subprocess_runner
 from kick_study.settings import GRID_KEYS, LAUNCHERS, RAY_ONLY_KEYS, SweepError, SweepSettings, load_config_file
@@ -103,18 +103,12 @@ def use_all_cores(jobs: int = 1) -> int:
     cores = int(given) if given.isdigit() and int(given) > 0 else machine_cores()
     torch.set_num_threads(cores)
     if jobs > 1:
-        log.info("kick-sweep: up to %d in-process cells at once, %d torch thread(s) each", jobs,
-                 threads_per_job(jobs, cores))
-        return threads_per_job(jobs, cores)
+        share = threads_per_job(jobs, cores)
+        log.info("kick-sweep: up to %d in-process cells at once, %d torch thread(s) each", jobs, share)
+        return share
     log.info("kick-sweep: in-process cells use %d torch thread(s)%s", cores,
              "" if given else " (all cores; set OMP_NUM_THREADS to use fewer)")
     return cores
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def check_judge(tasks: Sequence[str]) -> None:
@@ -175,8 +169,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
         if runner is None and settings.jobs > 1:
             from kick_study.pool import pool_launcher
 
-            launcher = pool_launcher(settings.jobs, threads_per_job(settings.jobs, torch_threads()), make_runner,
-                                     make_runner())
+            launcher = pool_launcher(settings.jobs, sweep_threads(settings), make_runner, make_runner())
         elif runner is None:
             runner = make_runner()
     out_dir = Path(settings.out).expanduser()
